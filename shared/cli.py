@@ -1,0 +1,295 @@
+"""``conveyor``: run the system locally, migrate, enqueue, invoke a handler on a sample event.
+
+Every user error ends in one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+from shared import settings as env
+
+STATE_FILE = Path(".conveyor") / "dev.json"
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90``, ``45s``, ``10m``, ``1h30m``, ``2d`` → a timedelta."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return timedelta(seconds=float(text))
+    pos, total = 0, 0.0
+    for match in _DURATION_RE.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match[1]) * _UNITS[match[2]]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 30s, 10m, 1h30m, 2d")
+    return timedelta(seconds=total)
+
+
+def parse_datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid time {text!r}: use ISO 8601 with an offset, e.g. 2026-12-01T09:00:00+08:00") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"time {text!r} has no UTC offset: add one, e.g. {text}+00:00")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="conveyor", description="Background jobs on Postgres + SQS + Lambda.")
+    parser.add_argument("--registry", help=f"registry as module:attribute (default: ${env.REGISTRY} or {env.DEFAULT_REGISTRY})")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    dev = sub.add_parser("dev", help="run the whole system locally (PostgreSQL, SQS, relay, handlers, schedules)")
+    dev.add_argument("--stage", default="dev", help="resource name prefix stage (default: dev)")
+    dev.add_argument("--data-dir", type=Path, default=Path(".conveyor"), help="where the embedded PostgreSQL keeps its data")
+    dev.add_argument("--database-url", help="use this PostgreSQL instead of the embedded one (default: $DATABASE_URL)")
+    dev.add_argument("--no-scheduler", action="store_true", help="do not fire schedules")
+    dev.add_argument("--verbose", action="store_true", help="show the handlers' JSON logs")
+
+    migrate = sub.add_parser("migrate", help="apply pending migrations and sync the registry to the database")
+    migrate.add_argument("--database-url")
+
+    enqueue = sub.add_parser("enqueue", help="enqueue a job through the outbox")
+    enqueue.add_argument("job", help="job name, e.g. email.send")
+    enqueue.add_argument("--json", dest="payload", default="{}", help="the payload as a JSON object")
+    when = enqueue.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=parse_duration, help="run after this long, e.g. 30s, 10m, 2d")
+    when.add_argument("--run-at", type=parse_datetime, help="run at this time (ISO 8601 with offset)")
+    enqueue.add_argument("--dedup-key", help="at most one pending job per (job, key)")
+    enqueue.add_argument("--queue", help="one of the job's queues, overriding its route")
+    enqueue.add_argument("--database-url")
+
+    invoke = sub.add_parser("invoke", help="run one job's handler on a sample SQS event (like `sam local invoke`)")
+    invoke.add_argument("job", help="job name, e.g. email.send")
+    invoke.add_argument("--event", type=Path, required=True, help="an SQS event JSON file, e.g. events/email.send.json")
+
+    sub.add_parser("jobs", help="list the registry's jobs, queues and schedules")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.registry:
+        os.environ[env.REGISTRY] = args.registry
+    try:
+        return COMMANDS[args.command](args)
+    except CliError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the known error families get one line; anything else is a bug and keeps its traceback
+        if _is_user_error(exc):
+            return _fail(str(exc))
+        raise
+
+
+def _fail(message: str) -> int:
+    print(f"conveyor: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from shared.registry import RegistryError
+    from shared.settings import SettingsError
+
+    if isinstance(exc, (RegistryError, SettingsError, ValueError, FileNotFoundError, PermissionError)):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, psycopg.OperationalError)
+
+
+def _registry():
+    from shared.registry import default_registry
+
+    return default_registry()
+
+
+def _database_url(explicit: str | None) -> str:
+    url = explicit or os.environ.get(env.DATABASE_URL) or os.environ.get(env.DATABASE_URL_FALLBACK)
+    if url:
+        return url
+    state = _dev_state()
+    if state:
+        return state["database_url"]
+    raise CliError("no database: pass --database-url, set DATABASE_URL, or start `conveyor dev` in this directory")
+
+
+def _dev_state() -> dict[str, Any] | None:
+    if not STATE_FILE.exists():
+        return None
+    try:
+        state = json.loads(STATE_FILE.read_text())
+        os.kill(int(state["pid"]), 0)
+    except (ValueError, KeyError, OSError):
+        return None
+    return state
+
+
+def _connect(url: str):
+    from shared.database import connect
+    from shared.settings import Settings
+
+    return connect(Settings(database_url=url))
+
+
+# -- commands ---------------------------------------------------------------------------------------------------
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from shared.local.runtime import LocalConfig, LocalRuntime
+
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    if not args.verbose:
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    registry = _registry()
+    config = LocalConfig(
+        stage=args.stage,
+        database_url=args.database_url or os.environ.get(env.DATABASE_URL) or os.environ.get(env.DATABASE_URL_FALLBACK),
+        data_dir=args.data_dir,
+        scheduler=not args.no_scheduler,
+        state_file=STATE_FILE,
+    )
+    runtime = LocalRuntime(registry, config, out=lambda line: print(line, flush=True))
+
+    def _stop(signum: int, _frame: Any) -> None:
+        print("\nstopping: letting running jobs finish …", flush=True)
+        runtime.stop_event.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    runtime.start()
+    print(
+        f"ready      {len(registry)} jobs. Try: conveyor enqueue email.send --json "
+        "'{\"to\": \"ada@example.com\", \"template\": \"welcome\", \"subject\": \"Hi\", \"variables\": {\"name\": \"Ada\"}}'",
+        flush=True,
+    )
+    try:
+        runtime.wait()
+    finally:
+        runtime.stop()
+        print("stopped", flush=True)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from shared.migrate import migrate, sync_registry
+
+    registry = _registry()
+    with _connect(_database_url(args.database_url)) as conn:
+        result = migrate(conn)
+        sync_registry(conn, registry)
+    for migration in result.applied:
+        print(f"applied {migration.component}/{migration.version:04d}_{migration.name}.sql")
+    print(f"schema up to date ({', '.join(f'{k} {v}' for k, v in result.versions.items())}); {len(registry)} jobs synced")
+    return 0
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from shared.outbox import enqueue
+
+    registry = _registry()
+    job = registry[args.job]
+    try:
+        payload = json.loads(args.payload)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--json is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(payload, dict):
+        raise CliError(f"--json must be a JSON object, got {type(payload).__name__}")
+    with _connect(_database_url(args.database_url)) as conn:
+        with conn.transaction():
+            job_id = enqueue(
+                conn, job, payload, delay=args.delay, run_at=args.run_at, dedup_key=args.dedup_key,
+                queue=args.queue, registry=registry,
+            )
+    print(job_id)
+    return 0
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from shared.local.runtime import load_handler
+
+    registry = _registry()
+    job = registry[args.job]
+    try:
+        event = json.loads(args.event.read_text())
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{args.event}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(event, dict) or not isinstance(event.get("Records"), list) or not event["Records"]:
+        raise CliError(f"{args.event}: not an SQS event (expected an object with a non-empty 'Records' list)")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    if not os.environ.get("AWS_ENDPOINT_URL"):
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+    state = _dev_state()
+    if state and not os.environ.get("AWS_ENDPOINT_URL"):
+        os.environ["AWS_ENDPOINT_URL"] = state["aws_endpoint_url"]
+        os.environ.setdefault(env.DATABASE_URL, state["database_url"])
+        os.environ.setdefault(env.STAGE, state["stage"])
+    handler = load_handler(job)
+    handler.observers.append(lambda r: print(f"{r.job_name} {r.job_id} attempt {r.attempt}: {r.outcome.value} in {r.duration_ms:.1f} ms" + (f" ({r.error})" if r.error else ""), file=sys.stderr))
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        response = handler(event, None)
+    else:
+        response = _invoke_isolated(registry, handler, event)
+    print(json.dumps(response, indent=2))
+    return 1 if response.get("batchItemFailures") else 0
+
+
+def _invoke_isolated(registry: Any, handler: Any, event: dict[str, Any]) -> dict[str, Any]:
+    """No `conveyor dev` running: give the handler an in-memory moto SQS so retries and DLQ moves work."""
+    import boto3
+    from moto import mock_aws
+
+    from shared.local.aws import LOCAL_CREDENTIALS, ensure_queues, prepare_local_services
+    from shared.queues import QueueDirectory
+    from shared.settings import Settings
+
+    for key, value in LOCAL_CREDENTIALS.items():
+        os.environ.setdefault(key, value)
+    with mock_aws():
+        sqs = boto3.client("sqs")
+        settings = Settings.from_env()
+        ensure_queues(sqs, registry, stage=settings.stage)
+        prepare_local_services()
+        handler.bind(sqs=sqs, directory=QueueDirectory(sqs, settings))
+        return handler(event, None)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    registry = _registry()
+    for job in registry:
+        schedule = f"  {job.schedule} {job.timezone}" if job.schedule else ""
+        print(f"{job.name:<24} queues={','.join(job.all_queues):<28} attempts={job.retry.max_attempts} timeout={job.timeout}s{schedule}")
+    return 0
+
+
+COMMANDS = {"dev": cmd_dev, "migrate": cmd_migrate, "enqueue": cmd_enqueue, "invoke": cmd_invoke, "jobs": cmd_jobs}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Database connections for handlers and the relay: one per warm container, reused across invocations.
+
+Settings are safe behind RDS Proxy and PgBouncer: no server-side prepared statements (``prepare_threshold=None``)
+and no session state. On AWS the credentials come from Secrets Manager (an RDS-format secret, cached by
+Powertools Parameters); locally from ``CONVEYOR_DATABASE_URL`` / ``DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import TYPE_CHECKING
+
+from shared.settings import DATABASE_URL, DB_SECRET_ARN, Settings
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+class DatabaseNotConfigured(RuntimeError):
+    pass
+
+
+def conninfo(settings: Settings) -> str:
+    """The libpq connection string from the settings: a URL, or an RDS secret's fields."""
+    if settings.database_url:
+        return settings.database_url
+    if settings.db_secret_arn:
+        from aws_lambda_powertools.utilities.parameters import get_secret
+        from psycopg.conninfo import make_conninfo
+
+        secret = json.loads(get_secret(settings.db_secret_arn, max_age=300))
+        return make_conninfo(
+            host=secret["host"],
+            port=secret.get("port", 5432),
+            dbname=secret.get("dbname", "postgres"),
+            user=secret["username"],
+            password=secret["password"],
+            sslmode=secret.get("sslmode", "require"),
+        )
+    raise DatabaseNotConfigured(f"no database configured: set {DATABASE_URL} (or DATABASE_URL) or {DB_SECRET_ARN}")
+
+
+def connect(settings: Settings | None = None, *, autocommit: bool = True) -> psycopg.Connection:
+    import psycopg
+
+    return psycopg.connect(
+        conninfo(settings or Settings.from_env()), autocommit=autocommit, prepare_threshold=None, connect_timeout=10
+    )
+
+
+class Database:
+    """A lazily opened connection, reopened if it broke (a proxy timeout between invocations, a failover)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.Lock()
+
+    def connection(self) -> psycopg.Connection:
+        with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = connect(self._settings)
+            return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

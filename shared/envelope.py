@@ -1,0 +1,121 @@
+"""The message envelope: how a job travels through SQS.
+
+The body is the payload JSON and nothing else, so any producer can send a job straight to a queue. Conveyor's
+metadata travels in message attributes: the job id, the job name (needed where a queue carries several jobs),
+the attempt the message starts at, and when the job was enqueued. A message without them (a foreign producer) gets
+its SQS message id as job id and the queue's only job as job name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+ATTR_JOB_ID = "conveyor.job_id"
+ATTR_JOB_NAME = "conveyor.job"
+ATTR_ATTEMPT = "conveyor.attempt"
+ATTR_ENQUEUED_AT = "conveyor.enqueued_at"
+# Set on messages that the runtime moves to a dead-letter queue itself.
+ATTR_ERROR_TYPE = "conveyor.error_type"
+ATTR_ERROR = "conveyor.error"
+ATTR_FAILED_AT = "conveyor.failed_at"
+
+# SQS's limit for body plus attributes is 256 KiB; keep 1 KiB for the attributes. Mirrored in SQL by
+# conveyor.max_payload_bytes() (a test checks that they agree).
+MAX_PAYLOAD_BYTES = 261_120
+# SQS message attribute values are limited only by the message size, but a DLQ reason must stay readable.
+MAX_ERROR_CHARS = 2_000
+
+
+class PayloadTooLarge(ValueError):
+    def __init__(self, job_name: str, size: int) -> None:
+        super().__init__(
+            f"payload of job {job_name!r} is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} (SQS's message size). "
+            "Store large data elsewhere (S3, a table) and pass a reference."
+        )
+
+
+def check_payload_size(job_name: str, body: str) -> None:
+    size = len(body.encode("utf-8"))
+    if size > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(job_name, size)
+
+
+def _string(value: str) -> dict[str, str]:
+    return {"DataType": "String", "StringValue": value}
+
+
+def message_attributes(*, job_id: str, job_name: str, attempt: int, enqueued_at: datetime) -> dict[str, dict[str, str]]:
+    return {
+        ATTR_JOB_ID: _string(job_id),
+        ATTR_JOB_NAME: _string(job_name),
+        ATTR_ATTEMPT: {"DataType": "Number", "StringValue": str(attempt)},
+        ATTR_ENQUEUED_AT: _string(enqueued_at.astimezone(UTC).isoformat()),
+    }
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One SQS record as the handler sees it, with the envelope read and the attempt number worked out."""
+
+    job_id: str
+    job_name: str | None
+    attempt: int
+    enqueued_at: datetime | None
+    body: str
+    message_id: str
+    receipt_handle: str
+    queue_arn: str
+    attributes: dict[str, Any]
+
+    @property
+    def queue_resource_name(self) -> str:
+        return self.queue_arn.rsplit(":", 1)[-1]
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Delivery:
+        """Read a Lambda SQS event record. The attempt is the first attempt the message carried plus the receives
+        so far, so a job redriven from a DLQ with its attempt attribute keeps counting where it left off."""
+        attrs = record.get("messageAttributes") or {}
+
+        def attr(name: str) -> str | None:
+            value = attrs.get(name)
+            return None if value is None else value.get("stringValue")
+
+        receive_count = int((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
+        first_attempt = int(attr(ATTR_ATTEMPT) or 1)
+        enqueued = attr(ATTR_ENQUEUED_AT)
+        return cls(
+            job_id=attr(ATTR_JOB_ID) or record["messageId"],
+            job_name=attr(ATTR_JOB_NAME),
+            attempt=first_attempt + receive_count - 1,
+            enqueued_at=datetime.fromisoformat(enqueued) if enqueued else None,
+            body=record["body"],
+            message_id=record["messageId"],
+            receipt_handle=record["receiptHandle"],
+            queue_arn=record.get("eventSourceARN", ""),
+            attributes=attrs,
+        )
+
+    def dead_letter_attributes(self, *, job_name: str, error_type: str, error: str) -> dict[str, dict[str, str]]:
+        """Attributes for the copy sent to the DLQ: the envelope, so a redrive keeps the job's identity, and why.
+
+        The attempt restarts at 1: a job redriven from the DLQ is an operator's deliberate retry and gets the whole
+        retry policy again (as BullMQ's and pg-boss's retry do). The failed attempt's number is in the error text.
+        """
+        return {
+            ATTR_JOB_ID: _string(self.job_id),
+            ATTR_JOB_NAME: _string(job_name),
+            ATTR_ATTEMPT: {"DataType": "Number", "StringValue": "1"},
+            ATTR_ENQUEUED_AT: _string((self.enqueued_at or datetime.now(UTC)).isoformat()),
+            ATTR_ERROR_TYPE: _string(error_type),
+            ATTR_ERROR: _string(error[:MAX_ERROR_CHARS] or "(no message)"),
+            ATTR_FAILED_AT: _string(datetime.now(UTC).isoformat()),
+        }
+
+
+def payload_json(payload: Any) -> str:
+    """Compact JSON for a dict payload (models serialize themselves)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)

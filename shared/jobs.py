@@ -1,0 +1,34 @@
+"""The product's job registry: the one list of jobs. Add a job here and it gets a queue, a DLQ, a function,
+a trigger and (if scheduled) a schedule, in the local runtime and in the CDK app alike."""
+
+from __future__ import annotations
+
+from shared.payloads import EmailSend, EmailTemplate, ReservationsCleanup
+from shared.registry import Registry, RetryPolicy
+
+registry = Registry()
+
+EMAIL_SEND = registry.job(
+    "email.send",
+    description="Send a transactional email through SES.",
+    payload=EmailSend,
+    queue="email-default",
+    queues=("email-high",),
+    route=lambda p: "email-high" if p.template is EmailTemplate.PASSWORD_RESET else "email-default",
+    retry=RetryPolicy(max_attempts=5, base_delay=10, max_delay=600),
+    timeout=30,
+    batch_size=10,
+    concurrency=10,
+)
+
+RESERVATIONS_CLEANUP = registry.job(
+    "reservations.cleanup",
+    description="Release expired reservations so their stock is sellable again.",
+    payload=ReservationsCleanup,
+    queue="maintenance",
+    retry=RetryPolicy(max_attempts=3, base_delay=30, max_delay=300),
+    timeout=120,
+    batch_size=1,
+    concurrency=2,
+    schedule="rate(15 minutes)",
+)

@@ -1,0 +1,107 @@
+"""A local stand-in for Lambda's SQS event source mapping: receive, invoke the handler, delete what succeeded."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from shared.envelope import ATTR_JOB_NAME
+from shared.local.lambda_event import LocalLambdaContext, sqs_record
+from shared.names import function_resource_name
+from shared.registry import QueueSettings
+
+log = logging.getLogger("conveyor.local.poller")
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+class QueuePoller(threading.Thread):
+    """Polls one queue and hands each batch to the handler of the job its messages belong to.
+
+    Like the real event source mapping: a batch is at most ``batch_size`` messages; the handler's
+    ``batchItemFailures`` stay on the queue (invisible for whatever backoff the runtime set) and the rest are
+    deleted; if the handler raises, the whole batch stays. Stopping lets the batch in hand finish first.
+    """
+
+    def __init__(
+        self,
+        *,
+        sqs: Any,
+        queue: QueueSettings,
+        url: str,
+        queue_arn: str,
+        handlers: Mapping[str, Handler],
+        stop: threading.Event,
+        stage: str,
+        region: str = "us-east-1",
+        wait_seconds: int = 1,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name or f"poller-{queue.name}", daemon=True)
+        self.sqs = sqs
+        self.queue = queue
+        self.url = url
+        self.queue_arn = queue_arn
+        self.handlers = handlers
+        self.stop_event = stop
+        self.stage = stage
+        self.region = region
+        self.wait_seconds = wait_seconds
+        self.busy = False
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.poll_once()
+            except Exception:  # noqa: BLE001 - keep polling; the messages stay on the queue
+                log.exception("poller for %s failed; retrying", self.queue.name)
+                self.stop_event.wait(1.0)
+
+    def poll_once(self) -> int:
+        messages = self.sqs.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=self.queue.batch_size,
+            WaitTimeSeconds=self.wait_seconds,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        if not messages:
+            return 0
+        self.busy = True
+        try:
+            by_job: dict[str, list[dict[str, Any]]] = {}
+            for message in messages:
+                by_job.setdefault(self._job_of(message), []).append(message)
+            for job_name, batch in by_job.items():
+                self._invoke(job_name, batch)
+        finally:
+            self.busy = False
+        return len(messages)
+
+    def _job_of(self, message: dict[str, Any]) -> str:
+        attribute = (message.get("MessageAttributes") or {}).get(ATTR_JOB_NAME)
+        if attribute and attribute.get("StringValue") in self.handlers:
+            return attribute["StringValue"]
+        # A foreign message, or one for a job not on this queue: the queue's first job's handler decides (it sends
+        # a message naming another job to the DLQ with a clear reason).
+        return self.queue.jobs[0]
+
+    def _invoke(self, job_name: str, batch: list[dict[str, Any]]) -> None:
+        event = {"Records": [sqs_record(m, queue_arn=self.queue_arn, region=self.region) for m in batch]}
+        context = LocalLambdaContext(
+            function_name=function_resource_name(job_name, stage=self.stage), timeout_s=self.queue.visibility_timeout // 6
+        )
+        try:
+            response = self.handlers[job_name](event, context) or {}
+        except Exception:  # noqa: BLE001 - as on Lambda: an invocation error leaves the whole batch on the queue
+            log.exception("handler for %s raised; the batch of %d stays on the queue", job_name, len(batch))
+            return
+        failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
+        done = [m for m in batch if m["MessageId"] not in failed]
+        if done:
+            self.sqs.delete_message_batch(
+                QueueUrl=self.url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )

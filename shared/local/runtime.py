@@ -1,0 +1,267 @@
+"""The whole system on one machine: PostgreSQL, moto's SQS, the relay, the pollers and the scheduler.
+
+``conveyor dev`` runs this; tests run it too, against their own database and queue prefix. Handlers are the same
+Lambda handlers that run on AWS, invoked with real SQS-shaped events.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from shared import settings as env
+from shared.database import Database, connect
+from shared.local.aws import LocalAws, ensure_queues, prepare_local_services
+from shared.local.poller import QueuePoller
+from shared.local.scheduler import LocalScheduler
+from shared.migrate import migrate, sync_registry
+from shared.outbox import enqueue_scheduled
+from shared.outbox.relay import Relay, RelayStats
+from shared.queues import QueueDirectory
+from shared.registry import JobSpec, Registry, RegistryError
+from shared.runtime.handler import JobHandler, RunReport
+from shared.settings import Settings
+
+Printer = Callable[[str], None]
+
+
+def load_handler(job: JobSpec) -> JobHandler:
+    """Import ``functions/<job>/handler.py`` and return its ``handler``, checking it is built for this job."""
+    try:
+        module = importlib.import_module(job.handler_module)
+    except ImportError as exc:
+        raise RegistryError(f"job {job.name!r}: cannot import its handler module {job.handler_module!r}: {exc}") from exc
+    handler = getattr(module, "handler", None)
+    if not isinstance(handler, JobHandler) or handler.job.name != job.name:
+        raise RegistryError(
+            f"job {job.name!r}: {job.handler_module}.handler must be built with job_handler({job.name!r} spec, fn)"
+        )
+    return handler
+
+
+@dataclass
+class LocalConfig:
+    stage: str = "dev"
+    database_url: str | None = None
+    data_dir: Path = Path(".conveyor")
+    max_queue_depth: int = 100
+    workers_per_queue: int = 2
+    relay_idle_interval: float = 0.05
+    poll_wait_seconds: int = 1
+    scheduler: bool = True
+    state_file: Path | None = None
+    handlers: Mapping[str, JobHandler] = field(default_factory=dict)
+
+
+class LocalRuntime:
+    def __init__(self, registry: Registry, config: LocalConfig | None = None, *, out: Printer = print) -> None:
+        self.registry = registry
+        self.config = config or LocalConfig()
+        self.out = out
+        self.stop_event = threading.Event()
+        self.postgres: Any = None
+        self.aws: LocalAws | None = None
+        self.database_url: str | None = None
+        self.sqs: Any = None
+        self.handlers: dict[str, JobHandler] = {}
+        self.threads: list[threading.Thread] = []
+        self.pollers: list[QueuePoller] = []
+        self.relay: Relay | None = None
+        self.urls: dict[str, tuple[str, str]] = {}
+        self.reports: list[RunReport] = []
+        self._reports_lock = threading.Lock()
+
+    # -- start-up ------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            self._start_database()
+            self._start_aws()
+            self._start_workers()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_database(self) -> None:
+        url = self.config.database_url
+        if url:
+            self.out(f"database   {redact(url)} (from configuration)")
+        else:
+            from shared.local.postgres import EmbeddedPostgres
+
+            self.postgres = EmbeddedPostgres(self.config.data_dir / "pgdata", log=lambda m: self.out(f"postgres   {m}"))
+            url = self.postgres.start()
+            self.out(f"database   {url} (embedded, data in {self.config.data_dir / 'pgdata'})")
+        self.database_url = url
+        os.environ[env.DATABASE_URL] = url
+        os.environ[env.STAGE] = self.config.stage
+        with connect(Settings(database_url=url)) as conn:
+            result = migrate(conn)
+            sync_registry(conn, self.registry)
+        applied = ", ".join(f"{m.component}/{m.version:04d}_{m.name}" for m in result.applied) or "none pending"
+        self.out(f"migrations {applied}")
+
+    def _start_aws(self) -> None:
+        import boto3
+
+        if not os.environ.get("AWS_ENDPOINT_URL"):
+            self.aws = LocalAws()
+            endpoint = self.aws.start()
+            self.out(f"aws        moto server at {endpoint}")
+        else:
+            self.out(f"aws        {os.environ['AWS_ENDPOINT_URL']} (AWS_ENDPOINT_URL)")
+        self.sqs = boto3.client("sqs")
+        self.urls = ensure_queues(self.sqs, self.registry, stage=self.config.stage)
+        prepare_local_services()
+        for label, (url, _) in self.urls.items():
+            self.out(f"queue      {label:<16} {url}")
+
+    def _start_workers(self) -> None:
+        settings = Settings(stage=self.config.stage, database_url=self.database_url)
+        directory = QueueDirectory(self.sqs, settings)
+        for job in self.registry:
+            handler = self.config.handlers.get(job.name) or load_handler(job)
+            handler.bind(sqs=self.sqs, directory=directory, database=Database(settings))
+            if self.on_report not in handler.observers:
+                handler.observers.append(self.on_report)
+            self.handlers[job.name] = handler
+
+        self.relay = Relay(
+            lambda: connect(settings),
+            self.sqs,
+            directory,
+            admit=self._admit,
+            known_queues=self.urls,
+        )
+        self._spawn(threading.Thread(
+            target=self.relay.run,
+            args=(self.stop_event,),
+            kwargs={"idle_interval": self.config.relay_idle_interval, "on_cycle": self._on_relay},
+            name="relay",
+            daemon=True,
+        ))
+        for label, (url, _) in self.urls.items():
+            queue = self.registry.queue_settings(label)
+            arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            for worker in range(min(queue.concurrency, self.config.workers_per_queue)):
+                poller = QueuePoller(
+                    sqs=self.sqs,
+                    queue=queue,
+                    url=url,
+                    queue_arn=arn,
+                    handlers={name: self.handlers[name] for name in queue.jobs},
+                    stop=self.stop_event,
+                    stage=self.config.stage,
+                    wait_seconds=self.config.poll_wait_seconds,
+                    name=f"poller-{label}-{worker}",
+                )
+                self.pollers.append(poller)
+                self._spawn(poller)
+        if self.config.scheduler and self.registry.scheduled():
+            scheduler = LocalScheduler(self.registry, self._fire, self.stop_event)
+            self._spawn(scheduler)
+            for job in self.registry.scheduled():
+                self.out(f"schedule   {job.name:<24} {job.schedule} {job.timezone}")
+        if self.config.state_file:
+            self.config.state_file.parent.mkdir(parents=True, exist_ok=True)
+            self.config.state_file.write_text(json.dumps({
+                "pid": os.getpid(),
+                "database_url": self.database_url,
+                "aws_endpoint_url": os.environ.get("AWS_ENDPOINT_URL"),
+                "stage": self.config.stage,
+            }))
+
+    def _spawn(self, thread: threading.Thread) -> None:
+        self.threads.append(thread)
+        thread.start()
+
+    # -- running -------------------------------------------------------------------------------------------------
+
+    def _admit(self, queue: str) -> bool:
+        """Backpressure: publish to a queue only while it holds fewer than ``max_queue_depth`` visible messages
+        (moto rescans a queue on every receive, so a deep local queue gets slow; the outbox holds the rest)."""
+        url = self.urls[queue][0]
+        depth = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(depth["Attributes"]["ApproximateNumberOfMessages"]) < self.config.max_queue_depth
+
+    def _fire(self, job: JobSpec, fire_time: datetime) -> None:
+        with connect(Settings(database_url=self.database_url)) as conn:
+            job_id = enqueue_scheduled(conn, job, fire_time, registry=self.registry)
+        if job_id:
+            self.out(f"schedule   {job.name} fired for {fire_time.isoformat()} -> job {job_id}")
+
+    def _on_relay(self, stats: RelayStats) -> None:
+        line = f"relay      published {stats.published}"
+        if stats.failed:
+            line += f", {stats.failed} refused by SQS (kept, retrying): {'; '.join(stats.errors[:2])}"
+        self.out(line)
+
+    def on_report(self, report: RunReport) -> None:
+        with self._reports_lock:
+            self.reports.append(report)
+        line = (
+            f"run        {report.job_name:<22} {report.job_id}  attempt {report.attempt}  "
+            f"{report.outcome.value:<9} {report.duration_ms:7.1f} ms"
+        )
+        if report.retry_in is not None:
+            line += f"  retry in {report.retry_in}s"
+        if report.error:
+            line += f"  {report.error[:200]}"
+        self.out(line)
+
+    def wait(self) -> None:
+        while not self.stop_event.is_set():
+            self.stop_event.wait(0.5)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        return predicate()
+
+    # -- shutdown ------------------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop taking work, let in-flight batches finish, then stop the servers. Committed jobs stay in the outbox
+        or on their queue, so nothing is lost by stopping at any point."""
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+        self.threads.clear()
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
+        for handler in self.handlers.values():
+            if self.on_report in handler.observers:
+                handler.observers.remove(self.on_report)
+            handler.database.close()
+        if self.config.state_file and self.config.state_file.exists():
+            self.config.state_file.unlink()
+        if self.aws is not None:
+            self.aws.stop()
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+            self.aws = None
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+
+
+def redact(url: str) -> str:
+    """A URL with its password hidden, for logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

@@ -1,0 +1,131 @@
+"""Forward-only, numbered SQL migrations, safe to run from several processes at once.
+
+Each component (``conveyor`` for our own schema, ``demo`` for the example domain) owns a schema of the same name and
+a folder of ``NNNN_name.sql`` files. ``migrate`` takes a transaction-level advisory lock, so two deploys or two
+``conveyor dev`` processes starting together apply each file exactly once, and it refuses a database whose schema
+is newer than the code (rolling back code must not silently run against a schema it does not know).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+
+from shared.registry import Registry
+
+_FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# An arbitrary constant: every migrator of every version takes the same lock.
+_LOCK_KEY = 0x636F6E76  # "conv"
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    component: str
+    version: int
+    name: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class Component:
+    """A schema and the folder of migrations that builds it."""
+
+    name: str
+    package: str
+
+    def migrations(self) -> list[Migration]:
+        found = []
+        for entry in resources.files(self.package).iterdir():
+            match = _FILE_RE.match(entry.name)
+            if match:
+                found.append(Migration(self.name, int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+            elif entry.name.endswith(".sql"):
+                raise MigrationError(f"{self.package}/{entry.name}: migration files are named NNNN_name.sql")
+        found.sort(key=lambda m: m.version)
+        for expected, migration in enumerate(found, start=1):
+            if migration.version != expected:
+                raise MigrationError(f"{self.name} migrations must be numbered 1, 2, 3 … without gaps; found {migration.version} where {expected} was expected")
+        return found
+
+
+CONVEYOR = Component("conveyor", "shared.migrations")
+DEMO = Component("demo", "shared.demo.migrations")
+COMPONENTS = (CONVEYOR, DEMO)
+
+
+@dataclass(frozen=True)
+class MigrateResult:
+    applied: list[Migration]
+    versions: dict[str, int]
+
+
+def migrate(conn: psycopg.Connection, components: tuple[Component, ...] = COMPONENTS) -> MigrateResult:
+    """Apply every pending migration, each component in order, in one transaction under an advisory lock."""
+    applied: list[Migration] = []
+    versions: dict[str, int] = {}
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute("CREATE SCHEMA IF NOT EXISTS conveyor")
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS conveyor.migrations (
+                   component  text NOT NULL,
+                   version    integer NOT NULL,
+                   name       text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now(),
+                   PRIMARY KEY (component, version))"""
+        )
+        for component in components:
+            migrations = component.migrations()
+            row = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM conveyor.migrations WHERE component = %s", (component.name,)
+            ).fetchone()
+            current = row[0] if row else 0
+            known = migrations[-1].version if migrations else 0
+            if current > known:
+                raise MigrationError(
+                    f"the database's {component.name} schema is at version {current}, but this code knows only up to "
+                    f"{known}: deploy the newer code (migrations never run backwards)"
+                )
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(component.name)))
+            for migration in migrations[current:]:
+                try:
+                    conn.execute(migration.sql)
+                except psycopg.Error as exc:
+                    raise MigrationError(
+                        f"migration {component.name}/{migration.version:04d}_{migration.name}.sql failed: {exc}"
+                    ) from exc
+                conn.execute(
+                    "INSERT INTO conveyor.migrations (component, version, name) VALUES (%s, %s, %s)",
+                    (component.name, migration.version, migration.name),
+                )
+                applied.append(migration)
+            versions[component.name] = max(current, known)
+    return MigrateResult(applied, versions)
+
+
+def sync_registry(conn: psycopg.Connection, registry: Registry) -> None:
+    """Publish the registry's jobs and queues to ``conveyor.job_types`` for ``conveyor.add_job`` (SQL producers).
+
+    Jobs no longer in the registry are removed, so SQL producers get a clear "unknown job" instead of jobs that no
+    handler will ever take.
+    """
+    names = [job.name for job in registry]
+    with conn.transaction():
+        with conn.cursor() as cur:
+            cur.executemany(
+                """INSERT INTO conveyor.job_types (name, default_queue, queues) VALUES (%s, %s, %s)
+                   ON CONFLICT (name) DO UPDATE SET default_queue = EXCLUDED.default_queue, queues = EXCLUDED.queues,
+                       updated_at = now()
+                   WHERE (job_types.default_queue, job_types.queues) IS DISTINCT FROM (EXCLUDED.default_queue, EXCLUDED.queues)""",
+                [(job.name, job.queue, list(job.all_queues)) for job in registry],
+            )
+            cur.execute("DELETE FROM conveyor.job_types WHERE NOT (name = ANY(%s))", (names,))
+

@@ -1,0 +1,244 @@
+"""The transactional outbox: enqueue jobs on the caller's own database connection.
+
+``enqueue`` runs one INSERT on the connection it is given and never commits. The job exists if and only if the
+caller's transaction commits: a rolled-back order never sends its confirmation email, and a committed one always
+does (the relay publishes it). Payloads are validated against the job's model before anything is written.
+
+Dedup keys: while a job with the same (job name, dedup key) is still pending in the outbox (not yet published to
+SQS), enqueueing it again writes nothing and returns the pending job's id. Once published, the key is free again,
+so a periodic "sync store 42" can be enqueued each period but never piles up while one is waiting. The same rule
+as graphile-worker's ``job_key`` in its default mode and pg-boss's ``singletonKey`` for created jobs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from pydantic import BaseModel, ValidationError
+
+from shared.envelope import check_payload_size
+from shared.ids import new_job_id
+from shared.registry import JobSpec, Registry, default_registry
+from shared.sqlfile import load_queries
+
+QUERIES = load_queries("shared.outbox")
+
+
+class InvalidPayload(ValueError):
+    """A payload that does not fit its job's model. Nothing was written."""
+
+    def __init__(self, job_name: str, error: ValidationError) -> None:
+        self.job_name = job_name
+        self.errors = error.errors(include_url=False)
+        super().__init__(f"invalid payload for job {job_name!r}: {describe_validation_error(error)}")
+
+
+class EnqueueError(ValueError):
+    """Enqueue options that cannot work (both delay and run_at, a naive run_at, …). Nothing was written."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """``to: value is not a valid email address (got 'x'); subject: Field required`` — every field, one line."""
+    parts = []
+    for item in error.errors(include_url=False):
+        location = ".".join(str(p) for p in item["loc"]) or "(payload)"
+        message = item["msg"]
+        if item["type"] != "missing" and "input" in item and not isinstance(item["input"], dict):
+            message += f" (got {item['input']!r:.80})"
+        parts.append(f"{location}: {message}")
+    return "; ".join(parts)
+
+
+def resolve_job(job: JobSpec | str, registry: Registry | None = None) -> JobSpec:
+    """A spec from a name (looked up in ``registry``, else the configured one) or a spec."""
+    if isinstance(job, JobSpec) and registry is None:
+        return job
+    return (registry or default_registry()).get(job)
+
+
+def validate_payload(job: JobSpec, payload: BaseModel | dict[str, Any]) -> BaseModel:
+    """The payload as the job's model: a model instance passes through, a dict is validated."""
+    if isinstance(payload, job.payload):
+        return payload
+    if isinstance(payload, BaseModel):
+        raise EnqueueError(
+            f"job {job.name!r} takes a {job.payload.__name__} payload, got a {type(payload).__name__}"
+        )
+    try:
+        return job.payload.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidPayload(job.name, exc) from None
+
+
+def _when(delay: timedelta | float | None, run_at: datetime | None) -> tuple[datetime | None, timedelta]:
+    if delay is not None and run_at is not None:
+        raise EnqueueError("give either delay or run_at, not both")
+    if run_at is not None:
+        if run_at.tzinfo is None or run_at.utcoffset() is None:
+            raise EnqueueError(f"run_at must be timezone-aware (got naive {run_at.isoformat()}); e.g. datetime.now(UTC)")
+        return run_at, timedelta(0)
+    if delay is None:
+        return None, timedelta(0)
+    if isinstance(delay, (int, float)):
+        delay = timedelta(seconds=delay)
+    if not isinstance(delay, timedelta):
+        raise EnqueueError(f"delay must be a timedelta or a number of seconds, got {delay!r}")
+    if delay < timedelta(0):
+        raise EnqueueError(f"delay must not be negative, got {delay}")
+    return None, delay
+
+
+def _check_dedup_key(dedup_key: str | None) -> None:
+    if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key or len(dedup_key) > 512):
+        raise EnqueueError(f"dedup_key must be a non-empty string of at most 512 characters, got {dedup_key!r}")
+
+
+def enqueue(
+    conn: psycopg.Connection,
+    job: JobSpec | str,
+    payload: BaseModel | dict[str, Any],
+    *,
+    delay: timedelta | float | None = None,
+    run_at: datetime | None = None,
+    dedup_key: str | None = None,
+    queue: str | None = None,
+    registry: Registry | None = None,
+) -> uuid.UUID:
+    """Add a job to the outbox in the caller's transaction and return its id. Never commits.
+
+    ``delay``/``run_at`` may be any length (the relay publishes when due; SQS's 15-minute delay cap does not
+    apply). ``queue`` overrides the job's route; it must be one of the job's queues.
+    """
+    spec = resolve_job(job, registry)
+    model = validate_payload(spec, payload)
+    chosen_queue = spec.queue_for(model, queue)
+    body = model.model_dump_json()
+    check_payload_size(spec.name, body)
+    at, after = _when(delay, run_at)
+    _check_dedup_key(dedup_key)
+    params = {
+        "id": new_job_id(),
+        "job_name": spec.name,
+        "queue": chosen_queue,
+        "payload": body,
+        "run_at": at,
+        "delay": after,
+        "dedup_key": dedup_key,
+    }
+    row = conn.execute(QUERIES["outbox_insert"], params).fetchone()
+    if row is not None:
+        return row[0]
+    # A pending job holds the key. Read it in a new statement, which sees a row committed since ours began.
+    existing = conn.execute(QUERIES["outbox_find_dedup"], params).fetchone()
+    if existing is None:
+        raise EnqueueError(
+            f"job {spec.name!r} with dedup_key {dedup_key!r} conflicted with a job that is no longer visible "
+            "(published or rolled back meanwhile); enqueue again"
+        )
+    return existing[0]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One job of an :func:`enqueue_many` batch, when jobs in the batch need their own dedup key or queue."""
+
+    payload: BaseModel | dict[str, Any]
+    dedup_key: str | None = None
+    queue: str | None = None
+
+
+def enqueue_many(
+    conn: psycopg.Connection,
+    job: JobSpec | str,
+    payloads: Iterable[BaseModel | dict[str, Any] | Item],
+    *,
+    delay: timedelta | float | None = None,
+    run_at: datetime | None = None,
+    registry: Registry | None = None,
+) -> list[uuid.UUID]:
+    """Add many jobs of one kind in a single statement; returns their ids in input order. Never commits.
+
+    Every payload is validated first: one bad payload raises :class:`InvalidPayload` (naming its index) and
+    nothing is written. Items whose dedup key is already pending get the pending job's id.
+    """
+    spec = resolve_job(job, registry)
+    at, after = _when(delay, run_at)
+    ids: list[uuid.UUID] = []
+    queues: list[str] = []
+    bodies: list[str] = []
+    keys: list[str | None] = []
+    for index, entry in enumerate(payloads):
+        item = entry if isinstance(entry, Item) else Item(entry)
+        try:
+            model = validate_payload(spec, item.payload)
+        except InvalidPayload as exc:
+            raise EnqueueError(f"item {index}: {exc}") from None
+        _check_dedup_key(item.dedup_key)
+        body = model.model_dump_json()
+        check_payload_size(spec.name, body)
+        ids.append(new_job_id())
+        queues.append(spec.queue_for(model, item.queue))
+        bodies.append(body)
+        keys.append(item.dedup_key)
+    if not ids:
+        return []
+    params = {
+        "job_name": spec.name,
+        "ids": ids,
+        "queues": queues,
+        "payloads": bodies,
+        "dedup_keys": keys,
+        "run_at": at,
+        "delay": after,
+    }
+    inserted = {row[0] for row in conn.execute(QUERIES["outbox_insert_many"], params)}
+    if len(inserted) == len(ids):
+        return ids
+    pending = {
+        key: job_id
+        for key, job_id in conn.execute(
+            QUERIES["outbox_find_dedup_many"], {"job_name": spec.name, "dedup_keys": [k for k in keys if k]}
+        )
+    }
+    result = []
+    for job_id, key in zip(ids, keys):
+        if job_id in inserted:
+            result.append(job_id)
+        elif key is not None and key in pending:
+            result.append(pending[key])
+        else:
+            raise EnqueueError(f"job {spec.name!r} with dedup_key {key!r} conflicted with a job no longer visible; enqueue again")
+    return result
+
+
+def enqueue_scheduled(
+    conn: psycopg.Connection, job: JobSpec, fire_time: datetime, *, registry: Registry | None = None
+) -> uuid.UUID | None:
+    """Enqueue one scheduled run of ``job`` for ``fire_time``, at most once per (job, fire time) ever.
+
+    Returns the new job's id, or None when that period already has its run (the schedule fired twice). Run it in a
+    transaction: the period is claimed only if the job is enqueued too.
+    """
+    with conn.transaction():
+        claimed = conn.execute(QUERIES["schedule_claim_fire"], {"job_name": job.name, "fire_time": fire_time}).fetchone()
+        if claimed is None:
+            return None
+        job_id = enqueue(conn, job, dict(job.schedule_payload), registry=registry)
+        conn.execute(QUERIES["schedule_record_job"], {"job_id": job_id, "job_name": job.name, "fire_time": fire_time})
+        return job_id
+
+
+__all__: Sequence[str] = (
+    "enqueue_scheduled",
+    "enqueue",
+    "enqueue_many",
+    "Item",
+    "InvalidPayload",
+    "EnqueueError",
+    "validate_payload",
+)

@@ -1,0 +1,310 @@
+"""The job registry: the single list of jobs that the runtime, the local runtime and the CDK stacks all read.
+
+A :class:`JobSpec` says everything about a job that is not its code: the payload model, which queue(s) carry it,
+how it is retried, how long it may run, how it is batched and how many run at once, and when it is scheduled.
+Specs are validated when they are built, so a bad setting fails at import time with a message that names the job
+and the setting, not at deploy time or at 3 a.m.
+
+This module deliberately imports neither psycopg nor boto3: infrastructure code and the CLI load it cheaply.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from shared.names import JOB_NAME_RE, QUEUE_NAME_RE, module_name, slug
+from shared.schedule import Schedule, ScheduleError, parse_schedule
+
+# SQS and Lambda limits that registry settings must respect (checked here so synth and deploy never see them).
+SQS_MAX_VISIBILITY_SECONDS = 12 * 60 * 60
+SQS_MAX_RECEIVE_COUNT = 1000
+SQS_MAX_BATCH_SIZE = 10
+LAMBDA_MAX_TIMEOUT_SECONDS = 900
+ESM_MIN_CONCURRENCY = 2
+ESM_MAX_CONCURRENCY = 1000
+# Lambda's SQS trigger keeps a message invisible for the queue's visibility timeout; AWS advises at least 6x the
+# function timeout so a throttled or retried batch does not reappear while still being processed.
+VISIBILITY_TIMEOUT_FACTOR = 6
+
+
+class RegistryError(ValueError):
+    """A job definition that cannot work, or a lookup of a job that does not exist."""
+
+
+class UnknownJobError(RegistryError, KeyError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        super().__init__(f"unknown job {name!r}; registered jobs: {', '.join(sorted(known)) or '(none)'}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.args[0]
+
+
+class JobPayload(BaseModel):
+    """Base for payload models: immutable, and unknown fields are an error rather than silently dropped."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Backoff(StrEnum):
+    EXPONENTIAL = "exponential"
+    FIXED = "fixed"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how far apart a failing job is attempted.
+
+    ``max_attempts`` counts every run, the first included: 1 means never retried. The delay after failed attempt
+    ``n`` is ``base_delay`` (fixed) or ``base_delay * 2 ** (n - 1)`` (exponential), capped at ``max_delay``; with
+    ``jitter`` a random value in ``[delay / 2, delay]`` is used instead, so a burst of failures does not come back
+    as a burst (the "equal jitter" scheme).
+    """
+
+    max_attempts: int = 5
+    backoff: Backoff = Backoff.EXPONENTIAL
+    base_delay: int = 10
+    max_delay: int = 15 * 60
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_attempts <= SQS_MAX_RECEIVE_COUNT:
+            raise RegistryError(f"max_attempts must be between 1 and {SQS_MAX_RECEIVE_COUNT} (SQS maxReceiveCount), got {self.max_attempts}")
+        object.__setattr__(self, "backoff", Backoff(self.backoff))
+        if self.base_delay < 0:
+            raise RegistryError(f"base_delay must be >= 0 seconds, got {self.base_delay}")
+        if not self.base_delay <= self.max_delay <= SQS_MAX_VISIBILITY_SECONDS:
+            raise RegistryError(
+                f"max_delay must be between base_delay ({self.base_delay}) and {SQS_MAX_VISIBILITY_SECONDS} seconds "
+                f"(SQS's longest visibility timeout), got {self.max_delay}"
+            )
+
+    def delay_after(self, attempt: int, *, rand: Callable[[], float] = random.random) -> int:
+        """Seconds to wait before the attempt that follows failed attempt ``attempt`` (1-based)."""
+        if self.backoff is Backoff.FIXED:
+            delay = self.base_delay
+        else:
+            delay = self.base_delay * 2 ** min(max(attempt - 1, 0), 32)
+        delay = min(delay, self.max_delay)
+        if self.jitter and delay > 0:
+            delay = delay / 2 + rand() * delay / 2
+        return int(round(delay))
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job. See the module docstring; every field is checked in ``__post_init__``.
+
+    ``queue`` is where the job goes by default. ``queues`` lists other queues the job may be sent to, and ``route``
+    picks one from the payload (e.g. password resets on ``email-high``). Several jobs may share a queue.
+    ``schedule`` is an EventBridge Scheduler expression (``cron(...)``, ``rate(...)``) evaluated in ``timezone``;
+    each scheduled run gets ``schedule_payload`` as its payload.
+    """
+
+    name: str
+    payload: type[BaseModel]
+    queue: str
+    queues: tuple[str, ...] = ()
+    route: Callable[[Any], str] | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: int = 30
+    memory: int = 256
+    batch_size: int = 10
+    concurrency: int = 5
+    schedule: str | None = None
+    timezone: str = "UTC"
+    schedule_payload: Mapping[str, Any] = field(default_factory=dict)
+    handler: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        def fail(message: str) -> None:
+            raise RegistryError(f"job {self.name!r}: {message}")
+
+        if not isinstance(self.name, str) or not JOB_NAME_RE.match(self.name):
+            raise RegistryError(
+                f"job name {self.name!r} is invalid: use lowercase dotted words of letters, digits and '_' "
+                "(e.g. 'email.send', 'bills.monthly')"
+            )
+        if not (isinstance(self.payload, type) and issubclass(self.payload, BaseModel)):
+            fail(f"payload must be a pydantic model class, got {self.payload!r}")
+        config = self.payload.model_config
+        if config.get("extra") != "forbid" or not config.get("frozen"):
+            fail(
+                f"payload model {self.payload.__name__} must be frozen with extra='forbid' "
+                "(subclass shared.registry.JobPayload)"
+            )
+        object.__setattr__(self, "queues", tuple(self.queues))
+        for queue in self.all_queues:
+            if not isinstance(queue, str) or not QUEUE_NAME_RE.match(queue):
+                fail(f"queue {queue!r} is invalid: use lowercase letters, digits and '-' (e.g. 'email-high')")
+        if len(set(self.all_queues)) != len(self.all_queues):
+            fail(f"queues list {self.queue!r} more than once: {self.all_queues}")
+        if self.route is not None and not self.queues:
+            fail("route is set but no other queues are listed in queues=; a route can only pick the default queue")
+        if not 1 <= self.timeout <= LAMBDA_MAX_TIMEOUT_SECONDS:
+            fail(f"timeout must be between 1 and {LAMBDA_MAX_TIMEOUT_SECONDS} seconds (Lambda's limit), got {self.timeout}")
+        if not 128 <= self.memory <= 10240:
+            fail(f"memory must be between 128 and 10240 MB, got {self.memory}")
+        if not 1 <= self.batch_size <= SQS_MAX_BATCH_SIZE:
+            fail(f"batch_size must be between 1 and {SQS_MAX_BATCH_SIZE}, got {self.batch_size}")
+        if self.concurrency < ESM_MIN_CONCURRENCY:
+            fail(
+                f"concurrency must be at least {ESM_MIN_CONCURRENCY}: SQS event sources cannot cap concurrency lower "
+                f"(MaximumConcurrency minimum is 2), got {self.concurrency}; for strictly one-at-a-time work use a "
+                "dedup key or a lock in the handler"
+            )
+        if self.concurrency > ESM_MAX_CONCURRENCY:
+            fail(f"concurrency must be at most {ESM_MAX_CONCURRENCY}, got {self.concurrency}")
+        if self.timeout * VISIBILITY_TIMEOUT_FACTOR > SQS_MAX_VISIBILITY_SECONDS:
+            fail(f"timeout {self.timeout}s needs a visibility timeout above SQS's 12-hour maximum")
+        if self.handler is not None and ":" in self.handler:
+            fail(f"handler {self.handler!r} must be a module path like 'functions.email_send.handler'")
+        if self.schedule is None:
+            if self.timezone != "UTC" or self.schedule_payload:
+                fail("timezone and schedule_payload only apply to scheduled jobs; set schedule= too")
+        else:
+            try:
+                parse_schedule(self.schedule, self.timezone)
+            except ScheduleError as exc:
+                fail(f"bad schedule: {exc}")
+            try:
+                self.payload.model_validate(dict(self.schedule_payload))
+            except ValidationError as exc:
+                fail(f"schedule_payload does not fit {self.payload.__name__}: {exc.errors()[0]['msg']} at "
+                     f"{'.'.join(map(str, exc.errors()[0]['loc'])) or '(root)'}")
+
+    @property
+    def all_queues(self) -> tuple[str, ...]:
+        return (self.queue, *self.queues)
+
+    @property
+    def slug(self) -> str:
+        return slug(self.name)
+
+    @property
+    def handler_module(self) -> str:
+        """Where the job's Lambda handler lives: ``functions/<job_with_underscores>/handler.py`` unless overridden."""
+        return self.handler or f"functions.{module_name(self.name)}.handler"
+
+    @property
+    def parsed_schedule(self) -> Schedule | None:
+        return None if self.schedule is None else parse_schedule(self.schedule, self.timezone)
+
+    @property
+    def visibility_timeout(self) -> int:
+        return self.timeout * VISIBILITY_TIMEOUT_FACTOR
+
+    def queue_for(self, payload: BaseModel, explicit: str | None = None) -> str:
+        """The queue a payload goes to: the explicit choice, else the route's, else the default queue."""
+        chosen = explicit or (self.route(payload) if self.route else self.queue)
+        if chosen not in self.all_queues:
+            source = "queue=" if explicit else "route"
+            raise RegistryError(f"job {self.name!r}: {source} chose queue {chosen!r}, which is not one of {self.all_queues}")
+        return chosen
+
+
+class Registry:
+    """An ordered set of jobs. Refuses duplicates, so two definitions can never silently fight over a name."""
+
+    def __init__(self, jobs: list[JobSpec] | None = None) -> None:
+        self._jobs: dict[str, JobSpec] = {}
+        for job in jobs or []:
+            self.add(job)
+
+    def add(self, job: JobSpec) -> JobSpec:
+        if not isinstance(job, JobSpec):
+            raise RegistryError(f"expected a JobSpec, got {job!r}")
+        if job.name in self._jobs:
+            raise RegistryError(f"job {job.name!r} is registered twice")
+        self._jobs[job.name] = job
+        return job
+
+    def job(self, name: str, **settings: Any) -> JobSpec:
+        """Build and add a :class:`JobSpec` in one call."""
+        return self.add(JobSpec(name=name, **settings))
+
+    def __getitem__(self, name: str) -> JobSpec:
+        try:
+            return self._jobs[name]
+        except KeyError:
+            raise UnknownJobError(name, list(self._jobs)) from None
+
+    def get(self, job: str | JobSpec) -> JobSpec:
+        """Resolve a name or spec to this registry's spec (a spec from another registry is looked up by name)."""
+        return self[job.name if isinstance(job, JobSpec) else job]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._jobs
+
+    def __iter__(self) -> Iterator[JobSpec]:
+        return iter(self._jobs.values())
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def queues(self) -> dict[str, list[JobSpec]]:
+        """Every queue label with the jobs it carries, in registration order."""
+        by_queue: dict[str, list[JobSpec]] = {}
+        for job in self:
+            for queue in job.all_queues:
+                by_queue.setdefault(queue, []).append(job)
+        return by_queue
+
+    def queue_settings(self, queue: str) -> QueueSettings:
+        """Settings for a physical queue shared by several jobs: the strictest of theirs."""
+        jobs = self.queues().get(queue)
+        if not jobs:
+            raise RegistryError(f"unknown queue {queue!r}; queues: {', '.join(self.queues())}")
+        return QueueSettings(
+            name=queue,
+            jobs=tuple(j.name for j in jobs),
+            visibility_timeout=max(j.visibility_timeout for j in jobs),
+            max_receive_count=max(j.retry.max_attempts for j in jobs),
+            batch_size=min(j.batch_size for j in jobs),
+            concurrency=max(j.concurrency for j in jobs),
+        )
+
+    def scheduled(self) -> list[JobSpec]:
+        return [job for job in self if job.schedule is not None]
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """What a queue needs to be created: derived from the jobs on it, never declared separately."""
+
+    name: str
+    jobs: tuple[str, ...]
+    visibility_timeout: int
+    max_receive_count: int
+    batch_size: int
+    concurrency: int
+
+
+def load_registry(path: str) -> Registry:
+    """Import a registry from ``"package.module:attribute"`` (the ``CONVEYOR_REGISTRY`` setting)."""
+    import importlib
+
+    module_name_, _, attribute = path.partition(":")
+    if not module_name_ or not attribute:
+        raise RegistryError(f"registry path {path!r} must look like 'package.module:attribute'")
+    try:
+        module = importlib.import_module(module_name_)
+    except ImportError as exc:
+        raise RegistryError(f"cannot import registry module {module_name_!r}: {exc}") from exc
+    registry = getattr(module, attribute, None)
+    if not isinstance(registry, Registry):
+        raise RegistryError(f"{path!r} is not a Registry (got {type(registry).__name__})")
+    return registry
+
+
+def default_registry() -> Registry:
+    from shared.settings import Settings
+
+    return load_registry(Settings.from_env().registry)

@@ -1,0 +1,255 @@
+"""``job_handler``: turns a job function into an SQS-triggered Lambda handler.
+
+What every job gets without writing it:
+
+- partial batch failures (Powertools ``BatchProcessor``): one failing message never makes its batch-mates run again;
+- the payload parsed into the job's model; a body that does not fit is a permanent failure;
+- a retry decision per failure: ``PermanentJobError`` (and an invalid payload) go to the job's dead-letter queue at
+  once with the reason in message attributes; any other exception is retried after the policy's backoff (set with
+  ChangeMessageVisibility) and, when the last attempt fails, moved to the DLQ with its error. The queue's redrive
+  policy stays as the backstop for runs that never report back (timeouts, crashes);
+- structured logs with ``job_id``, ``job_name`` and ``attempt`` on every line, and EMF metrics per outcome.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from pydantic import BaseModel, ValidationError
+
+from shared.database import Database
+from shared.envelope import Delivery
+from shared.outbox import describe_validation_error
+from shared.queues import QueueDirectory
+from shared.registry import JobSpec, Registry
+from shared.runtime.context import JobContext
+from shared.runtime.errors import PayloadInvalid, PermanentJobError, RetryAfter
+
+JobFunction = Callable[[Any, JobContext], Any]
+
+_LOG_KEYS = ["job_id", "job_name", "attempt", "message_id"]
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """One run's result, for observers (the local runtime's console line; later, the run ledger)."""
+
+    job_name: str
+    job_id: str
+    attempt: int
+    outcome: Outcome
+    duration_ms: float
+    error: str | None = None
+    retry_in: int | None = None
+
+
+Observer = Callable[[RunReport], None]
+
+
+class JobHandler:
+    """The Lambda entry point for one job. Build it with :func:`job_handler` at module level in the handler file,
+    so clients and connections are created once per container and reused by warm invocations."""
+
+    def __init__(
+        self,
+        job: JobSpec,
+        fn: JobFunction,
+        *,
+        sqs: Any = None,
+        directory: QueueDirectory | None = None,
+        database: Database | None = None,
+        registry: Registry | None = None,
+    ) -> None:
+        self.job = job
+        self.fn = fn
+        self._sqs = sqs
+        self._directory = directory
+        self.database = database or Database()
+        self.registry = registry
+        self.logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "conveyor"))
+        self.metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Conveyor"))
+        self.observers: list[Observer] = []
+        self._lambda_context: Any = None
+
+    # boto3 is created on first use, not at import, so `conveyor invoke` and tests can point it at moto first.
+    @property
+    def sqs(self) -> Any:
+        if self._sqs is None:
+            import boto3
+
+            self._sqs = boto3.client("sqs")
+        return self._sqs
+
+    @property
+    def directory(self) -> QueueDirectory:
+        if self._directory is None:
+            self._directory = QueueDirectory(self.sqs)
+        return self._directory
+
+    def bind(self, *, sqs: Any = None, directory: QueueDirectory | None = None, database: Database | None = None) -> None:
+        """Point this handler at other clients (the local runtime and tests: one moto server, a per-test database)."""
+        if sqs is not None:
+            self._sqs = sqs
+        if directory is not None:
+            self._directory = directory
+        if database is not None:
+            self.database = database
+
+    def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        self._lambda_context = context
+        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+        try:
+            return process_partial_response(
+                event=event, record_handler=self._process, processor=processor, context=context
+            )
+        finally:
+            self.metrics.add_dimension(name="job", value=self.job.name)
+            self.metrics.flush_metrics(raise_on_empty_metrics=False)
+
+    # -- one record ------------------------------------------------------------------------------------------
+
+    def _process(self, record: SQSRecord) -> None:
+        delivery = Delivery.from_record(record.raw_event)
+        job_name = delivery.job_name or self.job.name
+        self.logger.append_keys(
+            job_id=delivery.job_id, job_name=job_name, attempt=delivery.attempt, message_id=delivery.message_id
+        )
+        started = time.perf_counter()
+        try:
+            self._run(delivery, job_name)
+        except (PermanentJobError, PayloadInvalid) as exc:
+            self._dead_letter(delivery, job_name, type(exc).__name__, exc.reason, started)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if delivery.attempt >= self.job.retry.max_attempts:
+                self._dead_letter(
+                    delivery,
+                    job_name,
+                    type(exc).__name__,
+                    f"attempt {delivery.attempt} of {self.job.retry.max_attempts} failed: {error}",
+                    started,
+                    exc_info=True,
+                )
+                return
+            delay = exc.seconds if isinstance(exc, RetryAfter) else self.job.retry.delay_after(delivery.attempt)
+            self._delay_retry(delivery, delay)
+            self.logger.warning(
+                "job failed, will retry", extra={"error": error, "retry_in_s": delay}, exc_info=not isinstance(exc, RetryAfter)
+            )
+            self._report(delivery, job_name, Outcome.RETRYING, started, error=error, retry_in=delay)
+            raise  # reported to SQS as a batch item failure
+        else:
+            self._report(delivery, job_name, Outcome.SUCCEEDED, started)
+        finally:
+            self.logger.remove_keys(_LOG_KEYS)
+
+    def _run(self, delivery: Delivery, job_name: str) -> None:
+        if job_name != self.job.name:
+            raise PermanentJobError(
+                f"message for job {job_name!r} was delivered to the handler of {self.job.name!r}; "
+                "check which queue the producer sent it to"
+            )
+        try:
+            payload: BaseModel = self.job.payload.model_validate_json(delivery.body)
+        except ValidationError as exc:
+            raise PayloadInvalid(f"invalid payload for job {self.job.name!r}: {describe_validation_error(exc)}") from exc
+        ctx = JobContext(
+            job_id=delivery.job_id,
+            job_name=job_name,
+            attempt=delivery.attempt,
+            max_attempts=self.job.retry.max_attempts,
+            enqueued_at=delivery.enqueued_at,
+            message_id=delivery.message_id,
+            logger=self.logger,
+            database=self.database,
+            registry=self.registry,
+            lambda_context=self._lambda_context,
+        )
+        self.fn(payload, ctx)
+
+    # -- outcomes ----------------------------------------------------------------------------------------------
+
+    def _queue_label(self, delivery: Delivery) -> str:
+        label = self.directory.label_for(delivery.queue_resource_name)
+        return label if label in self.job.all_queues else self.job.queue
+
+    def _dead_letter(
+        self, delivery: Delivery, job_name: str, error_type: str, reason: str, started: float, *, exc_info: bool = False
+    ) -> None:
+        """Copy the message to the DLQ with the reason, then let the batch processor delete the original.
+
+        If the copy fails, the exception propagates and the message stays on its queue: it is retried or moved by
+        the redrive policy, never dropped.
+        """
+        self.sqs.send_message(
+            QueueUrl=self.directory.dlq_url(self._queue_label(delivery)),
+            MessageBody=delivery.body,
+            MessageAttributes=delivery.dead_letter_attributes(job_name=job_name, error_type=error_type, error=reason),
+        )
+        self.logger.error(
+            "job failed permanently; moved to the dead-letter queue",
+            extra={"error_type": error_type, "error": reason},
+            exc_info=exc_info,
+        )
+        self._report(delivery, job_name, Outcome.DEAD, started, error=f"{error_type}: {reason}")
+
+    def _delay_retry(self, delivery: Delivery, seconds: int) -> None:
+        try:
+            self.sqs.change_message_visibility(
+                QueueUrl=self.directory.url(self._queue_label(delivery)),
+                ReceiptHandle=delivery.receipt_handle,
+                VisibilityTimeout=seconds,
+            )
+        except Exception:  # noqa: BLE001 - the message still comes back, after the queue's visibility timeout
+            self.logger.warning("could not set the retry delay; the queue's visibility timeout applies", exc_info=True)
+
+    def _report(
+        self,
+        delivery: Delivery,
+        job_name: str,
+        outcome: Outcome,
+        started: float,
+        *,
+        error: str | None = None,
+        retry_in: int | None = None,
+    ) -> None:
+        duration_ms = (time.perf_counter() - started) * 1000
+        self.metrics.add_metric(name=f"Job{outcome.value.capitalize()}", unit=MetricUnit.Count, value=1)
+        self.metrics.add_metric(name="JobDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
+        if outcome is Outcome.SUCCEEDED:
+            self.logger.info("job succeeded", extra={"duration_ms": round(duration_ms, 1)})
+        report = RunReport(job_name, delivery.job_id, delivery.attempt, outcome, duration_ms, error, retry_in)
+        for observer in self.observers:
+            try:
+                observer(report)
+            except Exception:  # noqa: BLE001 - an observer must never change a job's outcome
+                self.logger.warning("run observer failed", exc_info=True)
+
+
+def job_handler(job: JobSpec, fn: JobFunction | None = None, **options: Any) -> Any:
+    """Build the Lambda handler for ``job``. Use as a call or a decorator::
+
+        handler = job_handler(EMAIL_SEND, send_email)
+
+        @job_handler(EMAIL_SEND)
+        def handler(payload: EmailSend, ctx: JobContext) -> None: ...
+    """
+    if fn is None:
+        return lambda f: JobHandler(job, f, **options)
+    return JobHandler(job, fn, **options)
+

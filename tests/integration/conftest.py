@@ -1,0 +1,43 @@
+import os
+
+import pytest
+
+from shared.local.runtime import LocalConfig, LocalRuntime
+from tests.support import Calls, make_work_handler
+from tests.support import registry as test_registry
+
+
+@pytest.fixture
+def calls():
+    return Calls()
+
+
+@pytest.fixture
+def runtime_factory(db_url, stage, aws_endpoint):
+    """Start a LocalRuntime on this test's database and stage; stopped (and the environment restored) after."""
+    started = []
+    saved = dict(os.environ)
+
+    def start(registry=test_registry, handlers=None, **config):
+        lines = []
+        runtime = LocalRuntime(
+            registry,
+            LocalConfig(stage=stage, database_url=db_url, scheduler=False, handlers=handlers or {}, **config),
+            out=lines.append,
+        )
+        runtime.lines = lines
+        started.append(runtime)
+        runtime.start()
+        return runtime
+
+    yield start
+    for runtime in started:
+        runtime.stop()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def work_runtime(runtime_factory, calls):
+    handler = make_work_handler(calls)
+    return runtime_factory(handlers={"test.work": handler})

@@ -1,0 +1,75 @@
+"""The `conveyor` command: real subprocesses, one-line errors, no tracebacks."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def conveyor(*args, env=None, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "the following arguments are required: command"),
+        (["enqueue"], "the following arguments are required: job"),
+        (["enqueue", "nope.job", "--database-url", "postgresql://x@127.0.0.1:1/x"], "unknown job 'nope.job'; registered jobs:"),
+        (["enqueue", "email.send", "--json", "{bad", "--database-url", "postgresql://x@127.0.0.1:1/x"], "--json is not valid JSON"),
+        (["enqueue", "email.send", "--json", "[1]", "--database-url", "postgresql://x@127.0.0.1:1/x"], "--json must be a JSON object"),
+        (["enqueue", "email.send", "--delay", "soon"], "invalid duration 'soon'"),
+        (["enqueue", "email.send", "--run-at", "2030-01-01T09:00"], "has no UTC offset"),
+        (["enqueue", "email.send", "--delay", "1m", "--run-at", "2030-01-01T09:00+00:00"], "not allowed with argument"),
+        (["enqueue", "email.send", "--json", '{"to": "x"}', "--database-url", "postgresql://x@127.0.0.1:1/x"], "invalid payload for job 'email.send'"),
+        (["invoke", "email.send", "--event", "missing.json"], "No such file"),
+        (["--registry", "nowhere:registry", "jobs"], "cannot import registry module 'nowhere'"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_a_non_zero_exit(args, message):
+    result = conveyor(*args, env={"DATABASE_URL": "", "CONVEYOR_DATABASE_URL": ""})
+    assert result.returncode == 2, result
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_unreachable_database_is_one_line(tmp_path):
+    result = conveyor("migrate", "--database-url", "postgresql://nobody@127.0.0.1:1/none")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "conveyor: error:" in result.stderr
+
+
+def test_migrate_and_enqueue(db_url):
+    migrated = conveyor("migrate", "--database-url", db_url)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "schema up to date" in migrated.stdout
+    payload = json.dumps({"to": "ada@example.com", "template": "password_reset", "subject": "Reset", "variables": {"link": "x"}})
+    result = conveyor("enqueue", "email.send", "--json", payload, "--delay", "10m", "--dedup-key", "k", env={"DATABASE_URL": db_url})
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip()
+    import psycopg
+
+    with psycopg.connect(db_url) as conn:
+        queue, delay = conn.execute("SELECT queue, run_at - created_at FROM conveyor.outbox WHERE id = %s", (job_id,)).fetchone()
+    assert queue == "email-high" and 590 <= delay.total_seconds() <= 610
+
+
+def test_invoke_runs_a_handler_on_a_sample_event_without_any_server():
+    result = conveyor("invoke", "email.send", "--event", "events/email.send.json", env={"AWS_ENDPOINT_URL": ""})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"batchItemFailures": []}
+    assert "succeeded" in result.stderr
+
+
+def test_jobs_lists_the_registry():
+    result = conveyor("jobs")
+    assert result.returncode == 0
+    assert "email.send" in result.stdout and "rate(15 minutes)" in result.stdout

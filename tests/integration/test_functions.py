@@ -1,0 +1,89 @@
+"""The example jobs' handlers, run the way Lambda runs them, and the sample events in events/."""
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+
+from functions.email_send.handler import handler as email_handler
+from functions.relay.handler import handler as relay_handler
+from functions.reservations_cleanup.handler import handler as cleanup_handler
+from shared.database import Database
+from shared.envelope import Delivery
+from shared.jobs import registry as product
+from shared.local.aws import ensure_queues
+from shared.outbox import enqueue
+from shared.queues import QueueDirectory
+from shared.runtime import Outcome
+from shared.settings import Settings
+from shared.testing import invoke
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+@pytest.mark.parametrize("path", sorted(EVENTS.glob("*.json")), ids=lambda p: p.name)
+def test_every_sample_event_validates_against_its_jobs_model(path):
+    event = json.loads(path.read_text())
+    job_name = path.name.removesuffix(".json")
+    if job_name == "relay":
+        assert event["source"] == "aws.scheduler"
+        return
+    job = product[job_name]
+    for record in event["Records"]:
+        delivery = Delivery.from_record(record)
+        assert delivery.job_name == job.name
+        job.payload.model_validate_json(delivery.body)
+
+
+def test_every_job_has_a_handler_and_a_sample_event():
+    from shared.local.runtime import load_handler
+
+    for job in product:
+        assert load_handler(job).job is job
+        assert (EVENTS / f"{job.name}.json").exists()
+
+
+@pytest.fixture
+def bound(sqs, stage, db_url):
+    ensure_queues(sqs, product, stage=stage)
+    settings = Settings(stage=stage, database_url=db_url)
+    database = Database(settings)
+    for handler in (email_handler, cleanup_handler):
+        handler.bind(sqs=sqs, directory=QueueDirectory(sqs, settings), database=database)
+    yield
+    database.close()
+
+
+def test_email_send_sends_through_ses(bound, aws_endpoint, stage):
+    ses = boto3.client("ses", endpoint_url=aws_endpoint)
+    ses.verify_email_identity(EmailAddress="no-reply@conveyor.example")
+    before = ses.get_send_quota()["SentLast24Hours"]
+    result = invoke(email_handler, {"to": "ada@example.com", "template": "welcome", "subject": "Hi", "variables": {"name": "Ada"}}, stage=stage)
+    assert result.succeeded
+    assert ses.get_send_quota()["SentLast24Hours"] == before + 1
+
+
+def test_email_send_missing_template_variable_is_permanent(bound, stage):
+    result = invoke(email_handler, {"to": "ada@example.com", "template": "receipt", "subject": "Receipt"}, stage=stage)
+    assert result.outcomes == [Outcome.DEAD]
+    assert "needs variables ['order_id', 'total']" in result.reports[0].error
+
+
+def test_reservations_cleanup_releases_only_expired_ones(bound, conn, stage):
+    conn.execute(
+        """INSERT INTO demo.reservations (sku, quantity, expires_at) VALUES
+           ('a', 1, now() - interval '1 hour'), ('b', 2, now() - interval '1 minute'), ('c', 1, now() + interval '1 hour')"""
+    )
+    result = invoke(cleanup_handler, {"grace_minutes": 10}, stage=stage)
+    assert result.succeeded
+    released = conn.execute("SELECT sku FROM demo.reservations WHERE released_at IS NOT NULL ORDER BY sku").fetchall()
+    assert released == [("a",)]
+
+
+def test_relay_function_drains_the_outbox(conn, db_url, sqs, stage, monkeypatch):
+    ensure_queues(sqs, product, stage=stage)
+    monkeypatch.setenv("CONVEYOR_DATABASE_URL", db_url)
+    monkeypatch.setattr("functions.relay.handler._relay", None)
+    enqueue(conn, "email.send", {"to": "a@b.co", "template": "welcome", "subject": "Hi", "variables": {"name": "A"}})
+    assert relay_handler(json.loads((EVENTS / "relay.json").read_text()), None)["published"] == 1

@@ -1,0 +1,52 @@
+import threading
+
+import psycopg
+import pytest
+
+from shared.migrate import CONVEYOR, COMPONENTS, MigrationError, migrate, sync_registry
+from shared.registry import JobSpec, Registry
+from tests.support import Work
+
+
+def test_migrate_is_idempotent(conn):
+    again = migrate(conn)  # the template was migrated already
+    assert again.applied == []
+    assert again.versions["conveyor"] == len(CONVEYOR.migrations())
+
+
+def test_concurrent_migrators_apply_each_file_once(pg_server, db_url):
+    from psycopg import sql
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for schema in ("conveyor", "demo"):
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    results, errors = [], []
+
+    def run():
+        try:
+            with psycopg.connect(db_url, autocommit=True) as c:
+                results.append(migrate(c))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    applied = sorted(len(r.applied) for r in results)
+    expected = sum(len(c.migrations()) for c in COMPONENTS)
+    assert applied == [0, 0, expected]
+
+
+def test_refuses_a_database_newer_than_the_code(conn):
+    conn.execute("INSERT INTO conveyor.migrations (component, version, name) VALUES ('conveyor', 999, 'future')")
+    with pytest.raises(MigrationError, match="at version 999, but this code knows only up to"):
+        migrate(conn)
+
+
+def test_sync_registry_adds_updates_and_removes_jobs(conn):
+    registry = Registry([JobSpec(name="x.one", payload=Work, queue="a", queues=("b",))])
+    sync_registry(conn, registry)
+    assert conn.execute("SELECT name, default_queue, queues FROM conveyor.job_types").fetchall() == [("x.one", "a", ["a", "b"])]

@@ -1,0 +1,141 @@
+"""Enqueue on the caller's transaction, against a real PostgreSQL."""
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from shared.envelope import MAX_PAYLOAD_BYTES
+from shared.jobs import EMAIL_SEND, RESERVATIONS_CLEANUP
+from shared.outbox import EnqueueError, InvalidPayload, Item, enqueue, enqueue_many, enqueue_scheduled
+
+WELCOME = {"to": "ada@example.com", "template": "welcome", "subject": "Hi", "variables": {"name": "Ada"}}
+
+
+def pending(conn):
+    return conn.execute("SELECT id, job_name, queue, payload, dedup_key FROM conveyor.outbox ORDER BY created_at, id").fetchall()
+
+
+def test_enqueue_exists_only_if_the_transaction_commits(conn):
+    with conn.transaction():
+        committed = enqueue(conn, EMAIL_SEND, WELCOME)
+    with pytest.raises(RuntimeError):
+        with conn.transaction():
+            enqueue(conn, EMAIL_SEND, {**WELCOME, "to": "rolled@back.com"})
+            raise RuntimeError("the business write failed")
+    rows = pending(conn)
+    assert [r[0] for r in rows] == [committed]
+    assert rows[0][3]["to"] == "ada@example.com"
+
+
+def test_enqueue_never_commits_on_its_own(db_url):
+    with psycopg.connect(db_url) as writer:  # not autocommit: enqueue runs inside an implicit transaction
+        enqueue(writer, EMAIL_SEND, WELCOME)
+        with psycopg.connect(db_url, autocommit=True) as reader:
+            assert pending(reader) == []
+        writer.rollback()
+        with psycopg.connect(db_url, autocommit=True) as reader:
+            assert pending(reader) == []
+
+
+def test_invalid_payload_names_the_field_and_writes_nothing(conn):
+    with pytest.raises(InvalidPayload) as info:
+        enqueue(conn, EMAIL_SEND, {**WELCOME, "to": "not-an-address", "extra": 1})
+    message = str(info.value)
+    assert "email.send" in message and "to:" in message and "extra: Extra inputs are not permitted" in message
+    assert pending(conn) == []
+
+
+def test_oversized_payload_is_refused_before_writing(conn):
+    with pytest.raises(ValueError, match=f"the limit is {MAX_PAYLOAD_BYTES}"):
+        enqueue(conn, EMAIL_SEND, {**WELCOME, "variables": {"blob": "x" * MAX_PAYLOAD_BYTES}})
+    assert pending(conn) == []
+
+
+def test_route_and_explicit_queue(conn):
+    reset = enqueue(conn, EMAIL_SEND, {**WELCOME, "template": "password_reset", "variables": {"link": "l"}})
+    forced = enqueue(conn, EMAIL_SEND, WELCOME, queue="email-high")
+    normal = enqueue(conn, "email.send", WELCOME)
+    queues = {r[0]: r[2] for r in pending(conn)}
+    assert queues == {reset: "email-high", forced: "email-high", normal: "email-default"}
+
+
+def test_delay_and_run_at_of_any_length(conn):
+    enqueue(conn, EMAIL_SEND, WELCOME, delay=timedelta(days=40))
+    at = datetime(2031, 1, 1, 9, 0, tzinfo=UTC)
+    enqueue(conn, EMAIL_SEND, WELCOME, run_at=at)
+    rows = conn.execute("SELECT run_at - now() FROM conveyor.outbox ORDER BY run_at").fetchall()
+    assert rows[0][0] >= timedelta(days=40) - timedelta(seconds=5)
+    assert conn.execute("SELECT max(run_at) FROM conveyor.outbox").fetchone()[0] == at
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"delay": 5, "run_at": datetime.now(UTC)}, "either delay or run_at"),
+        ({"run_at": datetime(2030, 1, 1)}, "timezone-aware"),
+        ({"delay": -1}, "must not be negative"),
+        ({"dedup_key": ""}, "dedup_key must be a non-empty string"),
+    ],
+)
+def test_bad_options_are_refused(conn, options, message):
+    with pytest.raises(EnqueueError, match=message):
+        enqueue(conn, EMAIL_SEND, WELCOME, **options)
+    assert pending(conn) == []
+
+
+def test_dedup_key_returns_the_pending_job(conn):
+    first = enqueue(conn, EMAIL_SEND, WELCOME, dedup_key="welcome:ada")
+    again = enqueue(conn, EMAIL_SEND, {**WELCOME, "subject": "changed"}, dedup_key="welcome:ada")
+    other = enqueue(conn, EMAIL_SEND, WELCOME, dedup_key="welcome:bob")
+    assert again == first and other != first
+    assert len(pending(conn)) == 2
+    # Once the job leaves the outbox (published), the key is free again.
+    conn.execute("DELETE FROM conveyor.outbox WHERE id = %s", (first,))
+    assert enqueue(conn, EMAIL_SEND, WELCOME, dedup_key="welcome:ada") not in (first, other)
+
+
+def test_enqueue_many_is_validated_whole_and_keeps_order(conn):
+    with pytest.raises(EnqueueError, match="item 1: invalid payload"):
+        enqueue_many(conn, EMAIL_SEND, [WELCOME, {**WELCOME, "to": "bad"}])
+    assert pending(conn) == []
+    existing = enqueue(conn, EMAIL_SEND, WELCOME, dedup_key="k1")
+    ids = enqueue_many(
+        conn,
+        EMAIL_SEND,
+        [WELCOME, Item(WELCOME, dedup_key="k1"), Item(WELCOME, dedup_key="k2"), Item(WELCOME, dedup_key="k2")],
+    )
+    assert len(ids) == 4 and ids[1] == existing and ids[2] == ids[3]
+    assert len(pending(conn)) == 3
+
+
+def test_scheduled_run_is_enqueued_once_per_period(conn):
+    fire = datetime(2026, 11, 24, 12, 15, tzinfo=UTC)
+    first = enqueue_scheduled(conn, RESERVATIONS_CLEANUP, fire)
+    conn.execute("DELETE FROM conveyor.outbox")  # published meanwhile
+    assert first is not None
+    assert enqueue_scheduled(conn, RESERVATIONS_CLEANUP, fire) is None
+    assert enqueue_scheduled(conn, RESERVATIONS_CLEANUP, fire + timedelta(minutes=15)) is not None
+
+
+def test_sql_add_job_for_producers_in_other_languages(conn):
+    job_id = conn.execute(
+        "SELECT conveyor.add_job('email.send', %s::jsonb, dedup_key => 'sql-1')", ('{"to": "a@b.co"}',)
+    ).fetchone()[0]
+    again = conn.execute("SELECT conveyor.add_job('email.send', '{}'::jsonb, dedup_key => 'sql-1')").fetchone()[0]
+    assert again == job_id
+    assert pending(conn)[0][2] == "email-default"
+    high = conn.execute("SELECT conveyor.add_job('email.send', '{}', queue => 'email-high')").fetchone()[0]
+    assert {r[0]: r[2] for r in pending(conn)}[high] == "email-high"
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match='unknown job "nope"'):
+        conn.execute("SELECT conveyor.add_job('nope')")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match='cannot go to queue "maintenance"'):
+        conn.execute("SELECT conveyor.add_job('email.send', '{}', queue => 'maintenance')")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="must be a JSON object"):
+        conn.execute("SELECT conveyor.add_job('email.send', '[1]')")
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="the limit is"):
+        conn.execute("SELECT conveyor.add_job('email.send', jsonb_build_object('x', repeat('y', 300000)))")
+
+
+def test_sql_and_python_payload_limits_agree(conn):
+    assert conn.execute("SELECT conveyor.max_payload_bytes()").fetchone()[0] == MAX_PAYLOAD_BYTES

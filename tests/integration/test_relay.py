@@ -1,0 +1,210 @@
+"""The relay against a real PostgreSQL and moto's SQS server."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shared.database import connect
+from shared.envelope import ATTR_ATTEMPT, ATTR_ENQUEUED_AT, ATTR_JOB_ID, ATTR_JOB_NAME
+from shared.jobs import EMAIL_SEND
+from shared.jobs import registry as product
+from shared.local.aws import ensure_queues
+from shared.outbox import enqueue, enqueue_many
+from shared.outbox.relay import Relay
+from shared.queues import QueueDirectory
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+WELCOME = {"to": "ada@example.com", "template": "welcome", "subject": "Hi", "variables": {"name": "Ada"}}
+
+
+@pytest.fixture
+def queues(sqs, stage):
+    return ensure_queues(sqs, product, stage=stage)
+
+
+def make_relay(db_url, sqs, stage, **options):
+    settings = Settings(stage=stage, database_url=db_url)
+    return Relay(lambda: connect(settings), sqs, QueueDirectory(sqs, settings), **options)
+
+
+def receive_all(sqs, url, expected=None, rounds=50):
+    seen = []
+    for _ in range(rounds):
+        batch = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], AttributeNames=["All"], WaitTimeSeconds=0
+        ).get("Messages", [])
+        if not batch:
+            if expected is None or len(seen) >= expected:
+                break
+            continue
+        seen.extend(batch)
+        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    return seen
+
+
+def test_committed_job_is_published_with_its_envelope_and_moved_to_the_ledger(conn, db_url, sqs, stage, queues):
+    with conn.transaction():
+        job_id = enqueue(conn, EMAIL_SEND, WELCOME)
+    relay = make_relay(db_url, sqs, stage)
+    try:
+        stats = relay.drain(5)
+    finally:
+        relay.close()
+    assert stats.published == 1
+    messages = receive_all(sqs, queues["email-default"][0])
+    bodies = {m["MessageAttributes"][ATTR_JOB_ID]["StringValue"]: m for m in messages}
+    message = bodies[str(job_id)]
+    assert json.loads(message["Body"])["to"] == "ada@example.com"
+    attrs = message["MessageAttributes"]
+    assert attrs[ATTR_JOB_NAME]["StringValue"] == "email.send"
+    assert attrs[ATTR_ATTEMPT]["StringValue"] == "1"
+    assert ATTR_ENQUEUED_AT in attrs
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone()[0] == 0
+    status, message_id = conn.execute("SELECT status, message_id FROM conveyor.runs WHERE id = %s", (job_id,)).fetchone()
+    assert status == "queued" and message_id == message["MessageId"]
+
+
+def test_rolled_back_job_is_never_published(conn, db_url, sqs, stage, queues):
+    with pytest.raises(ZeroDivisionError):
+        with conn.transaction():
+            enqueue(conn, EMAIL_SEND, WELCOME)
+            1 / 0  # noqa: B018
+    relay = make_relay(db_url, sqs, stage)
+    try:
+        assert relay.drain(2).published == 0
+    finally:
+        relay.close()
+    assert receive_all(sqs, queues["email-default"][0]) == []
+
+
+def test_delayed_job_is_not_published_before_its_time(conn, db_url, sqs, stage, queues):
+    from datetime import timedelta
+
+    job_id = enqueue(conn, EMAIL_SEND, WELCOME, delay=timedelta(hours=1))
+    relay = make_relay(db_url, sqs, stage)
+    try:
+        assert relay.run_once().published == 0
+        conn.execute("UPDATE conveyor.outbox SET run_at = now() - interval '1 second' WHERE id = %s", (job_id,))
+        assert relay.run_once().published == 1
+    finally:
+        relay.close()
+
+
+def test_two_relays_publish_each_job_exactly_once(conn, db_url, sqs, stage, queues):
+    total = 300
+    enqueue_many(conn, EMAIL_SEND, [{**WELCOME, "subject": f"#{i}"} for i in range(total)])
+    relays = [make_relay(db_url, sqs, stage, batch_size=20) for _ in range(2)]
+    results = {}
+    barrier = threading.Barrier(2)
+
+    def run(index):
+        barrier.wait()
+        results[index] = relays[index].drain(30)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for relay in relays:
+        relay.close()
+    assert results[0].published + results[1].published == total
+    messages = receive_all(sqs, queues["email-default"][0], expected=total, rounds=200)
+    ids = [m["MessageAttributes"][ATTR_JOB_ID]["StringValue"] for m in messages]
+    assert len(ids) == total and len(set(ids)) == total
+    assert conn.execute("SELECT count(*) FROM conveyor.runs").fetchone()[0] == total
+
+
+CRASHING_RELAY = textwrap.dedent(
+    """
+    import os, signal, sys
+    import boto3
+    from shared.database import connect
+    from shared.outbox.relay import Relay
+    from shared.queues import QueueDirectory
+    from shared.settings import Settings
+
+    class CrashAfterPublish(Relay):
+        def _mark(self, conn, published, failed):
+            print(len(published), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)  # dies holding published-but-unmarked rows
+
+    settings = Settings(stage=sys.argv[2], database_url=sys.argv[1])
+    sqs = boto3.client("sqs")
+    CrashAfterPublish(lambda: connect(settings), sqs, QueueDirectory(sqs, settings)).run_once()
+    """
+)
+
+
+def test_relay_killed_between_publish_and_mark_loses_nothing(conn, db_url, sqs, stage, queues, aws_endpoint):
+    ids = {str(i) for i in enqueue_many(conn, EMAIL_SEND, [WELCOME] * 5)}
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASHING_RELAY, db_url, stage],
+        cwd=ROOT, env={**os.environ, "AWS_ENDPOINT_URL": aws_endpoint}, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert proc.stdout.strip() == "5"
+    # The crash rolled back the mark: every job is still pending.
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone()[0] == 5
+    relay = make_relay(db_url, sqs, stage)
+    try:
+        assert relay.drain(5).published == 5
+    finally:
+        relay.close()
+    messages = receive_all(sqs, queues["email-default"][0], expected=10)
+    seen = [m["MessageAttributes"][ATTR_JOB_ID]["StringValue"] for m in messages]
+    assert set(seen) == ids  # nothing lost …
+    assert len(seen) == 10  # … and each job duplicated once, which at-least-once delivery allows
+    assert conn.execute("SELECT count(*) FROM conveyor.runs").fetchone()[0] == 5
+
+
+def test_entries_sqs_refuses_stay_pending_with_the_error(conn, db_url, sqs, stage):
+    # No queues exist for this stage: every publish fails, and every job must survive it.
+    job_id = enqueue(conn, EMAIL_SEND, WELCOME)
+    relay = make_relay(db_url, sqs, stage)
+    try:
+        stats = relay.run_once()
+    finally:
+        relay.close()
+    assert stats.published == 0 and stats.failed == 1
+    attempts, error, delayed = conn.execute(
+        "SELECT publish_attempts, last_error, run_at > now() FROM conveyor.outbox WHERE id = %s", (job_id,)
+    ).fetchone()
+    assert attempts == 1 and "does not exist" in error and delayed
+
+
+def test_relay_survives_a_database_outage(db_url, sqs, stage, queues, conn):
+    """run() keeps going through connection errors; jobs enqueued meanwhile are published afterwards."""
+    settings = Settings(stage=stage, database_url=db_url)
+    broken = {"left": 2}
+
+    def flaky_connect():
+        if broken["left"]:
+            broken["left"] -= 1
+            raise psycopg.OperationalError("connection refused (simulated outage)")
+        return connect(settings)
+
+    relay = Relay(flaky_connect, sqs, QueueDirectory(sqs, settings))
+    enqueue(conn, EMAIL_SEND, WELCOME)
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,), kwargs={"idle_interval": 0.01})
+    thread.start()
+    try:
+        for _ in range(100):
+            if conn.execute("SELECT count(*) FROM conveyor.runs").fetchone()[0] == 1:
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        thread.join()
+        relay.close()
+    assert conn.execute("SELECT count(*) FROM conveyor.runs").fetchone()[0] == 1

@@ -1,0 +1,125 @@
+import pytest
+from pydantic import BaseModel
+
+from shared.jobs import registry as product
+from shared.names import dlq_resource_name, function_resource_name, queue_resource_name, slug
+from shared.payloads import EmailSend, EmailTemplate
+from shared.registry import (
+    JobPayload,
+    JobSpec,
+    Registry,
+    RegistryError,
+    RetryPolicy,
+    UnknownJobError,
+)
+
+
+class P(JobPayload):
+    x: int = 0
+
+
+def spec(**overrides):
+    settings = {"name": "a.job", "payload": P, "queue": "q"}
+    settings.update(overrides)
+    return JobSpec(**settings)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"name": "Email.Send"}, "job name 'Email.Send' is invalid"),
+        ({"name": "email-send"}, "job name 'email-send' is invalid"),
+        ({"name": "email..send"}, "is invalid"),
+        ({"queue": "Email_High"}, "queue 'Email_High' is invalid"),
+        ({"queues": ("q",)}, "more than once"),
+        ({"route": lambda p: "q"}, "route is set but no other queues"),
+        ({"timeout": 0}, "timeout must be between 1 and 900"),
+        ({"timeout": 901}, "timeout must be between 1 and 900"),
+        ({"batch_size": 11}, "batch_size must be between 1 and 10"),
+        ({"concurrency": 1}, "concurrency must be at least 2"),
+        ({"memory": 64}, "memory must be between 128"),
+        ({"schedule": "cron(0 9 * * * *)"}, "bad schedule"),
+        ({"schedule": "rate(15 minutes)", "timezone": "Mars/Base"}, "bad schedule"),
+        ({"timezone": "Asia/Ulaanbaatar"}, "only apply to scheduled jobs"),
+        ({"schedule": "rate(1 hour)", "schedule_payload": {"x": "nope"}}, "schedule_payload does not fit P"),
+        ({"handler": "functions.x.handler:run"}, "must be a module path"),
+    ],
+)
+def test_impossible_settings_are_rejected_with_the_job_and_setting_named(overrides, message):
+    with pytest.raises(RegistryError, match=message) as info:
+        spec(**overrides)
+    if "name" not in overrides:
+        assert "'a.job'" in str(info.value)
+
+
+def test_payload_models_must_be_frozen_and_forbid_extra_fields():
+    class Loose(BaseModel):
+        x: int = 0
+
+    with pytest.raises(RegistryError, match="must be frozen with extra='forbid'"):
+        spec(payload=Loose)
+    with pytest.raises(RegistryError, match="pydantic model class"):
+        spec(payload=dict)
+
+
+def test_retry_policy_limits():
+    with pytest.raises(RegistryError, match="max_attempts"):
+        RetryPolicy(max_attempts=0)
+    with pytest.raises(RegistryError, match="max_delay"):
+        RetryPolicy(base_delay=10, max_delay=5)
+    with pytest.raises(RegistryError, match="12-hour|43200"):
+        RetryPolicy(max_delay=50_000)
+
+
+def test_exponential_and_fixed_backoff_with_cap_and_jitter():
+    exp = RetryPolicy(base_delay=10, max_delay=60, jitter=False)
+    assert [exp.delay_after(n) for n in range(1, 6)] == [10, 20, 40, 60, 60]
+    fixed = RetryPolicy(backoff="fixed", base_delay=7, jitter=False)
+    assert [fixed.delay_after(n) for n in (1, 2, 9)] == [7, 7, 7]
+    jittered = RetryPolicy(base_delay=10, max_delay=60, jitter=True)
+    assert jittered.delay_after(2, rand=lambda: 0.0) == 10  # half of 20
+    assert jittered.delay_after(2, rand=lambda: 1.0) == 20
+
+
+def test_duplicate_names_and_unknown_lookups():
+    registry = Registry([spec()])
+    with pytest.raises(RegistryError, match="registered twice"):
+        registry.add(spec())
+    with pytest.raises(UnknownJobError, match="unknown job 'nope'; registered jobs: a.job"):
+        registry["nope"]
+
+
+def test_shared_queue_settings_take_the_strictest_values():
+    registry = Registry([
+        spec(name="a.one", queue="shared", timeout=10, batch_size=10, retry=RetryPolicy(max_attempts=3)),
+        spec(name="a.two", queue="shared", timeout=60, batch_size=2, retry=RetryPolicy(max_attempts=7)),
+    ])
+    settings = registry.queue_settings("shared")
+    assert settings.jobs == ("a.one", "a.two")
+    assert settings.visibility_timeout == 360
+    assert settings.max_receive_count == 7
+    assert settings.batch_size == 2
+
+
+def test_email_send_routes_password_resets_to_the_high_queue():
+    job = product["email.send"]
+    reset = EmailSend(to="a@b.co", template=EmailTemplate.PASSWORD_RESET, subject="Reset")
+    welcome = EmailSend(to="a@b.co", template=EmailTemplate.WELCOME, subject="Hi")
+    assert job.queue_for(reset) == "email-high"
+    assert job.queue_for(welcome) == "email-default"
+    assert job.queue_for(welcome, "email-high") == "email-high"
+    with pytest.raises(RegistryError, match="not one of"):
+        job.queue_for(welcome, "maintenance")
+    assert set(product.queues()) == {"email-default", "email-high", "maintenance"}
+
+
+def test_physical_names_are_derived_in_one_place_and_within_aws_limits():
+    assert slug("email.send") == "email-send"
+    assert queue_resource_name("email-high", stage="dev") == "conveyor-dev-email-high"
+    assert dlq_resource_name("email-high", stage="dev") == "conveyor-dev-email-high-dlq"
+    assert function_resource_name("reservations.cleanup", stage="prod") == "conveyor-prod-reservations-cleanup"
+    with pytest.raises(ValueError, match="at most 64"):
+        function_resource_name("a" * 70, stage="dev")
+    for job in product:
+        for name in (function_resource_name(job.name, stage="prod"),):
+            assert all(c.isalnum() or c in "-_" for c in name)
