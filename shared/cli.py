@@ -211,7 +211,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from shared.outbox import enqueue
+    from shared.outbox import enqueue, validate_payload
 
     registry = _registry()
     job = registry[args.job]
@@ -221,6 +221,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         raise CliError(f"--json is not valid JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(payload, dict):
         raise CliError(f"--json must be a JSON object, got {type(payload).__name__}")
+    validate_payload(job, payload)  # before connecting: a bad payload is the user's error, whatever the database
     with _connect(_database_url(args.database_url)) as conn:
         with conn.transaction():
             job_id = enqueue(

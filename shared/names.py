@@ -14,7 +14,7 @@ SQS_NAME_MAX = 80
 LAMBDA_NAME_MAX = 64
 
 JOB_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
-QUEUE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
+QUEUE_NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]*[a-z0-9])?$")
 STAGE_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 
 

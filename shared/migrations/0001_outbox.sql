@@ -70,6 +70,8 @@ CREATE FUNCTION conveyor.add_job(
 ) RETURNS uuid
 LANGUAGE plpgsql
 AS $$
+-- Parameters share names with outbox columns (a friendlier call signature); the ON CONFLICT target means columns.
+#variable_conflict use_column
 DECLARE
     v_type conveyor.job_types%ROWTYPE;
     v_queue text;

