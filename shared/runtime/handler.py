@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import BaseModel, ValidationError
@@ -82,7 +82,12 @@ class JobHandler:
         self.database = database or Database()
         self.registry = registry
         self.logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "conveyor"))
-        self.metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Conveyor"))
+        # EphemeralMetrics, not Metrics: Metrics shares its state across instances, and the local runtime hosts every
+        # job's handler in one process, where one job's dimension would leak into another's metrics.
+        self.metrics = EphemeralMetrics(
+            namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Conveyor"),
+            default_dimensions={"job": job.name},
+        )
         self.observers: list[Observer] = []
         self._lambda_context: Any = None
 
@@ -118,7 +123,6 @@ class JobHandler:
                 event=event, record_handler=self._process, processor=processor, context=context
             )
         finally:
-            self.metrics.add_dimension(name="job", value=self.job.name)
             self.metrics.flush_metrics(raise_on_empty_metrics=False)
 
     # -- one record ------------------------------------------------------------------------------------------
