@@ -336,7 +336,7 @@ class EmbeddedPostgres:
     def _wait_ready(self) -> None:
         import psycopg
 
-        assert self._process is not None
+        assert self._process is not None and self.data_dir is not None
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         last_error: Exception | None = None
         while time.monotonic() < deadline:
@@ -345,8 +345,13 @@ class EmbeddedPostgres:
                 self._process = None
                 raise PostgresNotAvailable(f"PostgreSQL exited with code {code} during start-up:\n{self._log_tail()}")
             try:
-                with psycopg.connect(self.url_for("postgres"), connect_timeout=2):
+                with psycopg.connect(self.url_for("postgres"), connect_timeout=2) as conn:
+                    # Another server may own the port (ours then exits with "address in use"): only ours counts.
+                    served = conn.execute("SELECT current_setting('data_directory')").fetchone()
+                if served and Path(served[0]).resolve() == self.data_dir.resolve():
                     return
+                time.sleep(0.05)
+                continue
             except psycopg.OperationalError as exc:
                 last_error = exc
                 time.sleep(0.05)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,8 @@ class LocalConfig:
     scheduler: bool = True
     state_file: Path | None = None
     handlers: Mapping[str, JobHandler] = field(default_factory=dict)
+    # The scheduler's clock (aware datetimes); tests pass a fast one to see schedules fire without waiting.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
 class LocalRuntime:
@@ -166,7 +168,7 @@ class LocalRuntime:
                 self.pollers.append(poller)
                 self._spawn(poller)
         if self.config.scheduler and self.registry.scheduled():
-            scheduler = LocalScheduler(self.registry, self._fire, self.stop_event)
+            scheduler = LocalScheduler(self.registry, self._fire, self.stop_event, now=self.config.clock)
             self._spawn(scheduler)
             for job in self.registry.scheduled():
                 self.out(f"schedule   {job.name:<24} {job.schedule} {job.timezone}")

@@ -29,10 +29,15 @@ class LocalScheduler(threading.Thread):
         self.now = now
         self.next_fire: dict[str, datetime | None] = {}
 
-    def run(self) -> None:
+    def prime(self) -> None:
+        """Plan each job's first fire after now. Periods missed while nothing ran are not caught up, as with
+        EventBridge Scheduler, which never fires for times before a schedule existed."""
         start = self.now()
         for job in self.jobs:
             self.next_fire[job.name] = job.parsed_schedule.next_after(start)
+
+    def run(self) -> None:
+        self.prime()
         while not self.stop_event.is_set():
             pending = [t for t in self.next_fire.values() if t is not None]
             if not pending:

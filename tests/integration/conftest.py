@@ -22,7 +22,7 @@ def runtime_factory(db_url, stage, aws_endpoint):
         lines = []
         runtime = LocalRuntime(
             registry,
-            LocalConfig(stage=stage, database_url=db_url, scheduler=False, handlers=handlers or {}, **config),
+            LocalConfig(**{"stage": stage, "database_url": db_url, "scheduler": False, "handlers": handlers or {}, **config}),
             out=lines.append,
         )
         runtime.lines = lines
