@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -27,6 +28,8 @@ class LocalAws:
         self.endpoint: str | None = None
 
     def start(self) -> str:
+        # werkzeug logs one line per request at INFO: thousands a minute from the pollers, drowning the run lines.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"

@@ -22,6 +22,7 @@ from shared.database import Database, connect
 from shared.local.aws import LocalAws, ensure_queues, prepare_local_services
 from shared.local.poller import QueuePoller
 from shared.local.scheduler import LocalScheduler
+from shared.names import queue_label_from_resource
 from shared.migrate import migrate, sync_registry
 from shared.outbox import enqueue_scheduled
 from shared.outbox.relay import Relay, RelayStats
@@ -171,7 +172,9 @@ class LocalRuntime:
             scheduler = LocalScheduler(self.registry, self._fire, self.stop_event, now=self.config.clock)
             self._spawn(scheduler)
             for job in self.registry.scheduled():
-                self.out(f"schedule   {job.name:<24} {job.schedule} {job.timezone}")
+                upcoming = job.parsed_schedule.next_after(self.config.clock())
+                when = upcoming.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if upcoming else "never"
+                self.out(f"schedule   {job.name:<24} {job.schedule} {job.timezone}, next run {when}")
         if self.config.state_file:
             self.config.state_file.parent.mkdir(parents=True, exist_ok=True)
             self.config.state_file.write_text(json.dumps({
@@ -213,6 +216,10 @@ class LocalRuntime:
             f"run        {report.job_name:<22} {report.job_id}  attempt {report.attempt}  "
             f"{report.outcome.value:<9} {report.duration_ms:7.1f} ms"
         )
+        if report.queue:
+            line += f"  on {queue_label_from_resource(report.queue, stage=self.config.stage) or report.queue}"
+        if report.latency_ms is not None and report.attempt == 1:
+            line += f"  (done {report.latency_ms / 1000:.2f}s after enqueue)"
         if report.retry_in is not None:
             line += f"  retry in {report.retry_in}s"
         if report.error:

@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -56,6 +57,9 @@ class RunReport:
     duration_ms: float
     error: str | None = None
     retry_in: int | None = None
+    queue: str | None = None
+    # From enqueue (or SQS send, for foreign producers) to the end of this run: what a user waits for.
+    latency_ms: float | None = None
 
 
 Observer = Callable[[RunReport], None]
@@ -237,7 +241,13 @@ class JobHandler:
         self.metrics.add_metric(name="JobDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
         if outcome is Outcome.SUCCEEDED:
             self.logger.info("job succeeded", extra={"duration_ms": round(duration_ms, 1)})
-        report = RunReport(job_name, delivery.job_id, delivery.attempt, outcome, duration_ms, error, retry_in)
+        latency_ms = None
+        if delivery.enqueued_at is not None:
+            latency_ms = (datetime.now(UTC) - delivery.enqueued_at).total_seconds() * 1000
+        report = RunReport(
+            job_name, delivery.job_id, delivery.attempt, outcome, duration_ms, error, retry_in,
+            queue=delivery.queue_resource_name, latency_ms=latency_ms,
+        )  # fmt: skip
         for observer in self.observers:
             try:
                 observer(report)
