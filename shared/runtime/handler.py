@@ -23,6 +23,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import BaseModel, ValidationError
@@ -127,7 +128,8 @@ class JobHandler:
                 event=event, record_handler=self._process, processor=processor, context=context
             )
         finally:
-            self.metrics.flush_metrics(raise_on_empty_metrics=False)
+            if self.metrics.metric_set:
+                self.metrics.flush_metrics(raise_on_empty_metrics=False)
 
     # -- one record ------------------------------------------------------------------------------------------
 
@@ -237,8 +239,10 @@ class JobHandler:
         retry_in: int | None = None,
     ) -> None:
         duration_ms = (time.perf_counter() - started) * 1000
-        self.metrics.add_metric(name=f"Job{outcome.value.capitalize()}", unit=MetricUnit.Count, value=1)
-        self.metrics.add_metric(name="JobDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
+        # Checked here because Powertools, when disabled, still prints once 100 values pile up unflushed.
+        if not is_metrics_disabled():
+            self.metrics.add_metric(name=f"Job{outcome.value.capitalize()}", unit=MetricUnit.Count, value=1)
+            self.metrics.add_metric(name="JobDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
         if outcome is Outcome.SUCCEEDED:
             self.logger.info("job succeeded", extra={"duration_ms": round(duration_ms, 1)})
         latency_ms = None

@@ -122,3 +122,39 @@ def test_one_failure_does_not_rerun_its_batch_mates(runtime_factory, db_url, cal
     assert runtime.wait_for(lambda: len(calls.items) == 4, timeout=15)
     time.sleep(1.5)
     assert sorted(calls.ns()) == [1, 2, 2, 3]
+
+
+def test_stop_lets_an_in_flight_job_finish_and_keeps_the_rest(runtime_factory, db_url):
+    """What Ctrl-C on `conveyor dev` does: the running job completes and is deleted; jobs not yet published stay in
+    the outbox for the next start."""
+    import threading
+
+    from shared.runtime import job_handler
+
+    started, release = threading.Event(), threading.Event()
+    finished: list[int] = []
+
+    def slow(payload, ctx):
+        started.set()
+        release.wait(5)
+        finished.append(payload.n)
+
+    runtime = runtime_factory(handlers={"test.work": job_handler(WORK, slow)})
+    enqueue_committed(db_url, {"n": 1})
+    assert started.wait(10)
+    enqueue_committed(db_url, {"n": 2}, delay=3600)  # committed, not due: must survive the stop in the outbox
+    stopper = threading.Thread(target=runtime.stop)
+    stopper.start()
+    time.sleep(0.3)
+    assert stopper.is_alive(), "stop returned while a job was still running"
+    release.set()
+    stopper.join(30)
+    assert finished == [1]
+    assert [r.outcome for r in runtime.reports] == ["succeeded"]
+    queue_url = runtime.urls["work"][0]
+    attrs = runtime.sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert attrs == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT payload->>'n' FROM conveyor.outbox").fetchall() == [("2",)]
