@@ -31,7 +31,7 @@ def conninfo(settings: Settings) -> str:
 
         secret = json.loads(get_secret(settings.db_secret_arn, max_age=300))
         return make_conninfo(
-            host=secret["host"],
+            host=settings.db_host or secret["host"],
             port=secret.get("port", 5432),
             dbname=secret.get("dbname", "postgres"),
             user=secret["username"],

@@ -51,9 +51,20 @@ def dlq_resource_name(queue: str, *, stage: str) -> str:
     return _checked(f"{queue_resource_name(queue, stage=stage)}-dlq", SQS_NAME_MAX, "SQS queue")
 
 
-def function_resource_name(job_name: str, *, stage: str) -> str:
-    """The Lambda function name for a job, e.g. ``conveyor-dev-email-send``."""
-    return _checked(f"{APP}-{stage}-{slug(job_name)}", LAMBDA_NAME_MAX, "Lambda function")
+# Functions that are not queue consumers; a registry queue may not take these labels, so names cannot collide.
+SYSTEM_FUNCTIONS = frozenset({"relay", "schedule", "migrate", "ops"})
+
+
+def consumer_function_name(queue: str, *, stage: str) -> str:
+    """The Lambda that consumes a registry queue (one per queue), e.g. ``conveyor-dev-email-high``."""
+    return _checked(f"{APP}-{stage}-{queue}", LAMBDA_NAME_MAX, "Lambda function")
+
+
+def system_function_name(role: str, *, stage: str) -> str:
+    """The relay, the schedule target and other Conveyor functions, e.g. ``conveyor-dev-relay``."""
+    if role not in SYSTEM_FUNCTIONS:
+        raise ResourceNameError(f"unknown system function {role!r}; known: {', '.join(sorted(SYSTEM_FUNCTIONS))}")
+    return _checked(f"{APP}-{stage}-{role}", LAMBDA_NAME_MAX, "Lambda function")
 
 
 def queue_label_from_resource(resource_name: str, *, stage: str) -> str | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shared.names import JOB_NAME_RE, QUEUE_NAME_RE, module_name, slug
+from shared.names import JOB_NAME_RE, QUEUE_NAME_RE, SYSTEM_FUNCTIONS, module_name, slug
 from shared.schedule import Schedule, ScheduleError, parse_schedule
 
 # SQS and Lambda limits that registry settings must respect (checked here so synth and deploy never see them).
@@ -144,6 +144,8 @@ class JobSpec:
         for queue in self.all_queues:
             if not isinstance(queue, str) or not QUEUE_NAME_RE.match(queue):
                 fail(f"queue {queue!r} is invalid: use lowercase letters, digits and '-' (e.g. 'email-high')")
+            if queue in SYSTEM_FUNCTIONS:
+                fail(f"queue {queue!r} is reserved for Conveyor's own {queue} function; pick another name")
         if len(set(self.all_queues)) != len(self.all_queues):
             fail(f"queues list {self.queue!r} more than once: {self.all_queues}")
         if self.route is not None and not self.queues:

@@ -13,6 +13,12 @@ STAGE = "CONVEYOR_STAGE"
 DATABASE_URL = "CONVEYOR_DATABASE_URL"
 DATABASE_URL_FALLBACK = "DATABASE_URL"
 DB_SECRET_ARN = "CONVEYOR_DB_SECRET_ARN"
+# Overrides the secret's host: the RDS Proxy endpoint, when there is one (the secret names the cluster).
+DB_HOST = "CONVEYOR_DB_HOST"
+# On AWS, the registry queue a function consumes (a function per queue; see shared.runtime.dispatch).
+QUEUE = "CONVEYOR_QUEUE"
+RELAY_MODE = "CONVEYOR_RELAY_MODE"
+RELAY_DRAIN_SECONDS = "CONVEYOR_RELAY_DRAIN_SECONDS"
 QUEUE_URLS = "CONVEYOR_QUEUE_URLS"
 DLQ_URLS = "CONVEYOR_DLQ_URLS"
 REGISTRY = "CONVEYOR_REGISTRY"
@@ -42,6 +48,7 @@ class Settings:
     stage: str = "dev"
     database_url: str | None = None
     db_secret_arn: str | None = None
+    db_host: str | None = None
     queue_urls: dict[str, str] = field(default_factory=dict)
     dlq_urls: dict[str, str] = field(default_factory=dict)
     registry: str = DEFAULT_REGISTRY
@@ -52,6 +59,7 @@ class Settings:
             stage=check_stage(os.environ.get(STAGE, "dev")),
             database_url=os.environ.get(DATABASE_URL) or os.environ.get(DATABASE_URL_FALLBACK),
             db_secret_arn=os.environ.get(DB_SECRET_ARN),
+            db_host=os.environ.get(DB_HOST) or None,
             queue_urls=_json_map(QUEUE_URLS),
             dlq_urls=_json_map(DLQ_URLS),
             registry=os.environ.get(REGISTRY, DEFAULT_REGISTRY),

@@ -1,7 +1,15 @@
-"""The outbox relay as a Lambda: started every minute, it drains the outbox for most of the minute.
+"""The outbox relay as a Lambda, started every minute by EventBridge Scheduler.
+
+Two modes (``CONVEYOR_RELAY_MODE``):
+
+* ``resident`` (default): each run keeps polling the outbox until shortly before the next run starts, so commit →
+  SQS stays well under a second without an always-on server. Cost: one function busy ~50 s of every minute.
+* ``on-demand``: each run publishes what is due and returns. Almost free when idle, but a job committed just after
+  a run waits for the next one (up to a minute).
 
 The drain stops well before the function's own timeout so a run never dies mid-batch (which would only cause
-duplicates, but costs a retry); the next scheduled run picks up from there.
+duplicates, but costs a retry). After the drain it reports the relay lag (age of the oldest due job) as a metric
+for the lag alarm.
 """
 
 from __future__ import annotations
@@ -11,24 +19,51 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
+from shared import settings as env
 from shared.database import connect
 from shared.outbox.relay import Relay
 
-DRAIN_SECONDS = float(os.environ.get("CONVEYOR_RELAY_DRAIN_SECONDS", "50"))
+MODES = ("resident", "on-demand")
 SAFETY_MARGIN_MS = 5_000
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "conveyor-relay"))
+# The lag alarm matches these metrics by namespace and the service dimension the stack sets.
+metrics = EphemeralMetrics(
+    namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Conveyor"),
+    service=os.environ.get("POWERTOOLS_SERVICE_NAME", "conveyor-relay"),
+)
 _relay: Relay | None = None
+
+
+def relay_mode() -> str:
+    mode = os.environ.get(env.RELAY_MODE, "resident")
+    if mode not in MODES:
+        raise ValueError(f"{env.RELAY_MODE}={mode!r} is not one of {', '.join(MODES)}")
+    return mode
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _relay
+    mode = relay_mode()
     if _relay is None:
         _relay = Relay(connect, boto3.client("sqs"))
-    budget = DRAIN_SECONDS
+    budget = float(os.environ.get(env.RELAY_DRAIN_SECONDS, "50"))
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         budget = min(budget, max(0.0, (context.get_remaining_time_in_millis() - SAFETY_MARGIN_MS) / 1000))
-    stats = _relay.drain(budget)
-    logger.info("relay drained", extra={"published": stats.published, "failed": stats.failed, "cycles": stats.cycles})
-    return {"published": stats.published, "failed": stats.failed, "cycles": stats.cycles}
+    stats = _relay.drain(budget, stay=mode == "resident")
+    lag_seconds, due = _relay.lag()
+    logger.info(
+        "relay drained",
+        extra={"mode": mode, "published": stats.published, "failed": stats.failed, "cycles": stats.cycles,
+               "lag_seconds": round(lag_seconds, 3), "due": due, "errors": stats.errors[:3]},
+    )  # fmt: skip
+    if not is_metrics_disabled():
+        metrics.add_metric(name="RelayPublished", unit=MetricUnit.Count, value=stats.published)
+        metrics.add_metric(name="RelayPublishFailed", unit=MetricUnit.Count, value=stats.failed)
+        metrics.add_metric(name="OutboxLagSeconds", unit=MetricUnit.Seconds, value=lag_seconds)
+        metrics.add_metric(name="OutboxDue", unit=MetricUnit.Count, value=due)
+        metrics.flush_metrics()
+    return {"published": stats.published, "failed": stats.failed, "cycles": stats.cycles, "lag_seconds": lag_seconds}

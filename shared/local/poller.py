@@ -7,10 +7,10 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from shared.envelope import ATTR_JOB_NAME
 from shared.local.lambda_event import LocalLambdaContext, sqs_record
-from shared.names import function_resource_name
+from shared.names import consumer_function_name
 from shared.registry import QueueSettings
+from shared.runtime.dispatch import QueueDispatcher
 
 log = logging.getLogger("conveyor.local.poller")
 
@@ -18,7 +18,7 @@ Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 class QueuePoller(threading.Thread):
-    """Polls one queue and hands each batch to the handler of the job its messages belong to.
+    """Polls one queue and hands each batch to its function, as the event source mapping does on AWS.
 
     Like the real event source mapping: a batch is at most ``batch_size`` messages; the handler's
     ``batchItemFailures`` stay on the queue (invisible for whatever backoff the runtime set) and the rest are
@@ -44,7 +44,8 @@ class QueuePoller(threading.Thread):
         self.queue = queue
         self.url = url
         self.queue_arn = queue_arn
-        self.handlers = handlers
+        # The same dispatch as on AWS, where one function consumes the queue whatever jobs share it.
+        self.dispatcher = QueueDispatcher(handlers)
         self.stop_event = stop
         self.stage = stage
         self.region = region
@@ -71,32 +72,21 @@ class QueuePoller(threading.Thread):
             return 0
         self.busy = True
         try:
-            by_job: dict[str, list[dict[str, Any]]] = {}
-            for message in messages:
-                by_job.setdefault(self._job_of(message), []).append(message)
-            for job_name, batch in by_job.items():
-                self._invoke(job_name, batch)
+            self._invoke(messages)
         finally:
             self.busy = False
         return len(messages)
 
-    def _job_of(self, message: dict[str, Any]) -> str:
-        attribute = (message.get("MessageAttributes") or {}).get(ATTR_JOB_NAME)
-        if attribute and attribute.get("StringValue") in self.handlers:
-            return attribute["StringValue"]
-        # A foreign message, or one for a job not on this queue: the queue's first job's handler decides (it sends
-        # a message naming another job to the DLQ with a clear reason).
-        return self.queue.jobs[0]
-
-    def _invoke(self, job_name: str, batch: list[dict[str, Any]]) -> None:
+    def _invoke(self, batch: list[dict[str, Any]]) -> None:
         event = {"Records": [sqs_record(m, queue_arn=self.queue_arn, region=self.region) for m in batch]}
         context = LocalLambdaContext(
-            function_name=function_resource_name(job_name, stage=self.stage), timeout_s=self.queue.visibility_timeout // 6
+            function_name=consumer_function_name(self.queue.name, stage=self.stage),
+            timeout_s=self.queue.visibility_timeout // 6,
         )
         try:
-            response = self.handlers[job_name](event, context) or {}
+            response = self.dispatcher(event, context) or {}
         except Exception:  # noqa: BLE001 - as on Lambda: an invocation error leaves the whole batch on the queue
-            log.exception("handler for %s raised; the batch of %d stays on the queue", job_name, len(batch))
+            log.exception("handler for queue %s raised; the batch of %d stays on the queue", self.queue.name, len(batch))
             return
         failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
         done = [m for m in batch if m["MessageId"] not in failed]

@@ -6,7 +6,6 @@ Lambda handlers that run on AWS, invoked with real SQS-shaped events.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import threading
@@ -28,24 +27,11 @@ from shared.outbox import enqueue_scheduled
 from shared.outbox.relay import Relay, RelayStats
 from shared.queues import QueueDirectory
 from shared.registry import JobSpec, Registry, RegistryError
+from shared.runtime.dispatch import load_handler
 from shared.runtime.handler import JobHandler, RunReport
 from shared.settings import Settings
 
 Printer = Callable[[str], None]
-
-
-def load_handler(job: JobSpec) -> JobHandler:
-    """Import ``functions/<job>/handler.py`` and return its ``handler``, checking it is built for this job."""
-    try:
-        module = importlib.import_module(job.handler_module)
-    except ImportError as exc:
-        raise RegistryError(f"job {job.name!r}: cannot import its handler module {job.handler_module!r}: {exc}") from exc
-    handler = getattr(module, "handler", None)
-    if not isinstance(handler, JobHandler) or handler.job.name != job.name:
-        raise RegistryError(
-            f"job {job.name!r}: {job.handler_module}.handler must be built with job_handler({job.name!r} spec, fn)"
-        )
-    return handler
 
 
 @dataclass

@@ -25,7 +25,10 @@ CREATE TABLE conveyor.outbox (
     created_at       timestamptz NOT NULL DEFAULT now(),
     dedup_key        text,
     publish_attempts integer NOT NULL DEFAULT 0,
-    last_error       text
+    last_error       text,
+    -- Set when SQS refused the row: it waits until then. run_at keeps the time the job was due, so the relay
+    -- lag (oldest due row) keeps counting while publishing fails.
+    next_attempt_at  timestamptz
 );
 
 CREATE INDEX outbox_run_at ON conveyor.outbox (run_at);

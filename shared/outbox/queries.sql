@@ -28,7 +28,9 @@ SELECT dedup_key, id FROM conveyor.outbox WHERE job_name = %(job_name)s AND dedu
 -- Due rows, oldest first; rows another relay holds are skipped, never waited for.
 SELECT id, job_name, queue, payload::text AS payload, created_at
 FROM conveyor.outbox
-WHERE run_at <= now() AND NOT (queue = ANY(%(skip_queues)s::text[]))
+WHERE run_at <= now()
+  AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+  AND NOT (queue = ANY(%(skip_queues)s::text[]))
 ORDER BY run_at
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
@@ -50,15 +52,12 @@ ON CONFLICT (id) DO NOTHING;
 UPDATE conveyor.outbox o
 SET publish_attempts = o.publish_attempts + 1,
     last_error = f.error,
-    run_at = now() + least(interval '1 second' * power(2, least(o.publish_attempts, 16)), %(max_delay)s::interval)
+    next_attempt_at = now() + least(interval '1 second' * power(2, least(o.publish_attempts, 16)), %(max_delay)s::interval)
 FROM unnest(%(ids)s::uuid[], %(errors)s::text[]) AS f(id, error)
 WHERE o.id = f.id;
 
 -- name: outbox_pending_count
 SELECT count(*) FROM conveyor.outbox;
-
--- name: outbox_oldest_due_age
-SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8 FROM conveyor.outbox WHERE run_at <= now();
 
 -- name: schedule_claim_fire
 INSERT INTO conveyor.schedule_fires (job_name, fire_time) VALUES (%(job_name)s, %(fire_time)s)
@@ -67,3 +66,9 @@ RETURNING fire_time;
 
 -- name: schedule_record_job
 UPDATE conveyor.schedule_fires SET job_id = %(job_id)s WHERE job_name = %(job_name)s AND fire_time = %(fire_time)s;
+
+-- name: outbox_lag
+-- How far behind the relay is: the age of the oldest due row (0 when nothing is due), and how many are due.
+SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8 AS lag_seconds, count(*) AS due
+FROM conveyor.outbox
+WHERE run_at <= now();

@@ -165,6 +165,11 @@ class Relay:
                 {"ids": [i for i, _ in failed], "errors": [e for _, e in failed], "max_delay": self.max_retry_delay},
             )
 
+    def lag(self) -> tuple[float, int]:
+        """(seconds the oldest due job has waited, number of due jobs): the relay-lag alarm's input."""
+        row = self._connection().execute(QUERIES["outbox_lag"]).fetchone()
+        return (float(row[0]), int(row[1])) if row else (0.0, 0)
+
     # -- loops -----------------------------------------------------------------------------------------------
 
     def drain(self, max_seconds: float, *, stay: bool = False, idle_interval: float = 0.1) -> RelayStats:

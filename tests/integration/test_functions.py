@@ -29,6 +29,12 @@ def test_every_sample_event_validates_against_its_jobs_model(path):
     if job_name == "relay":
         assert event["source"] == "aws.scheduler"
         return
+    if job_name == "schedule":
+        from functions.schedule.handler import parse_event
+
+        job, fire_time = parse_event(event, product)
+        assert job.schedule is not None and fire_time.tzinfo is not None
+        return
     job = product[job_name]
     for record in event["Records"]:
         delivery = Delivery.from_record(record)
@@ -37,7 +43,7 @@ def test_every_sample_event_validates_against_its_jobs_model(path):
 
 
 def test_every_job_has_a_handler_and_a_sample_event():
-    from shared.local.runtime import load_handler
+    from shared.runtime.dispatch import load_handler
 
     for job in product:
         assert load_handler(job).job is job
@@ -85,5 +91,6 @@ def test_relay_function_drains_the_outbox(conn, db_url, sqs, stage, monkeypatch)
     ensure_queues(sqs, product, stage=stage)
     monkeypatch.setenv("CONVEYOR_DATABASE_URL", db_url)
     monkeypatch.setattr("functions.relay.handler._relay", None)
+    monkeypatch.setenv("CONVEYOR_RELAY_MODE", "on-demand")
     enqueue(conn, "email.send", {"to": "a@b.co", "template": "welcome", "subject": "Hi", "variables": {"name": "A"}})
     assert relay_handler(json.loads((EVENTS / "relay.json").read_text()), None)["published"] == 1

@@ -177,7 +177,7 @@ def test_entries_sqs_refuses_stay_pending_with_the_error(conn, db_url, sqs, stag
         relay.close()
     assert stats.published == 0 and stats.failed == 1
     attempts, error, delayed = conn.execute(
-        "SELECT publish_attempts, last_error, run_at > now() FROM conveyor.outbox WHERE id = %s", (job_id,)
+        "SELECT publish_attempts, last_error, next_attempt_at > now() FROM conveyor.outbox WHERE id = %s", (job_id,)
     ).fetchone()
     assert attempts == 1 and "does not exist" in error and delayed
 

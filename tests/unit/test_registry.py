@@ -2,7 +2,14 @@ import pytest
 from pydantic import BaseModel
 
 from shared.jobs import registry as product
-from shared.names import dlq_resource_name, function_resource_name, queue_resource_name, slug
+from shared.names import (
+    ResourceNameError,
+    consumer_function_name,
+    dlq_resource_name,
+    queue_resource_name,
+    slug,
+    system_function_name,
+)
 from shared.payloads import EmailSend, EmailTemplate
 from shared.registry import (
     JobPayload,
@@ -32,6 +39,7 @@ def spec(**overrides):
         ({"name": "email..send"}, "is invalid"),
         ({"queue": "Email_High"}, "queue 'Email_High' is invalid"),
         ({"queues": ("q",)}, "more than once"),
+        ({"queue": "relay"}, "reserved for Conveyor's own relay function"),
         ({"route": lambda p: "q"}, "route is set but no other queues"),
         ({"timeout": 0}, "timeout must be between 1 and 900"),
         ({"timeout": 901}, "timeout must be between 1 and 900"),
@@ -117,9 +125,12 @@ def test_physical_names_are_derived_in_one_place_and_within_aws_limits():
     assert slug("email.send") == "email-send"
     assert queue_resource_name("email-high", stage="dev") == "conveyor-dev-email-high"
     assert dlq_resource_name("email-high", stage="dev") == "conveyor-dev-email-high-dlq"
-    assert function_resource_name("reservations.cleanup", stage="prod") == "conveyor-prod-reservations-cleanup"
+    assert consumer_function_name("maintenance", stage="prod") == "conveyor-prod-maintenance"
+    assert system_function_name("relay", stage="prod") == "conveyor-prod-relay"
+    with pytest.raises(ResourceNameError, match="unknown system function"):
+        system_function_name("nope", stage="dev")
     with pytest.raises(ValueError, match="at most 64"):
-        function_resource_name("a" * 70, stage="dev")
-    for job in product:
-        for name in (function_resource_name(job.name, stage="prod"),):
+        consumer_function_name("a" * 70, stage="dev")
+    for label in product.queues():
+        for name in (consumer_function_name(label, stage="prod"), queue_resource_name(label, stage="prod")):
             assert all(c.isalnum() or c in "-_" for c in name)
