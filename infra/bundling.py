@@ -28,12 +28,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Bump when the layout or the content of a built directory changes for the same inputs, so old caches are not reused.
-BUNDLE_FORMAT = "1"
+BUNDLE_FORMAT = "2"
 
 # The Lambda Python runtime already provides the AWS SDK; bundling it again would add tens of MB to every layer.
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore"})
 
-PLATFORMS = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}
+# Lambda's Python 3.12+ runtimes run on Amazon Linux 2023 (glibc 2.34), so manylinux_2_28 wheels work there; some
+# packages (psycopg-binary 3.3 on aarch64) ship only those, and with manylinux2014 alone pip would fall back to an
+# older release. pip takes --platform more than once and picks the best match.
+PLATFORMS = {
+    "arm64": ("manylinux_2_28_aarch64", "manylinux2014_aarch64"),
+    "x86_64": ("manylinux_2_28_x86_64", "manylinux2014_x86_64"),
+}
 PYTHON_VERSIONS = ("3.12", "3.13", "3.14")
 
 # Written into a layer directory just before it is renamed into place: its presence means pip finished.
@@ -106,7 +112,7 @@ def build_layer(*, requirements: list[str], python_version: str, architecture: s
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _platform(architecture: str) -> str:
+def _platform(architecture: str) -> tuple[str, ...]:
     try:
         return PLATFORMS[architecture]
     except KeyError:
@@ -120,11 +126,11 @@ def _check_python_version(python_version: str) -> None:
         raise BundlingError(f"python_version {python_version!r} is not supported; use one of {allowed}")
 
 
-def _pip_install(requirements: list[str], *, target: Path, platform: str, python_version: str) -> None:
+def _pip_install(requirements: list[str], *, target: Path, platform: tuple[str, ...], python_version: str) -> None:
     command = [
         sys.executable, "-m", "pip", "install",
         "--no-compile", "--disable-pip-version-check", "--quiet",
-        "--platform", platform,
+        *(arg for tag in platform for arg in ("--platform", tag)),
         "--implementation", "cp",
         "--python-version", python_version,
         "--only-binary=:all:",
@@ -138,7 +144,7 @@ def _pip_install(requirements: list[str], *, target: Path, platform: str, python
             f"pip failed (exit {result.returncode}): {shlex.join(command)}\n"
             f"{result.stderr[-_STDERR_TAIL:]}\n"
             f"Building the Lambda layer needs network access to PyPI, or a pip cache/index that has manylinux "
-            f"wheels for {platform} {cp}."
+            f"wheels for {' or '.join(platform)} {cp}."
         )
 
 

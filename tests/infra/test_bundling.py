@@ -139,7 +139,7 @@ def test_build_layer_reports_a_pip_failure(tmp_path, monkeypatch):
     assert "conveyor-no-such-package-xyz==0.0.1" in message  # the command
     assert "--platform manylinux2014_aarch64" in message
     assert "No matching distribution" in message  # pip's own stderr
-    assert "manylinux wheels for manylinux2014_aarch64 cp313" in message
+    assert "manylinux wheels for manylinux_2_28_aarch64 or manylinux2014_aarch64 cp313" in message
     assert not list(cache.iterdir()), "a failed build leaves nothing behind"
 
 
@@ -155,7 +155,7 @@ def test_build_layer_reuses_a_finished_layer_and_redoes_an_unfinished_one(tmp_pa
     settings = {"requirements": ["pkg>=1"], "python_version": "3.13", "architecture": "x86_64", "cache_dir": tmp_path}
 
     layer = build_layer(**settings)
-    assert calls == [(("pkg>=1",), "manylinux2014_x86_64", "3.13")]
+    assert calls == [(("pkg>=1",), ("manylinux_2_28_x86_64", "manylinux2014_x86_64"), "3.13")]
     assert (layer / "python/pkg/__init__.py").is_file()
     assert not list(layer.rglob("__pycache__"))
     assert build_layer(**settings) == layer
