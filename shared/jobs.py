@@ -4,7 +4,7 @@ a trigger and (if scheduled) a schedule, in the local runtime and in the CDK app
 from __future__ import annotations
 
 from shared.payloads import EmailSend, EmailTemplate, ReservationsCleanup
-from shared.registry import Registry, RetryPolicy
+from shared.registry import AwsPermission, Registry, RetryPolicy
 
 registry = Registry()
 
@@ -19,6 +19,14 @@ EMAIL_SEND = registry.job(
     timeout=30,
     batch_size=10,
     concurrency=10,
+    permissions=(
+        AwsPermission(
+            actions=("ses:SendEmail",),
+            # Sender identities and configuration sets differ per account; SES checks the From address itself.
+            resources=("arn:{partition}:ses:{region}:{account}:identity/*", "arn:{partition}:ses:{region}:{account}:configuration-set/*"),
+            reason="sends the email through SES v2",
+        ),
+    ),
 )
 
 RESERVATIONS_CLEANUP = registry.job(

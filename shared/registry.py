@@ -25,6 +25,7 @@ from shared.schedule import Schedule, ScheduleError, parse_schedule
 SQS_MAX_VISIBILITY_SECONDS = 12 * 60 * 60
 SQS_MAX_RECEIVE_COUNT = 1000
 SQS_MAX_BATCH_SIZE = 10
+SQS_MAX_BATCHING_WINDOW_SECONDS = 300
 LAMBDA_MAX_TIMEOUT_SECONDS = 900
 ESM_MIN_CONCURRENCY = 2
 ESM_MAX_CONCURRENCY = 1000
@@ -55,6 +56,29 @@ class JobPayload(BaseModel):
 class Backoff(StrEnum):
     EXPONENTIAL = "exponential"
     FIXED = "fixed"
+
+
+@dataclass(frozen=True)
+class AwsPermission:
+    """AWS actions a job's handler calls beyond its own queue and the database, e.g. SES for ``email.send``.
+
+    Resources may use ``{partition}``, ``{region}`` and ``{account}``, filled in by the CDK app. Actions must be
+    exact (``ses:SendEmail``): the stack refuses wildcards, so every function keeps least privilege.
+    """
+
+    actions: tuple[str, ...]
+    resources: tuple[str, ...]
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "actions", tuple(self.actions))
+        object.__setattr__(self, "resources", tuple(self.resources))
+        if not self.actions or not self.resources:
+            raise RegistryError("AwsPermission needs at least one action and one resource")
+        for action in self.actions:
+            service, _, name = action.partition(":")
+            if not service or not name or "*" in action:
+                raise RegistryError(f"AwsPermission action {action!r} must be an exact 'service:Action' (no wildcards)")
 
 
 @dataclass(frozen=True)
@@ -122,6 +146,10 @@ class JobSpec:
     schedule_payload: Mapping[str, Any] = field(default_factory=dict)
     handler: str | None = None
     description: str = ""
+    # Seconds the event source may wait to fill a batch (Lambda's MaximumBatchingWindowInSeconds): fewer, fuller
+    # invocations for high-volume jobs, at the price of that much latency.
+    batch_window: int = 0
+    permissions: tuple[AwsPermission, ...] = ()
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:
@@ -154,6 +182,11 @@ class JobSpec:
             fail(f"timeout must be between 1 and {LAMBDA_MAX_TIMEOUT_SECONDS} seconds (Lambda's limit), got {self.timeout}")
         if not 128 <= self.memory <= 10240:
             fail(f"memory must be between 128 and 10240 MB, got {self.memory}")
+        if not 0 <= self.batch_window <= SQS_MAX_BATCHING_WINDOW_SECONDS:
+            fail(f"batch_window must be between 0 and {SQS_MAX_BATCHING_WINDOW_SECONDS} seconds, got {self.batch_window}")
+        object.__setattr__(self, "permissions", tuple(self.permissions))
+        if not all(isinstance(p, AwsPermission) for p in self.permissions):
+            fail("permissions must be AwsPermission values")
         if not 1 <= self.batch_size <= SQS_MAX_BATCH_SIZE:
             fail(f"batch_size must be between 1 and {SQS_MAX_BATCH_SIZE}, got {self.batch_size}")
         if self.concurrency < ESM_MIN_CONCURRENCY:
@@ -271,6 +304,10 @@ class Registry:
             max_receive_count=max(j.retry.max_attempts for j in jobs),
             batch_size=min(j.batch_size for j in jobs),
             concurrency=max(j.concurrency for j in jobs),
+            timeout=max(j.timeout for j in jobs),
+            memory=max(j.memory for j in jobs),
+            batch_window=min(j.batch_window for j in jobs),
+            permissions=tuple(p for j in jobs for p in j.permissions),
         )
 
     def scheduled(self) -> list[JobSpec]:
@@ -287,6 +324,11 @@ class QueueSettings:
     max_receive_count: int
     batch_size: int
     concurrency: int
+    # The queue's one function serves every job on it, so it gets the largest timeout and memory among them.
+    timeout: int = 30
+    memory: int = 256
+    batch_window: int = 0
+    permissions: tuple[AwsPermission, ...] = ()
 
 
 def load_registry(path: str) -> Registry:

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared.envelope import message_attributes
-from shared.local.lambda_event import sqs_record
+from shared.lambda_events import sqs_record
 from shared.names import queue_resource_name
 from shared.registry import JobSpec
 from shared.runtime.handler import JobHandler, Outcome, RunReport

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from shared.local.lambda_event import LocalLambdaContext, sqs_record
+from shared.lambda_events import LocalLambdaContext, sqs_record
 from shared.names import consumer_function_name
 from shared.registry import QueueSettings
 from shared.runtime.dispatch import QueueDispatcher

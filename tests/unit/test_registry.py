@@ -44,6 +44,8 @@ def spec(**overrides):
         ({"timeout": 0}, "timeout must be between 1 and 900"),
         ({"timeout": 901}, "timeout must be between 1 and 900"),
         ({"batch_size": 11}, "batch_size must be between 1 and 10"),
+        ({"batch_window": 301}, "batch_window must be between 0 and 300"),
+        ({"permissions": ("ses:SendEmail",)}, "permissions must be AwsPermission values"),
         ({"concurrency": 1}, "concurrency must be at least 2"),
         ({"memory": 64}, "memory must be between 128"),
         ({"schedule": "cron(0 9 * * * *)"}, "bad schedule"),
@@ -134,3 +136,12 @@ def test_physical_names_are_derived_in_one_place_and_within_aws_limits():
     for label in product.queues():
         for name in (consumer_function_name(label, stage="prod"), queue_resource_name(label, stage="prod")):
             assert all(c.isalnum() or c in "-_" for c in name)
+
+
+def test_aws_permissions_must_name_exact_actions():
+    from shared.registry import AwsPermission
+
+    with pytest.raises(RegistryError, match="must be an exact 'service:Action'"):
+        AwsPermission(actions=("ses:*",), resources=("*",))
+    with pytest.raises(RegistryError, match="at least one action and one resource"):
+        AwsPermission(actions=(), resources=("*",))
