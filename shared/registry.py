@@ -75,6 +75,8 @@ class AwsPermission:
         object.__setattr__(self, "resources", tuple(self.resources))
         if not self.actions or not self.resources:
             raise RegistryError("AwsPermission needs at least one action and one resource")
+        if "*" in self.resources:
+            raise RegistryError("AwsPermission resources must name ARNs (patterns like 'identity/*' are fine), not '*'")
         for action in self.actions:
             service, _, name = action.partition(":")
             if not service or not name or "*" in action:

@@ -142,6 +142,8 @@ def test_aws_permissions_must_name_exact_actions():
     from shared.registry import AwsPermission
 
     with pytest.raises(RegistryError, match="must be an exact 'service:Action'"):
-        AwsPermission(actions=("ses:*",), resources=("*",))
+        AwsPermission(actions=("ses:*",), resources=("arn:aws:ses:*:*:identity/*",))
+    with pytest.raises(RegistryError, match="not '\\*'"):
+        AwsPermission(actions=("ses:SendEmail",), resources=("*",))
     with pytest.raises(RegistryError, match="at least one action and one resource"):
         AwsPermission(actions=(), resources=("*",))

@@ -1,0 +1,52 @@
+"""Build the CDK app from ``cdk.json`` context and the job registry; shared by ``app.py`` and the tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from aws_cdk import App, Aspects, Environment, Validations
+from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+
+from infra.bundling import build_layer, runtime_requirements, stage_code
+from infra.checks import ScheduleChecks
+from infra.config import load_config
+from infra.lambda_defaults import PYTHON_VERSION, FunctionArtifacts
+from infra.stack import ConveyorStack
+from shared.names import APP
+from shared.registry import load_registry
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BUILD_DIR = PROJECT_ROOT / ".build"
+
+
+def build_artifacts(architecture: str) -> FunctionArtifacts:
+    """Stage the function code and build the dependency layer (cached in ``.build/``; pip needs PyPI once)."""
+    return FunctionArtifacts(
+        code_dir=stage_code(project_root=PROJECT_ROOT, cache_dir=BUILD_DIR),
+        layer_dir=build_layer(
+            requirements=runtime_requirements(PROJECT_ROOT / "pyproject.toml"),
+            python_version=PYTHON_VERSION,
+            architecture=architecture,
+            cache_dir=BUILD_DIR,
+        ),
+    )
+
+
+def build_app(app: App, *, artifacts: FunctionArtifacts | None = None) -> ConveyorStack:
+    """Add the Conveyor stack to ``app`` with cdk-nag (AwsSolutions, Serverless) and the schedule checks."""
+    config = load_config(app.node.try_get_context)
+    registry = load_registry(config.registry)
+    account, region = os.environ.get("CDK_DEFAULT_ACCOUNT"), os.environ.get("CDK_DEFAULT_REGION")
+    stack = ConveyorStack(
+        app,
+        f"{APP.capitalize()}-{config.stage}",
+        config=config,
+        registry=registry,
+        artifacts=artifacts or build_artifacts(config.architecture),
+        env=Environment(account=account, region=region) if account and region else None,
+        description=f"Conveyor background jobs ({config.stage}): {len(registry)} jobs on {len(registry.queues())} queues",
+    )
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
+    Aspects.of(app).add(ScheduleChecks())
+    return stack

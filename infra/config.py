@@ -1,0 +1,255 @@
+"""The CDK app's configuration: ``cdk.json`` context keys, read and checked before any construct is built.
+
+Every key is ``conveyor:<name>``, so ``npx cdk deploy -c conveyor:stage=prod`` overrides one without touching the
+file. Objects (``conveyor:database``, ``conveyor:relay``, ``conveyor:alarms``) may be given as JSON text on the
+command line. Any mistake stops the synth with a :class:`ConfigError` naming the key, the value and what is
+allowed — not a CloudFormation failure twenty minutes into a deploy.
+
+Keys (see README "Deploying"):
+
+``conveyor:stage``             environment name, part of every resource name (``dev``, ``prod``; 1-16 a-z0-9)
+``conveyor:registry``          ``module:attribute`` of the job registry (default ``shared.jobs:registry``)
+``conveyor:architecture``      ``arm64`` (default) or ``x86_64``
+``conveyor:logRetentionDays``  CloudWatch Logs retention for every function (default 30)
+``conveyor:database``          ``{"mode": "existing", "secretArn", "vpcId", "subnetIds", "securityGroupId",
+                               "proxyEndpoint"?}`` or ``{"mode": "create", "minCapacity"?, "maxCapacity"?}``
+``conveyor:relay``             ``{"mode": "resident" | "on-demand", "reservedConcurrency"?}``
+``conveyor:alarms``            ``{"email"?, "oldestMessageAgeSeconds"?, "relayLagSeconds"?}``
+``conveyor:emailFrom``         the From address of ``email.send`` (default ``no-reply@example.com``)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.names import ResourceNameError, check_stage
+from shared.settings import DEFAULT_REGISTRY
+
+PREFIX = "conveyor:"
+ARCHITECTURES = ("arm64", "x86_64")
+RELAY_MODES = ("resident", "on-demand")
+# The values CloudWatch Logs accepts for a retention period.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+
+SECRET_ARN_RE = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
+VPC_ID_RE = re.compile(r"^vpc-[0-9a-f]{8,17}$")
+SUBNET_ID_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+SECURITY_GROUP_ID_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class ConfigError(ValueError):
+    """A context value the app cannot use; the message names the key and what it accepts."""
+
+
+@dataclass(frozen=True)
+class ExistingDatabase:
+    """A PostgreSQL the user runs: Conveyor's functions join its VPC and read its RDS-format secret."""
+
+    secret_arn: str
+    vpc_id: str
+    subnet_ids: tuple[str, ...]
+    security_group_id: str
+    proxy_endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class CreatedDatabase:
+    """Aurora Serverless v2 PostgreSQL, an RDS Proxy and a rotating secret, created by the stack."""
+
+    min_capacity: float = 0.5
+    max_capacity: float = 4.0
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    mode: str = "resident"
+    reserved_concurrency: int = 2
+
+
+@dataclass(frozen=True)
+class AlarmConfig:
+    email: str | None = None
+    oldest_message_age_seconds: int = 300
+    relay_lag_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class ConveyorConfig:
+    stage: str
+    database: ExistingDatabase | CreatedDatabase
+    registry: str = DEFAULT_REGISTRY
+    architecture: str = "arm64"
+    log_retention_days: int = 30
+    relay: RelayConfig = RelayConfig()
+    alarms: AlarmConfig = AlarmConfig()
+    email_from: str = "no-reply@example.com"
+
+
+def load_config(context: Callable[[str], Any] | Mapping[str, Any]) -> ConveyorConfig:
+    """Read the ``conveyor:*`` keys from a CDK node's ``try_get_context`` (or a plain mapping, in tests)."""
+    get = context.get if isinstance(context, Mapping) else context
+
+    def value(name: str) -> Any:
+        return get(PREFIX + name)
+
+    stage = _string(value("stage"), "stage", default="dev")
+    try:
+        check_stage(stage)
+    except ResourceNameError as exc:
+        raise ConfigError(f"{PREFIX}stage: {exc}") from None
+    registry = _string(value("registry"), "registry", default=DEFAULT_REGISTRY)
+    if ":" not in registry:
+        raise ConfigError(f"{PREFIX}registry must look like 'package.module:attribute', got {registry!r}")
+    architecture = _choice(value("architecture"), "architecture", ARCHITECTURES, default="arm64")
+    retention = _integer(value("logRetentionDays"), "logRetentionDays", default=30)
+    if retention not in LOG_RETENTION_DAYS:
+        raise ConfigError(
+            f"{PREFIX}logRetentionDays={retention} is not a CloudWatch Logs retention; use one of "
+            f"{', '.join(map(str, LOG_RETENTION_DAYS))}"
+        )
+    email_from = _string(value("emailFrom"), "emailFrom", default="no-reply@example.com")
+    if not EMAIL_RE.match(email_from):
+        raise ConfigError(f"{PREFIX}emailFrom={email_from!r} is not an email address")
+    return ConveyorConfig(
+        stage=stage,
+        registry=registry,
+        architecture=architecture,
+        log_retention_days=retention,
+        database=_database(_object(value("database"), "database")),
+        relay=_relay(_object(value("relay"), "relay", default={})),
+        alarms=_alarms(_object(value("alarms"), "alarms", default={})),
+        email_from=email_from,
+    )
+
+
+# -- sections --------------------------------------------------------------------------------------------------
+
+
+def _database(raw: dict[str, Any]) -> ExistingDatabase | CreatedDatabase:
+    key = f"{PREFIX}database"
+    mode = _choice(raw.get("mode"), "database.mode", ("existing", "create"))
+    if mode == "create":
+        _no_extra(raw, {"mode", "minCapacity", "maxCapacity"}, key)
+        low = _number(raw.get("minCapacity"), "database.minCapacity", default=0.5)
+        high = _number(raw.get("maxCapacity"), "database.maxCapacity", default=4.0)
+        for name, capacity in (("minCapacity", low), ("maxCapacity", high)):
+            if not 0 <= capacity <= 256 or (capacity * 2) != int(capacity * 2):
+                raise ConfigError(f"{key}.{name}={capacity} must be 0-256 ACUs in steps of 0.5")
+        if high < max(low, 1):
+            raise ConfigError(f"{key}.maxCapacity={high} must be at least 1 and at least minCapacity ({low})")
+        return CreatedDatabase(min_capacity=low, max_capacity=high)
+    _no_extra(raw, {"mode", "secretArn", "vpcId", "subnetIds", "securityGroupId", "proxyEndpoint"}, key)
+    secret_arn = _matching(raw.get("secretArn"), "database.secretArn", SECRET_ARN_RE, "a Secrets Manager secret ARN")
+    vpc_id = _matching(raw.get("vpcId"), "database.vpcId", VPC_ID_RE, "a VPC id like vpc-0abc…")
+    subnets = raw.get("subnetIds")
+    if not isinstance(subnets, list) or not subnets:
+        raise ConfigError(f"{key}.subnetIds must be a non-empty list of subnet ids (private subnets that reach the database)")
+    subnet_ids = tuple(_matching(s, "database.subnetIds[]", SUBNET_ID_RE, "a subnet id like subnet-0abc…") for s in subnets)
+    if len(set(subnet_ids)) != len(subnet_ids):
+        raise ConfigError(f"{key}.subnetIds lists a subnet more than once: {list(subnet_ids)}")
+    group = _matching(raw.get("securityGroupId"), "database.securityGroupId", SECURITY_GROUP_ID_RE, "a security group id like sg-0abc…")
+    proxy = raw.get("proxyEndpoint")
+    if proxy is not None:
+        proxy = _matching(proxy, "database.proxyEndpoint", HOSTNAME_RE, "a hostname (the RDS Proxy endpoint)")
+    return ExistingDatabase(secret_arn, vpc_id, subnet_ids, group, proxy)
+
+
+def _relay(raw: dict[str, Any]) -> RelayConfig:
+    _no_extra(raw, {"mode", "reservedConcurrency"}, f"{PREFIX}relay")
+    mode = _choice(raw.get("mode"), "relay.mode", RELAY_MODES, default="resident")
+    reserved = _integer(raw.get("reservedConcurrency"), "relay.reservedConcurrency", default=2)
+    if not 1 <= reserved <= 10:
+        raise ConfigError(f"{PREFIX}relay.reservedConcurrency={reserved} must be 1-10 (each relay holds a database connection)")
+    return RelayConfig(mode=mode, reserved_concurrency=reserved)
+
+
+def _alarms(raw: dict[str, Any]) -> AlarmConfig:
+    _no_extra(raw, {"email", "oldestMessageAgeSeconds", "relayLagSeconds"}, f"{PREFIX}alarms")
+    email = raw.get("email")
+    if email is not None and (not isinstance(email, str) or not EMAIL_RE.match(email)):
+        raise ConfigError(f"{PREFIX}alarms.email={email!r} is not an email address")
+    age = _integer(raw.get("oldestMessageAgeSeconds"), "alarms.oldestMessageAgeSeconds", default=300)
+    lag = _integer(raw.get("relayLagSeconds"), "alarms.relayLagSeconds", default=60)
+    for name, seconds in (("oldestMessageAgeSeconds", age), ("relayLagSeconds", lag)):
+        if seconds < 1:
+            raise ConfigError(f"{PREFIX}alarms.{name}={seconds} must be a positive number of seconds")
+    return AlarmConfig(email=email, oldest_message_age_seconds=age, relay_lag_seconds=lag)
+
+
+# -- values --------------------------------------------------------------------------------------------------------
+
+
+def _object(raw: Any, name: str, *, default: dict[str, Any] | None = None) -> dict[str, Any]:
+    if raw is None:
+        if default is None:
+            raise ConfigError(
+                f"{PREFIX}{name} is missing: set it in cdk.json context (see README 'Deploying'), e.g. "
+                '{"mode": "existing", "secretArn": "arn:aws:secretsmanager:…", "vpcId": "vpc-…", '
+                '"subnetIds": ["subnet-…"], "securityGroupId": "sg-…"} or {"mode": "create"}'
+            )
+        return dict(default)
+    if isinstance(raw, str):  # from the command line: -c 'conveyor:relay={"mode": "on-demand"}'
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{PREFIX}{name} is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{PREFIX}{name} must be an object, got {type(raw).__name__}")
+    return raw
+
+
+def _no_extra(raw: Mapping[str, Any], allowed: set[str], key: str) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{key} has unknown keys {unknown}; allowed: {sorted(allowed)}")
+
+
+def _string(raw: Any, name: str, *, default: str) -> str:
+    if raw is None:
+        return default
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(f"{PREFIX}{name} must be a non-empty string, got {raw!r}")
+    return raw
+
+
+def _choice(raw: Any, name: str, allowed: tuple[str, ...], *, default: str | None = None) -> str:
+    if raw is None and default is not None:
+        return default
+    if raw not in allowed:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not one of {', '.join(allowed)}")
+    return raw
+
+
+def _integer(raw: Any, name: str, *, default: int) -> int:
+    if raw is None:
+        return default
+    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ConfigError(f"{PREFIX}{name} must be a whole number, got {raw!r}")
+    return raw
+
+
+def _number(raw: Any, name: str, *, default: float) -> float:
+    if raw is None:
+        return default
+    if isinstance(raw, str):
+        try:
+            raw = float(raw)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name} must be a number, got {raw!r}") from None
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise ConfigError(f"{PREFIX}{name} must be a number, got {raw!r}")
+    return float(raw)
+
+
+def _matching(raw: Any, name: str, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(raw, str) or not pattern.match(raw):
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not {what}")
+    return raw

@@ -1,0 +1,113 @@
+"""The function that consumes one registry queue, with its SQS trigger and nothing more than it needs.
+
+One function per queue, not per job: an SQS queue can feed only one consumer safely (two event source mappings
+on one queue compete for its messages, so a job's message could reach the other job's code). A queue that carries a
+single job runs that job's handler directly; a queue shared by several jobs runs ``shared.runtime.dispatch``, which
+routes each record by its ``conveyor.job`` attribute. ``email.send`` lives on two queues, so it gets two functions
+with the same code and separate concurrency: a burst of receipts cannot delay password resets.
+
+Permissions: consume its own queue (from the event source), send to its own DLQ (permanent failures go there at
+once with the reason), read the database secret, and the job's declared ``permissions`` — nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import Duration, Stack, Token
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda_event_sources as sources
+from constructs import Construct
+
+from infra.checks import acknowledge
+
+from infra.database import DatabaseAccess
+from infra.job_queue import JobQueue
+from infra.lambda_defaults import FunctionFactory
+from shared import settings as env
+from shared.names import consumer_function_name
+from shared.registry import Registry
+
+DISPATCH_HANDLER = "shared.runtime.dispatch.handler"
+
+
+def handler_path(registry: Registry, queue: str) -> str:
+    """The Lambda handler string for a queue's function."""
+    jobs = registry.queues()[queue]
+    return f"{jobs[0].handler_module}.handler" if len(jobs) == 1 else DISPATCH_HANDLER
+
+
+class QueueConsumer(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        job_queue: JobQueue,
+        registry: Registry,
+        factory: FunctionFactory,
+        database: DatabaseAccess,
+        extra_environment: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(scope, id)
+        settings = job_queue.settings
+        label = settings.name
+        self.function = factory.function(
+            self,
+            "Function",
+            function_name=consumer_function_name(label, stage=factory.stage),
+            handler=handler_path(registry, label),
+            description=f"Conveyor: runs {', '.join(settings.jobs)} from queue {label}",
+            timeout=Duration.seconds(settings.timeout),
+            memory=settings.memory,
+            environment={
+                env.QUEUE: label,
+                env.QUEUE_URLS: json.dumps({label: job_queue.queue.queue_url}),
+                env.DLQ_URLS: json.dumps({label: job_queue.dead_letter_queue.queue_url}),
+                **database.environment,
+                **(extra_environment or {}),
+            },
+            dead_letter_reason="Invoked synchronously by its SQS event source: a failed message stays on the queue "
+            "and its redrive policy moves it to the queue's DLQ after the last attempt.",
+        )
+        self.function.add_event_source(
+            sources.SqsEventSource(
+                job_queue.queue,
+                batch_size=settings.batch_size,
+                max_batching_window=Duration.seconds(settings.batch_window) if settings.batch_window else None,
+                report_batch_item_failures=True,
+                max_concurrency=settings.concurrency,
+            )
+        )
+        acknowledge(
+            self.function,
+            id="Serverless-LambdaEventSourceMappingDestination",
+            reason="SQS event sources take no on-failure destination (that is for streams and Kafka); the queue's "
+            "redrive policy to its DLQ plays that part.",
+        )
+        job_queue.dead_letter_queue.grant_send_messages(self.function)
+        database.grant_connect(self.function)
+        stack = Stack.of(self)
+        rendered = {
+            "partition": "<AWS::Partition>",
+            "region": "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region,
+            "account": "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account,
+        }
+        for permission in settings.permissions:
+            for resource in permission.resources:
+                if "*" in resource:
+                    acknowledge(
+            self.function,
+                        id=f"AwsSolutions-IAM5[Resource::{resource.format(**rendered)}]",
+                        reason=f"Declared in the job registry ({permission.reason or ', '.join(permission.actions)}): a "
+                        "resource pattern, not '*', for resources that differ per account.",
+                    )
+            self.function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=list(permission.actions),
+                    resources=[
+                        r.format(partition=stack.partition, region=stack.region, account=stack.account)
+                        for r in permission.resources
+                    ],
+                )
+            )
