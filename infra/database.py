@@ -31,6 +31,7 @@ from constructs import Construct
 from infra.config import CreatedDatabase, ExistingDatabase
 from infra.lambda_defaults import Network, retention
 from shared import settings as env
+from shared.names import APP
 
 POSTGRES_PORT = 5432
 DATABASE_NAME = "conveyor"
@@ -48,6 +49,7 @@ class DatabaseAccess(Construct):
         *,
         config: ExistingDatabase | CreatedDatabase,
         log_retention_days: int,
+        stage: str,
     ) -> None:
         super().__init__(scope, id)
         self.cluster: rds.DatabaseCluster | None = None
@@ -55,7 +57,7 @@ class DatabaseAccess(Construct):
         if isinstance(config, ExistingDatabase):
             self._existing(config)
         else:
-            self._create(config, log_retention_days)
+            self._create(config, log_retention_days, stage)
 
     def grant_connect(self, function: iam.IGrantable) -> None:
         self.secret.grant_read(function)
@@ -80,7 +82,7 @@ class DatabaseAccess(Construct):
         if config.proxy_endpoint:
             self.environment[env.DB_HOST] = config.proxy_endpoint
 
-    def _create(self, config: CreatedDatabase, log_retention_days: int) -> None:
+    def _create(self, config: CreatedDatabase, log_retention_days: int, stage: str) -> None:
         flow_logs = logs.LogGroup(self, "FlowLogs", retention=retention(log_retention_days), removal_policy=RemovalPolicy.DESTROY)
         vpc = ec2.Vpc(
             self,
@@ -96,9 +98,20 @@ class DatabaseAccess(Construct):
         )
         functions = ec2.SecurityGroup(self, "FunctionSecurityGroup", vpc=vpc, description="Conveyor functions", allow_all_outbound=True)
         database_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
+        identifier = f"{APP}-{stage}"
+        # Our own log group for the exported PostgreSQL log, with a retention: the cluster's own retention option
+        # would add a custom-resource Lambda just to set it.
+        postgres_logs = logs.LogGroup(
+            self,
+            "PostgresLogs",
+            log_group_name=f"/aws/rds/cluster/{identifier}/postgresql",
+            retention=retention(log_retention_days),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
         cluster = rds.DatabaseCluster(
             self,
             "Cluster",
+            cluster_identifier=identifier,
             engine=rds.DatabaseClusterEngine.aurora_postgres(version=rds.AuroraPostgresEngineVersion.VER_17_6),
             writer=rds.ClusterInstance.serverless_v2("Writer"),
             serverless_v2_min_capacity=config.min_capacity,
@@ -111,10 +124,10 @@ class DatabaseAccess(Construct):
             iam_authentication=True,
             deletion_protection=True,
             cloudwatch_logs_exports=["postgresql"],
-            cloudwatch_logs_retention=retention(log_retention_days),
             backup=rds.BackupProps(retention=Duration.days(7)),
             removal_policy=RemovalPolicy.SNAPSHOT,
         )
+        cluster.node.add_dependency(postgres_logs)
         assert cluster.secret is not None
         cluster.add_rotation_single_user(
             automatically_after=Duration.days(30),

@@ -38,7 +38,9 @@ class ConveyorStack(Stack):
     ) -> None:
         super().__init__(scope, id, **kwargs)
         self.config = config
-        self.database = DatabaseAccess(self, "Database", config=config.database, log_retention_days=config.log_retention_days)
+        self.database = DatabaseAccess(
+            self, "Database", config=config.database, log_retention_days=config.log_retention_days, stage=config.stage
+        )
         self.factory = FunctionFactory(
             self,
             "Functions",
