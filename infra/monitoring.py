@@ -25,6 +25,8 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.checks import acknowledge
+
 from infra.config import AlarmConfig
 from infra.job_queue import JobQueue
 from infra.lambda_defaults import METRICS_NAMESPACE
@@ -58,7 +60,13 @@ class Monitoring(Construct):
         )
         self.topic = sns.Topic(self, "Alarms", topic_name=f"{APP}-{stage}-alarms", master_key=key, enforce_ssl=True)
         if config.email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(config.email))
+            subscription = self.topic.add_subscription(subscriptions.EmailSubscription(config.email))
+            acknowledge(
+                subscription,
+                id="Serverless-SNSRedrivePolicy",
+                reason="An alarm email that cannot be delivered has nowhere useful to go; the alarm's state stays in "
+                "CloudWatch and on the dashboard, and OK/ALARM transitions send again.",
+            )
         self.alarms: list[cloudwatch.Alarm] = []
 
         for job_queue in queues:

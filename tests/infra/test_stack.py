@@ -1,0 +1,222 @@
+"""The synthesized template, checked for behaviour (what each job gets, who may do what), not logical ids."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from shared.jobs import registry
+from shared.names import consumer_function_name, dlq_resource_name, queue_resource_name, system_function_name
+
+
+def by_property(resources: dict, key: str, value) -> dict:
+    matches = [r for r in resources.values() if r["Properties"].get(key) == value]
+    assert len(matches) == 1, f"expected one resource with {key}={value!r}, found {len(matches)}"
+    return matches[0]
+
+
+def logical_id(resources: dict, key: str, value) -> str:
+    [found] = [k for k, r in resources.items() if r["Properties"].get(key) == value]
+    return found
+
+
+def statements_of_role(synth, role_id: str) -> list[dict]:
+    statements = []
+    for policy in synth.resources("AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    return statements
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.fixture(params=["existing", "create"])
+def synth(request, existing_synth, create_synth):
+    return existing_synth if request.param == "existing" else create_synth
+
+
+def stage_of(synth) -> str:
+    return synth.stack.config.stage
+
+
+def test_every_registry_queue_gets_a_queue_and_dlq_with_the_jobs_attempts(synth):
+    queues = synth.resources("AWS::SQS::Queue")
+    stage = stage_of(synth)
+    for label in registry.queues():
+        settings = registry.queue_settings(label)
+        queue = by_property(queues, "QueueName", queue_resource_name(label, stage=stage))["Properties"]
+        dlq_id = logical_id(queues, "QueueName", dlq_resource_name(label, stage=stage))
+        assert queue["RedrivePolicy"] == {
+            "deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
+            "maxReceiveCount": settings.max_receive_count,
+        }
+        function = by_property(synth.resources("AWS::Lambda::Function"), "FunctionName", consumer_function_name(label, stage=stage))
+        assert queue["VisibilityTimeout"] >= 6 * function["Properties"]["Timeout"]
+        dlq = queues[dlq_id]["Properties"]
+        assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
+        # Console / StartMessageMoveTask redrive may only return messages to their source queue.
+        assert dlq["RedriveAllowPolicy"]["redrivePermission"] == "byQueue"
+        assert queue_resource_name(label, stage=stage) in json.dumps(dlq["RedriveAllowPolicy"]["sourceQueueArns"])
+
+
+def test_every_queue_is_encrypted_and_refuses_plain_http(synth):
+    queues = synth.resources("AWS::SQS::Queue")
+    policies = synth.resources("AWS::SQS::QueuePolicy").values()
+    tls_only = set()
+    for policy in policies:
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Effect"] == "Deny" and statement.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}:
+                tls_only.update(q["Ref"] for q in policy["Properties"]["Queues"])
+    assert queues and set(queues) == tls_only
+    for queue in queues.values():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True
+
+
+def test_consumers_report_partial_failures_with_the_registry_batch_and_concurrency(synth):
+    mappings = list(synth.resources("AWS::Lambda::EventSourceMapping").values())
+    functions = synth.resources("AWS::Lambda::Function")
+    stage = stage_of(synth)
+    assert len(mappings) == len(registry.queues())
+    for label in registry.queues():
+        settings = registry.queue_settings(label)
+        function_id = logical_id(functions, "FunctionName", consumer_function_name(label, stage=stage))
+        [mapping] = [m["Properties"] for m in mappings if m["Properties"]["FunctionName"] == {"Ref": function_id}]
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert mapping["BatchSize"] == settings.batch_size
+        assert mapping["ScalingConfig"] == {"MaximumConcurrency": settings.concurrency}
+        assert queue_resource_name(label, stage=stage) in json.dumps(synth.resources("AWS::SQS::Queue")[mapping["EventSourceArn"]["Fn::GetAtt"][0]])
+
+
+def test_functions_use_the_project_defaults_and_real_handlers(synth):
+    functions = synth.resources("AWS::Lambda::Function")
+    assert functions
+    sys.path.insert(0, str(synth.code_dir))
+    try:
+        for function in functions.values():
+            props = function["Properties"]
+            assert props["Runtime"] == "python3.14"
+            assert props["Architectures"] == ["arm64"]
+            assert props["LoggingConfig"]["LogFormat"] == "JSON"
+            assert props["TracingConfig"] == {"Mode": "Active"}
+            assert "VpcConfig" in props
+            variables = props["Environment"]["Variables"]
+            assert "CONVEYOR_DB_SECRET_ARN" in variables and "CONVEYOR_DATABASE_URL" not in variables
+            assert not any("password" in key.lower() for key in variables)
+            # The handler string must name a module in the staged code.
+            module, _, attribute = props["Handler"].rpartition(".")
+            assert importlib.util.find_spec(module) is not None, props["Handler"]
+            assert (synth.code_dir / (module.replace(".", "/") + ".py")).is_file(), props["Handler"]
+    finally:
+        sys.path.remove(str(synth.code_dir))
+    for group in synth.resources("AWS::Logs::LogGroup").values():
+        assert group["Properties"]["RetentionInDays"] == 30
+
+
+def test_schedules_follow_the_registry_with_timezone_retries_and_dlq(synth):
+    schedules = {s["Properties"]["Name"]: s["Properties"] for s in synth.resources("AWS::Scheduler::Schedule").values()}
+    scheduled = registry.scheduled()
+    assert set(schedules) == {job.name.replace(".", "-") for job in scheduled} | {"relay"}
+    for job in scheduled:
+        props = schedules[job.name.replace(".", "-")]
+        assert props["ScheduleExpression"] == job.schedule
+        assert props["ScheduleExpressionTimezone"] == job.timezone
+        target = props["Target"]
+        assert json.loads(target["Input"]) == {"job": job.name, "scheduled_time": "<aws.scheduler.scheduled-time>"}
+        assert target["RetryPolicy"]["MaximumRetryAttempts"] == 3
+        assert "Arn" in target["DeadLetterConfig"]
+    assert schedules["relay"]["ScheduleExpression"] == "rate(1 minute)"
+
+
+def test_each_consumer_may_touch_only_its_own_queues(synth):
+    functions = synth.resources("AWS::Lambda::Function")
+    queues = synth.resources("AWS::SQS::Queue")
+    stage = stage_of(synth)
+    for label in registry.queues():
+        function = by_property(functions, "FunctionName", consumer_function_name(label, stage=stage))
+        own = {
+            logical_id(queues, "QueueName", queue_resource_name(label, stage=stage)),
+            logical_id(queues, "QueueName", dlq_resource_name(label, stage=stage)),
+        }
+        sqs_resources = set()
+        for statement in statements_of_role(synth, function["Properties"]["Role"]["Fn::GetAtt"][0]):
+            if any(action.startswith("sqs:") for action in as_list(statement["Action"])):
+                sqs_resources.update(r["Fn::GetAtt"][0] for r in as_list(statement["Resource"]))
+        assert sqs_resources == own, label
+
+
+def test_relay_may_only_send_to_job_queues(synth):
+    stage = stage_of(synth)
+    relay = by_property(synth.resources("AWS::Lambda::Function"), "FunctionName", system_function_name("relay", stage=stage))
+    queues = synth.resources("AWS::SQS::Queue")
+    job_queues = {logical_id(queues, "QueueName", queue_resource_name(label, stage=stage)) for label in registry.queues()}
+    sent_to = set()
+    for statement in statements_of_role(synth, relay["Properties"]["Role"]["Fn::GetAtt"][0]):
+        actions = as_list(statement["Action"])
+        if any(a.startswith("sqs:") for a in actions):
+            assert set(actions) <= {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+            sent_to.update(r["Fn::GetAtt"][0] for r in as_list(statement["Resource"]))
+    assert sent_to == job_queues
+    assert relay["Properties"]["ReservedConcurrentExecutions"] == 2
+    assert relay["Properties"]["Environment"]["Variables"]["CONVEYOR_RELAY_MODE"] == "resident"
+
+
+def test_no_policy_grants_a_wildcard_action(synth):
+    for policy in synth.resources("AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            for action in as_list(statement["Action"]):
+                assert "*" not in action, (statement, policy)
+
+
+def test_kms_decrypt_only_where_a_customer_key_is_used(synth):
+    for policy in synth.resources("AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            assert not any(a.startswith("kms:") for a in as_list(statement["Action"])), statement
+
+
+def test_every_dlq_and_queue_age_has_an_alarm_to_the_topic(synth):
+    stage = stage_of(synth)
+    alarms = list(synth.resources("AWS::CloudWatch::Alarm").values())
+    queues = synth.resources("AWS::SQS::Queue")
+    watched = {
+        (a["Properties"]["MetricName"], d["Value"]["Fn::GetAtt"][0])
+        for a in alarms
+        for d in a["Properties"].get("Dimensions", [])
+        if d["Name"] == "QueueName"
+    }
+    for label in registry.queues():
+        dlq = logical_id(queues, "QueueName", dlq_resource_name(label, stage=stage))
+        queue = logical_id(queues, "QueueName", queue_resource_name(label, stage=stage))
+        assert ("ApproximateNumberOfMessagesVisible", dlq) in watched
+        assert ("ApproximateAgeOfOldestMessage", queue) in watched
+    lag = [a["Properties"] for a in alarms if a["Properties"].get("MetricName") == "OutboxLagSeconds"]
+    assert lag and lag[0]["TreatMissingData"] == "breaching"
+    topic_ids = set(synth.resources("AWS::SNS::Topic"))
+    for alarm in alarms:
+        assert {action["Ref"] for action in alarm["Properties"]["AlarmActions"]} <= topic_ids
+
+
+def test_existing_mode_uses_the_given_network_and_proxy(existing_synth):
+    for function in existing_synth.resources("AWS::Lambda::Function").values():
+        props = function["Properties"]
+        assert props["VpcConfig"]["SubnetIds"] == ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
+        assert props["VpcConfig"]["SecurityGroupIds"] == ["sg-0123456789abcdef0"]
+        assert props["Environment"]["Variables"]["CONVEYOR_DB_HOST"] == "conveyor.proxy-abc.us-east-1.rds.amazonaws.com"
+    assert not existing_synth.resources("AWS::RDS::DBCluster")
+    assert not existing_synth.resources("AWS::EC2::VPC")
+
+
+def test_create_mode_builds_aurora_proxy_and_rotation(create_synth):
+    [cluster] = create_synth.resources("AWS::RDS::DBCluster").values()
+    assert cluster["Properties"]["Engine"] == "aurora-postgresql"
+    assert cluster["Properties"]["StorageEncrypted"] is True
+    assert cluster["Properties"]["ServerlessV2ScalingConfiguration"] == {"MinCapacity": 0.5, "MaxCapacity": 4}
+    [proxy] = create_synth.resources("AWS::RDS::DBProxy").values()
+    assert proxy["Properties"]["RequireTLS"] is True
+    assert create_synth.resources("AWS::SecretsManager::RotationSchedule")
+    subscriptions = list(create_synth.resources("AWS::SNS::Subscription").values())
+    assert [s["Properties"]["Endpoint"] for s in subscriptions] == ["ops@example.com"]
