@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-all install bench clean
+.PHONY: dev test test-all install bench synth deploy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Conveyor needs Python 3.11 or newer, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,infra]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,5 +27,17 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
+# The CDK CLI is pinned in package.json; the Lambda layer is built with pip (no Docker) into .build/.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+synth: $(STAMP) node_modules/.installed
+	npx cdk synth --quiet
+
+deploy: $(STAMP) node_modules/.installed
+	npx cdk deploy
+
 clean:
-	rm -rf $(VENV) .conveyor cdk.out .pytest_cache
+	rm -rf $(VENV) .conveyor cdk.out .build node_modules .pytest_cache

@@ -1,0 +1,83 @@
+"""cdk.json context: documented keys, checked before anything is built, with errors that say what to fix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infra.config import ConfigError, CreatedDatabase, ExistingDatabase, load_config
+from tests.infra.conftest import EXISTING
+
+
+def config(**overrides):
+    context = {"conveyor:database": EXISTING}
+    context.update({f"conveyor:{k}": v for k, v in overrides.items()})
+    return load_config(context)
+
+
+def test_defaults_and_both_database_modes():
+    existing = config()
+    assert existing.stage == "dev" and existing.architecture == "arm64" and existing.relay.mode == "resident"
+    assert isinstance(existing.database, ExistingDatabase)
+    assert existing.database.proxy_endpoint == EXISTING["proxyEndpoint"]
+    created = config(database={"mode": "create", "maxCapacity": 8})
+    assert created.database == CreatedDatabase(min_capacity=0.5, max_capacity=8.0)
+
+
+def test_objects_may_come_from_the_command_line_as_json():
+    # npx cdk deploy -c 'conveyor:relay={"mode": "on-demand"}' passes the object as text
+    parsed = config(relay=json.dumps({"mode": "on-demand"}), database=json.dumps({"mode": "create"}), logRetentionDays="90")
+    assert parsed.relay.mode == "on-demand" and parsed.log_retention_days == 90
+
+
+def test_the_repository_cdk_json_is_valid():
+    from pathlib import Path
+
+    context = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())["context"]
+    assert load_config(context).database == CreatedDatabase()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"stage": "Prod"}, "conveyor:stage: stage 'Prod' is invalid"),
+        ({"architecture": "sparc"}, "conveyor:architecture='sparc' is not one of arm64, x86_64"),
+        ({"logRetentionDays": 10}, "conveyor:logRetentionDays=10 is not a CloudWatch Logs retention"),
+        ({"registry": "shared.jobs"}, "must look like 'package.module:attribute'"),
+        ({"database": None}, "conveyor:database is missing"),
+        ({"database": "{oops"}, "conveyor:database is not valid JSON"),
+        ({"database": {"mode": "borrowed"}}, "conveyor:database.mode='borrowed' is not one of existing, create"),
+        ({"database": {**EXISTING, "secretArn": "my-secret"}}, "conveyor:database.secretArn='my-secret' is not a Secrets Manager secret ARN"),
+        ({"database": {**EXISTING, "vpcId": "vpc-1"}}, "is not a VPC id"),
+        ({"database": {**EXISTING, "subnetIds": []}}, "subnetIds must be a non-empty list"),
+        ({"database": {**EXISTING, "subnetIds": ["subnet-0123456789abcdef0"] * 2}}, "lists a subnet more than once"),
+        ({"database": {**EXISTING, "securityGroupId": "default"}}, "is not a security group id"),
+        ({"database": {**EXISTING, "proxyEndpoint": "not a host"}}, "is not a hostname"),
+        ({"database": {**EXISTING, "password": "x"}}, "has unknown keys ['password']"),
+        ({"database": {"mode": "create", "minCapacity": 0.3}}, "must be 0-256 ACUs in steps of 0.5"),
+        ({"database": {"mode": "create", "minCapacity": 4, "maxCapacity": 2}}, "maxCapacity=2.0 must be at least 1 and at least minCapacity"),
+        ({"relay": {"mode": "sometimes"}}, "conveyor:relay.mode='sometimes' is not one of resident, on-demand"),
+        ({"relay": {"reservedConcurrency": 0}}, "reservedConcurrency=0 must be 1-10"),
+        ({"alarms": {"email": "ops"}}, "conveyor:alarms.email='ops' is not an email address"),
+        ({"alarms": {"relayLagSeconds": 0}}, "relayLagSeconds=0 must be a positive number"),
+        ({"alarms": {"relayLagSeconds": "soon"}}, "must be a whole number"),
+        ({"emailFrom": "nobody"}, "conveyor:emailFrom='nobody' is not an email address"),
+    ],
+)
+def test_bad_values_fail_with_the_key_and_what_is_allowed(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        config(**overrides)
+    assert message in str(error.value)
+
+
+def test_synth_stops_on_bad_context_before_building_anything(tmp_path):
+    from aws_cdk import App
+
+    from infra.app import build_app
+    from infra.lambda_defaults import FunctionArtifacts
+
+    app = App(context={"conveyor:database": {"mode": "create"}, "conveyor:stage": "no_underscores"}, outdir=str(tmp_path))
+    with pytest.raises(ConfigError, match="conveyor:stage"):
+        build_app(app, artifacts=FunctionArtifacts(code_dir=tmp_path, layer_dir=tmp_path))
+    assert app.node.children == []
