@@ -8,6 +8,8 @@ is newer than the code (rolling back code must not silently run against a schema
 
 from __future__ import annotations
 
+import hashlib
+
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -32,6 +34,10 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ def migrate(conn: psycopg.Connection, components: tuple[Component, ...] = COMPON
                    version    integer NOT NULL,
                    name       text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now(),
+                   checksum   text NOT NULL,
                    PRIMARY KEY (component, version))"""
         )
         for component in components:
@@ -94,6 +101,7 @@ def migrate(conn: psycopg.Connection, components: tuple[Component, ...] = COMPON
                     f"the database's {component.name} schema is at version {current}, but this code knows only up to "
                     f"{known}: deploy the newer code (migrations never run backwards)"
                 )
+            _check_unchanged(conn, component, migrations)
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(component.name)))
             for migration in migrations[current:]:
                 try:
@@ -103,12 +111,28 @@ def migrate(conn: psycopg.Connection, components: tuple[Component, ...] = COMPON
                         f"migration {component.name}/{migration.version:04d}_{migration.name}.sql failed: {exc}"
                     ) from exc
                 conn.execute(
-                    "INSERT INTO conveyor.migrations (component, version, name) VALUES (%s, %s, %s)",
-                    (component.name, migration.version, migration.name),
+                    "INSERT INTO conveyor.migrations (component, version, name, checksum) VALUES (%s, %s, %s, %s)",
+                    (component.name, migration.version, migration.name, migration.checksum),
                 )
                 applied.append(migration)
             versions[component.name] = max(current, known)
     return MigrateResult(applied, versions)
+
+
+def _check_unchanged(conn: psycopg.Connection, component: Component, migrations: list[Migration]) -> None:
+    """Applied migrations are history: a file edited after it ran would leave databases that disagree."""
+    by_version = {m.version: m for m in migrations}
+    rows = conn.execute(
+        "SELECT version, name, checksum FROM conveyor.migrations WHERE component = %s ORDER BY version", (component.name,)
+    ).fetchall()
+    for version, name, checksum in rows:
+        migration = by_version.get(version)
+        if migration is not None and migration.checksum != checksum:
+            raise MigrationError(
+                f"migration {component.name}/{version:04d}_{name}.sql was changed after it was applied to this "
+                "database: migrations are append-only, so add a new numbered file instead (for a throwaway local "
+                "database, delete .conveyor/pgdata and start again)"
+            )
 
 
 def sync_registry(conn: psycopg.Connection, registry: Registry) -> None:

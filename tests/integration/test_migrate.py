@@ -41,7 +41,7 @@ def test_concurrent_migrators_apply_each_file_once(pg_server, db_url):
 
 
 def test_refuses_a_database_newer_than_the_code(conn):
-    conn.execute("INSERT INTO conveyor.migrations (component, version, name) VALUES ('conveyor', 999, 'future')")
+    conn.execute("INSERT INTO conveyor.migrations (component, version, name, checksum) VALUES ('conveyor', 999, 'future', 'x')")
     with pytest.raises(MigrationError, match="at version 999, but this code knows only up to"):
         migrate(conn)
 
@@ -50,3 +50,11 @@ def test_sync_registry_adds_updates_and_removes_jobs(conn):
     registry = Registry([JobSpec(name="x.one", payload=Work, queue="a", queues=("b",))])
     sync_registry(conn, registry)
     assert conn.execute("SELECT name, default_queue, queues FROM conveyor.job_types").fetchall() == [("x.one", "a", ["a", "b"])]
+
+
+def test_refuses_a_migration_edited_after_it_was_applied(conn):
+    from shared.migrate import MigrationError, migrate
+
+    conn.execute("UPDATE conveyor.migrations SET checksum = 'edited' WHERE component = 'conveyor' AND version = 1")
+    with pytest.raises(MigrationError, match="conveyor/0001_outbox.sql was changed after it was applied"):
+        migrate(conn)
