@@ -12,10 +12,12 @@ Keys (see README "Deploying"):
 ``conveyor:architecture``      ``arm64`` (default) or ``x86_64``
 ``conveyor:logRetentionDays``  CloudWatch Logs retention for every function (default 30)
 ``conveyor:database``          ``{"mode": "existing", "secretArn", "vpcId", "subnetIds", "securityGroupId",
-                               "proxyEndpoint"?}`` or ``{"mode": "create", "minCapacity"?, "maxCapacity"?}``
+                               "proxyEndpoint"?, "host"?, "dbname"?, "secretKmsKeyArn"?}`` or
+                               ``{"mode": "create", "minCapacity"?, "maxCapacity"?}``
 ``conveyor:relay``             ``{"mode": "resident" | "on-demand", "reservedConcurrency"?}``
 ``conveyor:alarms``            ``{"email"?, "oldestMessageAgeSeconds"?, "relayLagSeconds"?}``
-``conveyor:emailFrom``         the From address of ``email.send`` (default ``no-reply@example.com``)
+``conveyor:emailFrom``         the From address of ``email.send``: a verified SES identity (required by jobs that send
+                               email; their IAM policy allows sending only as this address)
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ RELAY_MODES = ("resident", "on-demand")
 # The values CloudWatch Logs accepts for a retention period.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
-SECRET_ARN_RE = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
+# The complete ARN, with the 6-character suffix Secrets Manager adds (a partial ARN cannot be told apart from a
+# complete one whose name ends in "-" and six characters, and IAM would then deny reads). RDS-managed secrets are
+# named "rds!…".
+SECRET_ARN_RE = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@!-]+-[A-Za-z0-9]{6}$")
+KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}$")
+DBNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 VPC_ID_RE = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 SUBNET_ID_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 SECURITY_GROUP_ID_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
@@ -56,6 +63,9 @@ class ExistingDatabase:
     subnet_ids: tuple[str, ...]
     security_group_id: str
     proxy_endpoint: str | None = None
+    host: str | None = None
+    dbname: str | None = None
+    secret_kms_key_arn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,7 @@ class ConveyorConfig:
     log_retention_days: int = 30
     relay: RelayConfig = RelayConfig()
     alarms: AlarmConfig = AlarmConfig()
-    email_from: str = "no-reply@example.com"
+    email_from: str | None = None
 
 
 def load_config(context: Callable[[str], Any] | Mapping[str, Any]) -> ConveyorConfig:
@@ -113,8 +123,8 @@ def load_config(context: Callable[[str], Any] | Mapping[str, Any]) -> ConveyorCo
             f"{PREFIX}logRetentionDays={retention} is not a CloudWatch Logs retention; use one of "
             f"{', '.join(map(str, LOG_RETENTION_DAYS))}"
         )
-    email_from = _string(value("emailFrom"), "emailFrom", default="no-reply@example.com")
-    if not EMAIL_RE.match(email_from):
+    email_from = value("emailFrom")
+    if email_from is not None and (not isinstance(email_from, str) or not EMAIL_RE.match(email_from)):
         raise ConfigError(f"{PREFIX}emailFrom={email_from!r} is not an email address")
     return ConveyorConfig(
         stage=stage,
@@ -144,8 +154,13 @@ def _database(raw: dict[str, Any]) -> ExistingDatabase | CreatedDatabase:
         if high < max(low, 1):
             raise ConfigError(f"{key}.maxCapacity={high} must be at least 1 and at least minCapacity ({low})")
         return CreatedDatabase(min_capacity=low, max_capacity=high)
-    _no_extra(raw, {"mode", "secretArn", "vpcId", "subnetIds", "securityGroupId", "proxyEndpoint"}, key)
-    secret_arn = _matching(raw.get("secretArn"), "database.secretArn", SECRET_ARN_RE, "a Secrets Manager secret ARN")
+    _no_extra(
+        raw, {"mode", "secretArn", "vpcId", "subnetIds", "securityGroupId", "proxyEndpoint", "host", "dbname", "secretKmsKeyArn"}, key
+    )
+    secret_arn = _matching(
+        raw.get("secretArn"), "database.secretArn", SECRET_ARN_RE,
+        "the complete ARN of a Secrets Manager secret (ending in '-' and the 6 characters AWS adds)",
+    )  # fmt: skip
     vpc_id = _matching(raw.get("vpcId"), "database.vpcId", VPC_ID_RE, "a VPC id like vpc-0abc…")
     subnets = raw.get("subnetIds")
     if not isinstance(subnets, list) or not subnets:
@@ -157,7 +172,16 @@ def _database(raw: dict[str, Any]) -> ExistingDatabase | CreatedDatabase:
     proxy = raw.get("proxyEndpoint")
     if proxy is not None:
         proxy = _matching(proxy, "database.proxyEndpoint", HOSTNAME_RE, "a hostname (the RDS Proxy endpoint)")
-    return ExistingDatabase(secret_arn, vpc_id, subnet_ids, group, proxy)
+    host = raw.get("host")
+    if host is not None:
+        host = _matching(host, "database.host", HOSTNAME_RE, "a hostname")
+    dbname = raw.get("dbname")
+    if dbname is not None:
+        dbname = _matching(dbname, "database.dbname", DBNAME_RE, "a PostgreSQL database name")
+    key_arn = raw.get("secretKmsKeyArn")
+    if key_arn is not None:
+        key_arn = _matching(key_arn, "database.secretKmsKeyArn", KMS_KEY_ARN_RE, "a KMS key ARN")
+    return ExistingDatabase(secret_arn, vpc_id, subnet_ids, group, proxy, host, dbname, key_arn)
 
 
 def _relay(raw: dict[str, Any]) -> RelayConfig:

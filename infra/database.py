@@ -4,8 +4,11 @@ Two modes (``conveyor:database``):
 
 * ``existing``: your database. The functions join the VPC subnets and security group you name and read the
   RDS-format secret you name (``host``, ``port``, ``dbname``, ``username``, ``password``); ``proxyEndpoint`` replaces
-  the secret's host when you connect through RDS Proxy. The stack creates no network: the subnets must reach SQS
-  and Secrets Manager through a NAT gateway or VPC interface endpoints you already have.
+  the secret's host when you connect through RDS Proxy; ``host`` and ``dbname`` fill in what an RDS-managed master
+  secret (username and password only) lacks; ``secretKmsKeyArn`` names the customer key the secret is encrypted
+  with, if any (the functions then get ``kms:Decrypt`` on that key through Secrets Manager only). The stack creates
+  no network: the subnets must reach SQS, Secrets Manager and the APIs your jobs call (SES for ``email.send``)
+  through a NAT gateway or VPC interface endpoints you already have.
 * ``create``: a complete stand-alone deploy. A VPC over two AZs (public subnets with one NAT gateway, private
   subnets for the functions, isolated subnets for the database), Aurora Serverless v2 PostgreSQL with a generated
   secret rotated every 30 days, and an RDS Proxy in front of it (TLS required) so short-lived Lambda connections do
@@ -18,9 +21,7 @@ Powertools Parameters (cached), so a rotation needs no redeploy.
 
 from __future__ import annotations
 
-import re
-
-from aws_cdk import Duration, Fn, RemovalPolicy
+from aws_cdk import Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
@@ -35,8 +36,6 @@ from shared.names import APP
 
 POSTGRES_PORT = 5432
 DATABASE_NAME = "conveyor"
-# A complete secret ARN ends in "-" and six random characters; a partial one (as users often copy it) does not.
-COMPLETE_SECRET_ARN_RE = re.compile(r"-[A-Za-z0-9]{6}$")
 
 
 class DatabaseAccess(Construct):
@@ -52,6 +51,7 @@ class DatabaseAccess(Construct):
         stage: str,
     ) -> None:
         super().__init__(scope, id)
+        self.secret_key_arn: str | None = None
         self.cluster: rds.DatabaseCluster | None = None
         self.proxy: rds.DatabaseProxy | None = None
         if isinstance(config, ExistingDatabase):
@@ -61,6 +61,15 @@ class DatabaseAccess(Construct):
 
     def grant_connect(self, function: iam.IGrantable) -> None:
         self.secret.grant_read(function)
+        if self.secret_key_arn:
+            # The secret's customer key, usable only by Secrets Manager on the function's behalf.
+            function.grant_principal.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["kms:Decrypt"],
+                    resources=[self.secret_key_arn],
+                    conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{Stack.of(self).region}.amazonaws.com"}},
+                )
+            )
 
     # -- modes ---------------------------------------------------------------------------------------------------
 
@@ -74,13 +83,14 @@ class DatabaseAccess(Construct):
         subnets = [ec2.Subnet.from_subnet_id(self, f"Subnet{i}", s) for i, s in enumerate(config.subnet_ids)]
         group = ec2.SecurityGroup.from_security_group_id(self, "FunctionSecurityGroup", config.security_group_id, mutable=False)
         self.network = Network(vpc=vpc, subnets=ec2.SubnetSelection(subnets=subnets), security_group=group)
-        if COMPLETE_SECRET_ARN_RE.search(config.secret_arn):
-            self.secret = secretsmanager.Secret.from_secret_complete_arn(self, "Secret", config.secret_arn)
-        else:
-            self.secret = secretsmanager.Secret.from_secret_partial_arn(self, "Secret", config.secret_arn)
+        self.secret_key_arn = config.secret_kms_key_arn
+        self.secret = secretsmanager.Secret.from_secret_complete_arn(self, "Secret", config.secret_arn)
         self.environment = {env.DB_SECRET_ARN: config.secret_arn}
-        if config.proxy_endpoint:
-            self.environment[env.DB_HOST] = config.proxy_endpoint
+        host = config.proxy_endpoint or config.host
+        if host:
+            self.environment[env.DB_HOST] = host
+        if config.dbname:
+            self.environment[env.DB_NAME] = config.dbname
 
     def _create(self, config: CreatedDatabase, log_retention_days: int, stage: str) -> None:
         flow_logs = logs.LogGroup(self, "FlowLogs", retention=retention(log_retention_days), removal_policy=RemovalPolicy.DESTROY)
@@ -135,6 +145,7 @@ class DatabaseAccess(Construct):
         )
         proxy = cluster.add_proxy(
             "Proxy",
+            db_proxy_name=identifier,  # unique per stage: proxy names are account- and region-wide
             secrets=[cluster.secret],
             vpc=vpc,
             vpc_subnets=database_subnets,

@@ -14,7 +14,7 @@ key; the key allows CloudWatch only what publishing needs.
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_iam as iam
@@ -56,6 +56,7 @@ class Monitoring(Construct):
                 principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                 actions=["kms:Decrypt", "kms:GenerateDataKey"],
                 resources=["*"],  # in a key policy, "*" means this key
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
             )
         )
         self.topic = sns.Topic(self, "Alarms", topic_name=f"{APP}-{stage}-alarms", master_key=key, enforce_ssl=True)
@@ -76,6 +77,9 @@ class Monitoring(Construct):
                 job_queue.dead_letter_queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum"),
                 threshold=0,
                 description=f"Queue {label}: jobs failed for good and wait in the DLQ (see the conveyor.error attribute)",
+                # SQS stops reporting an idle queue's metrics after ~6 hours even if it still holds messages: keep
+                # the alarm where it was instead of letting it fall back to OK.
+                missing=cloudwatch.TreatMissingData.IGNORE,
             )
             self._alarm(
                 f"{label}OldestMessage",
@@ -112,6 +116,7 @@ class Monitoring(Construct):
             schedule_dead_letters.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum"),
             threshold=0,
             description="A schedule could not start its job (see the schedule DLQ)",
+            missing=cloudwatch.TreatMissingData.IGNORE,
         )
         self.dashboard = self._dashboard(stage, queues, consumers, relay, relay_service)
 

@@ -21,6 +21,7 @@ from constructs import Construct
 
 from infra.checks import acknowledge
 
+from infra.config import PREFIX, ConfigError
 from infra.database import DatabaseAccess
 from infra.job_queue import JobQueue
 from infra.lambda_defaults import FunctionFactory
@@ -47,6 +48,7 @@ class QueueConsumer(Construct):
         registry: Registry,
         factory: FunctionFactory,
         database: DatabaseAccess,
+        email_from: str | None,
         extra_environment: dict[str, str] | None = None,
     ) -> None:
         super().__init__(scope, id)
@@ -88,6 +90,13 @@ class QueueConsumer(Construct):
         job_queue.dead_letter_queue.grant_send_messages(self.function)
         database.grant_connect(self.function)
         stack = Stack.of(self)
+        uses_sender = any("{email_from}" in text for p in settings.permissions for text in (*p.resources, *(c[2] for c in p.conditions)))
+        if uses_sender and not email_from:
+            raise ConfigError(
+                f"{PREFIX}emailFrom is required: queue {label!r} runs {', '.join(settings.jobs)}, which sends email and may "
+                "send only as that address (a verified SES identity)"
+            )
+        values = {"partition": stack.partition, "region": stack.region, "account": stack.account, "email_from": email_from}
         rendered = {
             "partition": "<AWS::Partition>",
             "region": "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region,
@@ -98,16 +107,17 @@ class QueueConsumer(Construct):
                 if "*" in resource:
                     acknowledge(
             self.function,
-                        id=f"AwsSolutions-IAM5[Resource::{resource.format(**rendered)}]",
+                        id=f"AwsSolutions-IAM5[Resource::{resource.format(**rendered, email_from=email_from)}]",
                         reason=f"Declared in the job registry ({permission.reason or ', '.join(permission.actions)}): a "
                         "resource pattern, not '*', for resources that differ per account.",
                     )
+            conditions: dict[str, dict[str, str]] = {}
+            for operator, key, value in permission.conditions:
+                conditions.setdefault(operator, {})[key] = value.format(**values)
             self.function.add_to_role_policy(
                 iam.PolicyStatement(
                     actions=list(permission.actions),
-                    resources=[
-                        r.format(partition=stack.partition, region=stack.region, account=stack.account)
-                        for r in permission.resources
-                    ],
+                    resources=[r.format(**values) for r in permission.resources],
+                    conditions=conditions or None,
                 )
             )

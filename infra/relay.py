@@ -67,7 +67,8 @@ class OutboxRelay(Construct):
             dead_letter_reason="Started every minute by Scheduler; a failed run is not retried (retry_attempts=0) "
             "because the next run, a minute later, does the same work, and the outbox keeps every job meanwhile.",
         )
-        self.function.configure_async_invoke(retry_attempts=0)
+        # Also drop start events that waited (throttled by the reserved concurrency): a newer one is always coming.
+        self.function.configure_async_invoke(retry_attempts=0, max_event_age=Duration.seconds(90))
         acknowledge(
             self.function,
             id="Serverless-LambdaAsyncFailureDestination",

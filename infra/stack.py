@@ -50,7 +50,7 @@ class ConveyorStack(Stack):
             stage=config.stage,
             registry=config.registry,
             network=self.database.network,
-            base_environment={"CONVEYOR_EMAIL_FROM": config.email_from},
+            base_environment={"CONVEYOR_EMAIL_FROM": config.email_from} if config.email_from else {},
         )
         self.queues = {
             label: JobQueue(self, f"Queue{construct_id(label)}", settings=registry.queue_settings(label), stage=config.stage)
@@ -58,7 +58,8 @@ class ConveyorStack(Stack):
         }
         self.consumers = {
             label: QueueConsumer(
-                self, f"Consumer{construct_id(label)}", job_queue=job_queue, registry=registry, factory=self.factory, database=self.database
+                self, f"Consumer{construct_id(label)}", job_queue=job_queue, registry=registry, factory=self.factory, database=self.database,
+                email_from=config.email_from,
             ).function
             for label, job_queue in self.queues.items()
         }

@@ -11,7 +11,7 @@ import json
 import threading
 from typing import TYPE_CHECKING
 
-from shared.settings import DATABASE_URL, DB_SECRET_ARN, Settings
+from shared.settings import DATABASE_URL, DB_HOST, DB_SECRET_ARN, Settings
 
 if TYPE_CHECKING:
     import psycopg
@@ -30,10 +30,17 @@ def conninfo(settings: Settings) -> str:
         from psycopg.conninfo import make_conninfo
 
         secret = json.loads(get_secret(settings.db_secret_arn, max_age=300))
+        host = settings.db_host or secret.get("host")
+        missing = [k for k in ("username", "password") if not secret.get(k)] + ([] if host else ["host"])
+        if missing:
+            raise DatabaseNotConfigured(
+                f"secret {settings.db_secret_arn} lacks {', '.join(missing)}"
+                + (f"; set {DB_HOST} (cdk context database.host or proxyEndpoint)" if not host else "")
+            )
         return make_conninfo(
-            host=settings.db_host or secret["host"],
+            host=host,
             port=secret.get("port", 5432),
-            dbname=secret.get("dbname", "postgres"),
+            dbname=settings.db_name or secret.get("dbname", "postgres"),
             user=secret["username"],
             password=secret["password"],
             sslmode=secret.get("sslmode", "require"),

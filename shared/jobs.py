@@ -25,6 +25,8 @@ EMAIL_SEND = registry.job(
             # Sender identities and configuration sets differ per account; SES checks the From address itself.
             resources=("arn:{partition}:ses:{region}:{account}:identity/*", "arn:{partition}:ses:{region}:{account}:configuration-set/*"),
             reason="sends the email through SES v2",
+            # Only as the configured sender, whatever other identities the account has verified.
+            conditions=(("StringEquals", "ses:FromAddress", "{email_from}"),),
         ),
     ),
 )

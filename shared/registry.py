@@ -69,10 +69,16 @@ class AwsPermission:
     actions: tuple[str, ...]
     resources: tuple[str, ...]
     reason: str = ""
+    # IAM conditions as (operator, key, value) triples, e.g. ("StringEquals", "ses:FromAddress", "{email_from}");
+    # values may use the placeholders above and ``{email_from}`` (the stack's configured sender).
+    conditions: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "actions", tuple(self.actions))
         object.__setattr__(self, "resources", tuple(self.resources))
+        object.__setattr__(self, "conditions", tuple(tuple(c) for c in self.conditions))
+        if not all(len(c) == 3 and all(isinstance(part, str) and part for part in c) for c in self.conditions):
+            raise RegistryError("AwsPermission conditions must be (operator, key, value) triples of text")
         if not self.actions or not self.resources:
             raise RegistryError("AwsPermission needs at least one action and one resource")
         if "*" in self.resources:
@@ -236,7 +242,9 @@ class JobSpec:
 
     @property
     def visibility_timeout(self) -> int:
-        return self.timeout * VISIBILITY_TIMEOUT_FACTOR
+        """Six times the timeout plus the batching window, as AWS advises for SQS event sources: a message must not
+        reappear while a batch that holds it may still be gathering or running (with Lambda's own retries)."""
+        return self.timeout * VISIBILITY_TIMEOUT_FACTOR + self.batch_window
 
     def queue_for(self, payload: BaseModel, explicit: str | None = None) -> str:
         """The queue a payload goes to: the explicit choice, else the route's, else the default queue."""

@@ -15,6 +15,8 @@ DATABASE_URL_FALLBACK = "DATABASE_URL"
 DB_SECRET_ARN = "CONVEYOR_DB_SECRET_ARN"
 # Overrides the secret's host: the RDS Proxy endpoint, when there is one (the secret names the cluster).
 DB_HOST = "CONVEYOR_DB_HOST"
+# Overrides the secret's database name (RDS-managed master secrets hold only a username and a password).
+DB_NAME = "CONVEYOR_DB_NAME"
 # On AWS, the registry queue a function consumes (a function per queue; see shared.runtime.dispatch).
 QUEUE = "CONVEYOR_QUEUE"
 RELAY_MODE = "CONVEYOR_RELAY_MODE"
@@ -49,6 +51,7 @@ class Settings:
     database_url: str | None = None
     db_secret_arn: str | None = None
     db_host: str | None = None
+    db_name: str | None = None
     queue_urls: dict[str, str] = field(default_factory=dict)
     dlq_urls: dict[str, str] = field(default_factory=dict)
     registry: str = DEFAULT_REGISTRY
@@ -60,6 +63,7 @@ class Settings:
             database_url=os.environ.get(DATABASE_URL) or os.environ.get(DATABASE_URL_FALLBACK),
             db_secret_arn=os.environ.get(DB_SECRET_ARN),
             db_host=os.environ.get(DB_HOST) or None,
+            db_name=os.environ.get(DB_NAME) or None,
             queue_urls=_json_map(QUEUE_URLS),
             dlq_urls=_json_map(DLQ_URLS),
             registry=os.environ.get(REGISTRY, DEFAULT_REGISTRY),

@@ -25,7 +25,9 @@ EXISTING = {
     "subnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
     "securityGroupId": "sg-0123456789abcdef0",
     "proxyEndpoint": "conveyor.proxy-abc.us-east-1.rds.amazonaws.com",
+    "secretKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/0f6e2a9c-1d3b-4c5e-8f7a-9b0c1d2e3f4a",
 }
+SENDER = "billing@example.com"
 
 
 @dataclass
@@ -56,12 +58,20 @@ def synthesize(tmp_dir: Path, context: dict[str, Any]) -> Synth:
 
 @pytest.fixture(scope="session")
 def existing_synth(tmp_path_factory) -> Synth:
-    return synthesize(tmp_path_factory.mktemp("existing"), {"conveyor:stage": "test", "conveyor:database": EXISTING})
+    return synthesize(
+        tmp_path_factory.mktemp("existing"),
+        {"conveyor:stage": "test", "conveyor:database": EXISTING, "conveyor:emailFrom": SENDER},
+    )
 
 
 @pytest.fixture(scope="session")
 def create_synth(tmp_path_factory) -> Synth:
     return synthesize(
         tmp_path_factory.mktemp("create"),
-        {"conveyor:stage": "prod", "conveyor:database": {"mode": "create"}, "conveyor:alarms": {"email": "ops@example.com"}},
+        {
+            "conveyor:stage": "prod",
+            "conveyor:database": {"mode": "create"},
+            "conveyor:alarms": {"email": "ops@example.com"},
+            "conveyor:emailFrom": SENDER,
+        },
     )

@@ -48,7 +48,7 @@ def test_the_repository_cdk_json_is_valid():
         ({"database": None}, "conveyor:database is missing"),
         ({"database": "{oops"}, "conveyor:database is not valid JSON"),
         ({"database": {"mode": "borrowed"}}, "conveyor:database.mode='borrowed' is not one of existing, create"),
-        ({"database": {**EXISTING, "secretArn": "my-secret"}}, "conveyor:database.secretArn='my-secret' is not a Secrets Manager secret ARN"),
+        ({"database": {**EXISTING, "secretArn": "my-secret"}}, "conveyor:database.secretArn='my-secret' is not the complete ARN of a Secrets Manager secret"),
         ({"database": {**EXISTING, "vpcId": "vpc-1"}}, "is not a VPC id"),
         ({"database": {**EXISTING, "subnetIds": []}}, "subnetIds must be a non-empty list"),
         ({"database": {**EXISTING, "subnetIds": ["subnet-0123456789abcdef0"] * 2}}, "lists a subnet more than once"),
@@ -63,12 +63,33 @@ def test_the_repository_cdk_json_is_valid():
         ({"alarms": {"relayLagSeconds": 0}}, "relayLagSeconds=0 must be a positive number"),
         ({"alarms": {"relayLagSeconds": "soon"}}, "must be a whole number"),
         ({"emailFrom": "nobody"}, "conveyor:emailFrom='nobody' is not an email address"),
+        ({"database": {**EXISTING, "secretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db"}}, "the complete ARN"),
+        ({"database": {**EXISTING, "secretKmsKeyArn": "alias/db"}}, "is not a KMS key ARN"),
+        ({"database": {**EXISTING, "dbname": "my-db"}}, "is not a PostgreSQL database name"),
     ],
 )
 def test_bad_values_fail_with_the_key_and_what_is_allowed(overrides, message):
     with pytest.raises(ConfigError) as error:
         config(**overrides)
     assert message in str(error.value)
+
+
+def test_rds_managed_secrets_and_their_missing_fields_are_accepted():
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!cluster-0a1b2c3d-4e5f-AbCdEf"
+    parsed = config(database={**EXISTING, "secretArn": arn, "host": "db.example.internal", "dbname": "app"})
+    assert (parsed.database.secret_arn, parsed.database.host, parsed.database.dbname) == (arn, "db.example.internal", "app")
+
+
+def test_a_job_that_sends_email_needs_a_sender(tmp_path):
+    from aws_cdk import App
+
+    from infra.app import build_app
+    from infra.lambda_defaults import FunctionArtifacts
+
+    (tmp_path / "layer" / "python").mkdir(parents=True)
+    app = App(context={"conveyor:database": {"mode": "create"}}, outdir=str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match="conveyor:emailFrom is required: queue 'email-default' runs email.send"):
+        build_app(app, artifacts=FunctionArtifacts(code_dir=tmp_path, layer_dir=tmp_path / "layer"))
 
 
 def test_synth_stops_on_bad_context_before_building_anything(tmp_path):

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from shared.jobs import registry
+from tests.infra.conftest import EXISTING, SENDER
 from shared.names import consumer_function_name, dlq_resource_name, queue_resource_name, system_function_name
 
 
@@ -162,6 +163,12 @@ def test_relay_may_only_send_to_job_queues(synth):
             sent_to.update(r["Fn::GetAtt"][0] for r in as_list(statement["Resource"]))
     assert sent_to == job_queues
     assert relay["Properties"]["ReservedConcurrentExecutions"] == 2
+    [invoke_config] = [
+        c for c in synth.resources("AWS::Lambda::EventInvokeConfig").values()
+        if c["Properties"]["FunctionName"] == {"Ref": logical_id(synth.resources("AWS::Lambda::Function"), "FunctionName", system_function_name("relay", stage=stage))}
+    ]
+    assert invoke_config["Properties"]["MaximumRetryAttempts"] == 0
+    assert invoke_config["Properties"]["MaximumEventAgeInSeconds"] == 90
     assert relay["Properties"]["Environment"]["Variables"]["CONVEYOR_RELAY_MODE"] == "resident"
 
 
@@ -172,10 +179,23 @@ def test_no_policy_grants_a_wildcard_action(synth):
                 assert "*" not in action, (statement, policy)
 
 
-def test_kms_decrypt_only_where_a_customer_key_is_used(synth):
-    for policy in synth.resources("AWS::IAM::Policy").values():
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            assert not any(a.startswith("kms:") for a in as_list(statement["Action"])), statement
+def kms_statements(synth) -> list[dict]:
+    return [
+        statement
+        for policy in synth.resources("AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if any(a.startswith("kms:") for a in as_list(statement["Action"]))
+    ]
+
+
+def test_kms_decrypt_only_where_a_customer_key_is_used(existing_synth, create_synth):
+    assert kms_statements(create_synth) == []  # SQS-managed SSE and a Secrets Manager default key: nothing to grant
+    statements = kms_statements(existing_synth)
+    assert statements, "the existing secret's customer key must be decryptable"
+    for statement in statements:
+        assert statement["Resource"] == EXISTING["secretKmsKeyArn"]
+        assert "kms:Decrypt" in as_list(statement["Action"])
+        assert "kms:ViaService" in json.dumps(statement["Condition"])  # only through Secrets Manager
 
 
 def test_every_dlq_and_queue_age_has_an_alarm_to_the_topic(synth):
@@ -193,6 +213,8 @@ def test_every_dlq_and_queue_age_has_an_alarm_to_the_topic(synth):
         queue = logical_id(queues, "QueueName", queue_resource_name(label, stage=stage))
         assert ("ApproximateNumberOfMessagesVisible", dlq) in watched
         assert ("ApproximateAgeOfOldestMessage", queue) in watched
+    dlq_alarms = [a["Properties"] for a in alarms if a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"]
+    assert dlq_alarms and all(a["TreatMissingData"] == "ignore" for a in dlq_alarms)
     lag = [a["Properties"] for a in alarms if a["Properties"].get("MetricName") == "OutboxLagSeconds"]
     assert lag and lag[0]["TreatMissingData"] == "breaching"
     topic_ids = set(synth.resources("AWS::SNS::Topic"))
@@ -210,6 +232,15 @@ def test_existing_mode_uses_the_given_network_and_proxy(existing_synth):
     assert not existing_synth.resources("AWS::EC2::VPC")
 
 
+def test_email_send_may_only_send_as_the_configured_sender(synth):
+    stage = stage_of(synth)
+    for label in ("email-default", "email-high"):
+        function = by_property(synth.resources("AWS::Lambda::Function"), "FunctionName", consumer_function_name(label, stage=stage))
+        assert function["Properties"]["Environment"]["Variables"]["CONVEYOR_EMAIL_FROM"] == SENDER
+        [ses] = [s for s in statements_of_role(synth, function["Properties"]["Role"]["Fn::GetAtt"][0]) if s["Action"] == "ses:SendEmail"]
+        assert ses["Condition"] == {"StringEquals": {"ses:FromAddress": SENDER}}
+
+
 def test_create_mode_builds_aurora_proxy_and_rotation(create_synth):
     [cluster] = create_synth.resources("AWS::RDS::DBCluster").values()
     assert cluster["Properties"]["Engine"] == "aurora-postgresql"
@@ -217,6 +248,7 @@ def test_create_mode_builds_aurora_proxy_and_rotation(create_synth):
     assert cluster["Properties"]["ServerlessV2ScalingConfiguration"] == {"MinCapacity": 0.5, "MaxCapacity": 4}
     [proxy] = create_synth.resources("AWS::RDS::DBProxy").values()
     assert proxy["Properties"]["RequireTLS"] is True
+    assert proxy["Properties"]["DBProxyName"] == "conveyor-prod"
     assert create_synth.resources("AWS::SecretsManager::RotationSchedule")
     subscriptions = list(create_synth.resources("AWS::SNS::Subscription").values())
     assert [s["Properties"]["Endpoint"] for s in subscriptions] == ["ops@example.com"]
