@@ -1,9 +1,10 @@
 """The outbox relay on AWS: a function started every minute by EventBridge Scheduler.
 
-``resident`` mode (default): each run drains for 58 s and the function may overlap the next run (reserved
-concurrency 2), so there is always a relay polling and commit → SQS stays sub-second. Two relays at once are safe
+``resident`` mode (default): each run drains for 65 s, so it overlaps the next minute's run by a few seconds
+(reserved concurrency 2): there is always a relay polling, even across a cold start, and commit → SQS stays
+sub-second. Two relays at once are safe
 (``FOR UPDATE SKIP LOCKED``). At rest this costs about one 256 MB arm64 function running all month:
-0.25 GB × 2.6 M s ≈ 650,000 GB-seconds ≈ $9/month at the us-east-1 arm64 list price ($0.0000133334/GB-s), plus
+0.25 GB × 2.8 M s (65 s of every 60) ≈ 700,000 GB-seconds ≈ $9.40/month at the us-east-1 arm64 list price ($0.0000133334/GB-s), plus
 43,200 invocations (≈ $0.01) and ~20 trivial PostgreSQL queries a second.
 
 ``on-demand`` mode: each run publishes what is due and returns, so an idle system costs almost nothing (~44,000
@@ -29,7 +30,7 @@ from infra.scheduling import Scheduling
 from shared import settings as env
 from shared.names import system_function_name
 
-RESIDENT_DRAIN_SECONDS = 58
+RESIDENT_DRAIN_SECONDS = 65
 ON_DEMAND_DRAIN_SECONDS = 50
 
 

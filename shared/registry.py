@@ -310,7 +310,8 @@ class Registry:
         return QueueSettings(
             name=queue,
             jobs=tuple(j.name for j in jobs),
-            visibility_timeout=max(j.visibility_timeout for j in jobs),
+            # Six times the queue function's timeout (the longest job's) plus the queue's batching window.
+            visibility_timeout=max(j.timeout for j in jobs) * VISIBILITY_TIMEOUT_FACTOR + min(j.batch_window for j in jobs),
             max_receive_count=max(j.retry.max_attempts for j in jobs),
             batch_size=min(j.batch_size for j in jobs),
             concurrency=max(j.concurrency for j in jobs),

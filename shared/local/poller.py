@@ -81,7 +81,7 @@ class QueuePoller(threading.Thread):
         event = {"Records": [sqs_record(m, queue_arn=self.queue_arn, region=self.region) for m in batch]}
         context = LocalLambdaContext(
             function_name=consumer_function_name(self.queue.name, stage=self.stage),
-            timeout_s=self.queue.visibility_timeout // 6,
+            timeout_s=self.queue.timeout,
         )
         try:
             response = self.dispatcher(event, context) or {}

@@ -252,3 +252,35 @@ def test_create_mode_builds_aurora_proxy_and_rotation(create_synth):
     assert create_synth.resources("AWS::SecretsManager::RotationSchedule")
     subscriptions = list(create_synth.resources("AWS::SNS::Subscription").values())
     assert [s["Properties"]["Endpoint"] for s in subscriptions] == ["ops@example.com"]
+
+
+def test_a_shared_queue_gets_one_queue_and_one_dispatching_function(tmp_path):
+    from tests.infra.conftest import synthesize
+
+    synth = synthesize(
+        tmp_path,
+        {"conveyor:stage": "alt", "conveyor:database": EXISTING, "conveyor:registry": "tests.infra.sample_registry:registry"},
+    )
+    queues = synth.resources("AWS::SQS::Queue")
+    names = sorted(q["Properties"]["QueueName"] for q in queues.values())
+    assert names == [
+        "conveyor-alt-billing", "conveyor-alt-billing-cron", "conveyor-alt-billing-cron-dlq", "conveyor-alt-billing-dlq",
+        "conveyor-alt-schedule-dlq",
+    ]  # fmt: skip
+    billing = by_property(queues, "QueueName", "conveyor-alt-billing")["Properties"]
+    assert billing["RedrivePolicy"]["maxReceiveCount"] == 5  # the larger of 4 and the default 5
+    assert billing["VisibilityTimeout"] == 6 * 60 + 10  # the longer job's timeout, plus the (shorter) batching window
+    function = by_property(synth.resources("AWS::Lambda::Function"), "FunctionName", "conveyor-alt-billing")["Properties"]
+    assert function["Handler"] == "shared.runtime.dispatch.handler"
+    assert function["Environment"]["Variables"]["CONVEYOR_QUEUE"] == "billing"
+    assert (function["Timeout"], function["MemorySize"]) == (60, 512)
+    function_id = logical_id(synth.resources("AWS::Lambda::Function"), "FunctionName", "conveyor-alt-billing")
+    [mapping] = [
+        m["Properties"] for m in synth.resources("AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": function_id}
+    ]
+    assert (mapping["BatchSize"], mapping["MaximumBatchingWindowInSeconds"]) == (5, 10)
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 6}
+    schedules = {s["Properties"]["Name"]: s["Properties"] for s in synth.resources("AWS::Scheduler::Schedule").values()}
+    assert schedules["bills-monthly"]["ScheduleExpression"] == "cron(0 9 10 * ? *)"
+    assert schedules["bills-monthly"]["ScheduleExpressionTimezone"] == "Asia/Ulaanbaatar"
