@@ -169,18 +169,10 @@ def _database(raw: dict[str, Any]) -> ExistingDatabase | CreatedDatabase:
     if len(set(subnet_ids)) != len(subnet_ids):
         raise ConfigError(f"{key}.subnetIds lists a subnet more than once: {list(subnet_ids)}")
     group = _matching(raw.get("securityGroupId"), "database.securityGroupId", SECURITY_GROUP_ID_RE, "a security group id like sg-0abc…")
-    proxy = raw.get("proxyEndpoint")
-    if proxy is not None:
-        proxy = _matching(proxy, "database.proxyEndpoint", HOSTNAME_RE, "a hostname (the RDS Proxy endpoint)")
-    host = raw.get("host")
-    if host is not None:
-        host = _matching(host, "database.host", HOSTNAME_RE, "a hostname")
-    dbname = raw.get("dbname")
-    if dbname is not None:
-        dbname = _matching(dbname, "database.dbname", DBNAME_RE, "a PostgreSQL database name")
-    key_arn = raw.get("secretKmsKeyArn")
-    if key_arn is not None:
-        key_arn = _matching(key_arn, "database.secretKmsKeyArn", KMS_KEY_ARN_RE, "a KMS key ARN")
+    proxy = _optional(raw, "proxyEndpoint", HOSTNAME_RE, "a hostname (the RDS Proxy endpoint)")
+    host = _optional(raw, "host", HOSTNAME_RE, "a hostname")
+    dbname = _optional(raw, "dbname", DBNAME_RE, "a PostgreSQL database name")
+    key_arn = _optional(raw, "secretKmsKeyArn", KMS_KEY_ARN_RE, "a KMS key ARN")
     return ExistingDatabase(secret_arn, vpc_id, subnet_ids, group, proxy, host, dbname, key_arn)
 
 
@@ -271,6 +263,12 @@ def _number(raw: Any, name: str, *, default: float) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise ConfigError(f"{PREFIX}{name} must be a number, got {raw!r}")
     return float(raw)
+
+
+def _optional(raw: Mapping[str, Any], key: str, pattern: re.Pattern[str], what: str) -> str | None:
+    """An optional ``conveyor:database`` field: absent is None, present must match."""
+    value = raw.get(key)
+    return None if value is None else _matching(value, f"database.{key}", pattern, what)
 
 
 def _matching(raw: Any, name: str, pattern: re.Pattern[str], what: str) -> str:
