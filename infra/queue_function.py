@@ -27,7 +27,7 @@ from infra.job_queue import JobQueue
 from infra.lambda_defaults import FunctionFactory
 from shared import settings as env
 from shared.names import consumer_function_name
-from shared.registry import Registry
+from shared.registry import AwsPermission, Registry
 
 DISPATCH_HANDLER = "shared.runtime.dispatch.handler"
 
@@ -89,25 +89,33 @@ class QueueConsumer(Construct):
         )
         job_queue.dead_letter_queue.grant_send_messages(self.function)
         database.grant_connect(self.function)
-        stack = Stack.of(self)
-        uses_sender = any("{email_from}" in text for p in settings.permissions for text in (*p.resources, *(c[2] for c in p.conditions)))
+        self._grant_job_permissions(label, settings.jobs, settings.permissions, email_from)
+
+    def _grant_job_permissions(
+        self, label: str, jobs: tuple[str, ...], permissions: tuple[AwsPermission, ...], email_from: str | None
+    ) -> None:
+        """The AWS calls the queue's jobs declare in the registry, with placeholders filled in for this stack."""
+        uses_sender = any("{email_from}" in text for p in permissions for text in (*p.resources, *(c[2] for c in p.conditions)))
         if uses_sender and not email_from:
             raise ConfigError(
-                f"{PREFIX}emailFrom is required: queue {label!r} runs {', '.join(settings.jobs)}, which sends email and may "
+                f"{PREFIX}emailFrom is required: queue {label!r} runs {', '.join(jobs)}, which sends email and may "
                 "send only as that address (a verified SES identity)"
             )
+        stack = Stack.of(self)
         values = {"partition": stack.partition, "region": stack.region, "account": stack.account, "email_from": email_from}
-        rendered = {
+        # How cdk-nag prints the same resource in a finding id: pseudo parameters as <AWS::…>.
+        shown = {
+            **values,
             "partition": "<AWS::Partition>",
             "region": "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region,
             "account": "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account,
         }
-        for permission in settings.permissions:
+        for permission in permissions:
             for resource in permission.resources:
                 if "*" in resource:
                     acknowledge(
-            self.function,
-                        id=f"AwsSolutions-IAM5[Resource::{resource.format(**rendered, email_from=email_from)}]",
+                        self.function,
+                        id=f"AwsSolutions-IAM5[Resource::{resource.format(**shown)}]",
                         reason=f"Declared in the job registry ({permission.reason or ', '.join(permission.actions)}): a "
                         "resource pattern, not '*', for resources that differ per account.",
                     )
