@@ -6,6 +6,7 @@ marked slow) and the function code is the real staged tree.
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
@@ -50,7 +51,9 @@ def synthesize(tmp_dir: Path, context: dict[str, Any]) -> Synth:
     layer = tmp_dir / "layer"
     (layer / "python").mkdir(parents=True, exist_ok=True)
     code = stage_code(project_root=PROJECT_ROOT, cache_dir=tmp_dir / "build")
-    app = App(context=context, outdir=str(tmp_dir / "cdk.out"))
+    # The repository's cdk.json context first (feature flags included), as `cdk synth` would, then the test's keys.
+    defaults = json.loads((PROJECT_ROOT / "cdk.json").read_text())["context"]
+    app = App(context={**defaults, **context}, outdir=str(tmp_dir / "cdk.out"))
     stack = build_app(app, artifacts=FunctionArtifacts(code_dir=code, layer_dir=layer))
     assembly = app.synth()
     return Synth(assembly.get_stack_by_name(stack.stack_name).template, stack, code)
