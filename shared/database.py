@@ -57,21 +57,30 @@ def connect(settings: Settings | None = None, *, autocommit: bool = True) -> psy
 
 
 class Database:
-    """A lazily opened connection, reopened if it broke (a proxy timeout between invocations, a failover)."""
+    """A lazily opened connection per thread, reopened if it broke (a proxy timeout between invocations, a failover).
+
+    Per thread because a handler instance may run several batches at once outside Lambda (the local runtime polls
+    each queue with more than one worker): sharing one connection would nest one job's transaction inside another's,
+    so one job's failure could roll back the other's committed work. On Lambda there is one thread, so one connection
+    per warm container.
+    """
 
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings
-        self._conn: psycopg.Connection | None = None
+        self._connections: dict[int, psycopg.Connection] = {}
         self._lock = threading.Lock()
 
     def connection(self) -> psycopg.Connection:
-        with self._lock:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = connect(self._settings)
-            return self._conn
+        key = threading.get_ident()
+        conn = self._connections.get(key)
+        if conn is None or conn.closed or conn.broken:
+            conn = connect(self._settings)
+            with self._lock:
+                self._connections[key] = conn
+        return conn
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            connections, self._connections = list(self._connections.values()), {}
+        for conn in connections:
+            conn.close()

@@ -158,3 +158,37 @@ def test_stop_lets_an_in_flight_job_finish_and_keeps_the_rest(runtime_factory, d
     assert attrs == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT payload->>'n' FROM conveyor.outbox").fetchall() == [("2",)]
+
+
+def test_concurrent_jobs_do_not_share_a_transaction(runtime_factory, db_url):
+    """Two runs of one job at once (two workers on the queue): one failing must not roll back the other's work."""
+    import threading
+
+    from shared.registry import Registry, RetryPolicy
+    from shared.runtime import job_handler
+    from tests.support import Work
+
+    registry = Registry()
+    spec = registry.job("test.pair", payload=Work, queue="pair", batch_size=1, concurrency=2, retry=RetryPolicy(max_attempts=1))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE written (n int)")
+    second_done = threading.Event()
+
+    def run(payload, ctx):
+        with ctx.transaction() as conn:
+            conn.execute("INSERT INTO written VALUES (%s)", (payload.n,))
+            if payload.n == 1:
+                # Hold this transaction open while the other run commits, then fail.
+                assert second_done.wait(10), "the second run never ran concurrently"
+                raise RuntimeError("first run fails")
+        second_done.set()
+
+    runtime = runtime_factory(registry=registry, handlers={"test.pair": job_handler(spec, run)})
+    with psycopg.connect(db_url, autocommit=True) as conn, conn.transaction():
+        enqueue(conn, spec, {"n": 1}, registry=registry)
+    time.sleep(0.5)  # the first run is inside its transaction, waiting
+    with psycopg.connect(db_url, autocommit=True) as conn, conn.transaction():
+        enqueue(conn, spec, {"n": 2}, registry=registry)
+    assert runtime.wait_for(lambda: len(runtime.reports) == 2, timeout=20), runtime.lines
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT n FROM written").fetchall() == [(2,)]
