@@ -25,6 +25,9 @@ ATTR_FAILED_AT = "conveyor.failed_at"
 # SQS's limit for body plus attributes is 256 KiB; keep 1 KiB for the attributes. Mirrored in SQL by
 # conveyor.max_payload_bytes() (a test checks that they agree).
 MAX_PAYLOAD_BYTES = 261_120
+# SQS's limits for one message (body + attributes) and one SendMessageBatch request (all entries together).
+SQS_MAX_MESSAGE_BYTES = 262_144
+SQS_MAX_BATCH_BYTES = 262_144
 # SQS message attribute values are limited only by the message size, but a DLQ reason must stay readable.
 MAX_ERROR_CHARS = 2_000
 
@@ -38,9 +41,25 @@ class PayloadTooLarge(ValueError):
 
 
 def check_payload_size(job_name: str, body: str) -> None:
+    """Refuse a payload that would not fit in an SQS message as the relay sends it.
+
+    ``body`` is compact JSON, but the relay sends PostgreSQL's ``jsonb`` rendering, which puts a space after every
+    ``:`` and ``,``: up to twice as long. Only a body over half the limit can be too long that way, so only such a
+    body pays for rendering it the way PostgreSQL will (``conveyor.add_job`` checks the same rendering).
+    """
     size = len(body.encode("utf-8"))
+    if size * 2 > MAX_PAYLOAD_BYTES:
+        size = len(json.dumps(json.loads(body), separators=(", ", ": "), ensure_ascii=False).encode("utf-8"))
     if size > MAX_PAYLOAD_BYTES:
         raise PayloadTooLarge(job_name, size)
+
+
+def attributes_size(attributes: dict[str, dict[str, str]]) -> int:
+    """Bytes SQS counts for message attributes: each name, data type and value."""
+    return sum(
+        len(name.encode()) + len(value["DataType"].encode()) + len(value.get("StringValue", "").encode())
+        for name, value in attributes.items()
+    )
 
 
 def _string(value: str) -> dict[str, str]:
@@ -84,14 +103,13 @@ class Delivery:
             value = attrs.get(name)
             return None if value is None else value.get("stringValue")
 
-        receive_count = int((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
-        first_attempt = int(attr(ATTR_ATTEMPT) or 1)
-        enqueued = attr(ATTR_ENQUEUED_AT)
+        receive_count = _whole_number((record.get("attributes") or {}).get("ApproximateReceiveCount"))
+        first_attempt = _whole_number(attr(ATTR_ATTEMPT))
         return cls(
             job_id=attr(ATTR_JOB_ID) or record["messageId"],
             job_name=attr(ATTR_JOB_NAME),
             attempt=first_attempt + receive_count - 1,
-            enqueued_at=datetime.fromisoformat(enqueued) if enqueued else None,
+            enqueued_at=_timestamp(attr(ATTR_ENQUEUED_AT)),
             body=record["body"],
             message_id=record["messageId"],
             receipt_handle=record["receiptHandle"],
@@ -105,15 +123,44 @@ class Delivery:
         The attempt restarts at 1: a job redriven from the DLQ is an operator's deliberate retry and gets the whole
         retry policy again (as BullMQ's and pg-boss's retry do). The failed attempt's number is in the error text.
         """
-        return {
+        attributes = {
             ATTR_JOB_ID: _string(self.job_id),
             ATTR_JOB_NAME: _string(job_name),
             ATTR_ATTEMPT: {"DataType": "Number", "StringValue": "1"},
             ATTR_ENQUEUED_AT: _string((self.enqueued_at or datetime.now(UTC)).isoformat()),
-            ATTR_ERROR_TYPE: _string(error_type),
-            ATTR_ERROR: _string(error[:MAX_ERROR_CHARS] or "(no message)"),
+            ATTR_ERROR_TYPE: _string(error_type[:256]),
             ATTR_FAILED_AT: _string(datetime.now(UTC).isoformat()),
         }
+        # The copy must fit in one SQS message with the body, or it cannot be sent at all: trim the reason to the
+        # bytes that are left (a payload near the limit keeps a short reason rather than none).
+        room = SQS_MAX_MESSAGE_BYTES - len(self.body.encode("utf-8")) - attributes_size(attributes) - len(ATTR_ERROR) - 16
+        text = (error or "(no message)")[:MAX_ERROR_CHARS]
+        encoded = text.encode("utf-8")
+        if len(encoded) > room:
+            text = encoded[: max(room, 0)].decode("utf-8", errors="ignore") or "(reason too long to keep)"
+        attributes[ATTR_ERROR] = _string(text)
+        return attributes
+
+
+def _whole_number(value: str | None) -> int:
+    """A receive count or attempt number as SQS may spell it ("2", "2.0"); anything unreadable counts as 1, so a
+    malformed attribute from a foreign producer never stops the job from running."""
+    try:
+        number = int(float(value)) if value else 1
+    except (TypeError, ValueError):
+        return 1
+    return max(number, 1)
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    """An ISO 8601 time; a naive one is taken as UTC, an unreadable one as unknown."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def payload_json(payload: Any) -> str:

@@ -130,17 +130,19 @@ def enqueue(
         "delay": after,
         "dedup_key": dedup_key,
     }
-    row = conn.execute(QUERIES["outbox_insert"], params).fetchone()
-    if row is not None:
-        return row[0]
-    # A pending job holds the key. Read it in a new statement, which sees a row committed since ours began.
-    existing = conn.execute(QUERIES["outbox_find_dedup"], params).fetchone()
-    if existing is None:
-        raise EnqueueError(
-            f"job {spec.name!r} with dedup_key {dedup_key!r} conflicted with a job that is no longer visible "
-            "(published or rolled back meanwhile); enqueue again"
-        )
-    return existing[0]
+    for _ in range(3):
+        row = conn.execute(QUERIES["outbox_insert"], params).fetchone()
+        if row is not None:
+            return row[0]
+        # A pending job holds the key. Read it in a new statement, which sees a row committed since ours began.
+        existing = conn.execute(QUERIES["outbox_find_dedup"], params).fetchone()
+        if existing is not None:
+            return existing[0]
+        # The holder was published (or rolled back) between the two statements: the key is free again.
+    raise EnqueueError(
+        f"job {spec.name!r} with dedup_key {dedup_key!r} kept conflicting with jobs that vanished before they could "
+        "be read; enqueue again"
+    )
 
 
 @dataclass(frozen=True)

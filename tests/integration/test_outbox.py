@@ -1,5 +1,6 @@
 """Enqueue on the caller's transaction, against a real PostgreSQL."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -139,3 +140,22 @@ def test_sql_add_job_for_producers_in_other_languages(conn):
 
 def test_sql_and_python_payload_limits_agree(conn):
     assert conn.execute("SELECT conveyor.max_payload_bytes()").fetchone()[0] == MAX_PAYLOAD_BYTES
+
+
+def test_size_is_checked_as_the_relay_will_send_it(conn):
+    """PostgreSQL renders jsonb with a space after every ':' and ','; a payload that fits only when compact must be
+    refused by enqueue, exactly as conveyor.add_job refuses it, or it would sit in the outbox unsendable."""
+    from shared.envelope import PayloadTooLarge
+
+    variables = {f"k{i:05d}": "" for i in range(20_000)}  # "k00000":"", is 11 bytes compact, 13 as jsonb
+    payload = {"to": "a@b.co", "template": "notification", "subject": "s", "variables": variables}
+    compact = len(json.dumps(payload, separators=(",", ":")))
+    assert compact < MAX_PAYLOAD_BYTES
+    with pytest.raises(PayloadTooLarge, match="the limit is"):
+        enqueue(conn, "email.send", payload)
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        conn.execute("SELECT conveyor.add_job('email.send', %s::jsonb)", (json.dumps(payload),))
+    assert pending(conn) == []
+    smaller = {**payload, "variables": dict(list(variables.items())[:15_000])}
+    enqueue(conn, "email.send", smaller)  # fits both ways
+    conn.execute("SELECT conveyor.add_job('email.send', %s::jsonb)", (json.dumps(smaller),))

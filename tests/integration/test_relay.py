@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -208,3 +209,44 @@ def test_relay_survives_a_database_outage(db_url, sqs, stage, queues, conn):
         thread.join()
         relay.close()
     assert conn.execute("SELECT count(*) FROM conveyor.runs").fetchone()[0] == 1
+
+
+def test_large_messages_are_packed_into_batches_sqs_accepts(conn, db_url, sqs, stage, queues):
+    """Ten 110 KB payloads: by count they are one batch of 1.1 MB, which SQS refuses every time. Packed by size,
+    every one goes out."""
+    big = {**WELCOME, "variables": {"blob": "x" * 110_000}}
+    ids = enqueue_many(conn, EMAIL_SEND, [big] * 10)
+    relay = make_relay(db_url, sqs, stage)
+    try:
+        stats = relay.drain(max_seconds=30)
+    finally:
+        relay.close()
+    assert (stats.published, stats.failed) == (10, 0)
+    published = {row[0] for row in conn.execute("SELECT id FROM conveyor.runs").fetchall()}
+    assert published == set(ids)
+
+
+def test_a_long_running_relay_survives_errors_outside_the_database(conn, db_url, sqs, stage, queues):
+    calls = []
+
+    def admit(queue):
+        calls.append(queue)
+        if len(calls) == 1:
+            raise ConnectionError("moto went away for a moment")
+        return True
+
+    relay = make_relay(db_url, sqs, stage, admit=admit, known_queues=list(queues))
+    stop = threading.Event()
+    published = []
+    thread = threading.Thread(target=relay.run, args=(stop,), kwargs={"idle_interval": 0.02, "on_cycle": published.append})
+    thread.start()
+    try:
+        enqueue(conn, EMAIL_SEND, WELCOME)
+        deadline = time.monotonic() + 10
+        while not published and time.monotonic() < deadline:
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        thread.join(10)
+        relay.close()
+    assert sum(s.published for s in published) == 1

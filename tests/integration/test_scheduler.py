@@ -109,3 +109,18 @@ def test_runtime_fires_schedules_through_the_outbox_to_the_handler(runtime_facto
     assert first.second == 0 and second - first == timedelta(minutes=1)
     assert {job_id for _, job_id in fires[:2]} <= {job_id for job_id, _ in seen}
     assert any(f"schedule   test.tick fired for {first.astimezone(UTC).isoformat()}" in line for line in runtime.lines)
+
+
+def test_after_a_long_sleep_only_the_latest_missed_period_runs():
+    registry = scheduled_registry(a_job=("rate(15 minutes)", "UTC"))
+    fired: list[datetime] = []
+    clock = SteppedClock(datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC))
+    scheduler = LocalScheduler(registry, lambda job, t: fired.append(t), threading.Event(), now=clock)
+    scheduler.prime()
+    clock.now = datetime(2026, 1, 1, 8, 5, tzinfo=UTC)  # the laptop slept for eight hours
+    scheduler.fire_due(clock.now)
+    scheduler.fire_due(clock.now)
+    assert fired == [datetime(2026, 1, 1, 8, 0, tzinfo=UTC)]
+    clock.now = datetime(2026, 1, 1, 8, 15, tzinfo=UTC)
+    scheduler.fire_due(clock.now)
+    assert fired[-1] == datetime(2026, 1, 1, 8, 15, tzinfo=UTC)
