@@ -133,7 +133,8 @@ class Delivery:
         }
         # The copy must fit in one SQS message with the body, or it cannot be sent at all: trim the reason to the
         # bytes that are left (a payload near the limit keeps a short reason rather than none).
-        room = SQS_MAX_MESSAGE_BYTES - len(self.body.encode("utf-8")) - attributes_size(attributes) - len(ATTR_ERROR) - 16
+        empty_error = attributes_size({ATTR_ERROR: _string("")})
+        room = SQS_MAX_MESSAGE_BYTES - len(self.body.encode("utf-8")) - attributes_size(attributes) - empty_error
         text = (error or "(no message)")[:MAX_ERROR_CHARS]
         encoded = text.encode("utf-8")
         if len(encoded) > room:

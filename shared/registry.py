@@ -58,6 +58,12 @@ class Backoff(StrEnum):
     FIXED = "fixed"
 
 
+def visibility_timeout(timeout: int, batch_window: int) -> int:
+    """Six times the function timeout plus the batching window, as AWS advises for SQS event sources: a message must
+    not reappear while a batch that holds it may still be gathering or running (with Lambda's own retries)."""
+    return timeout * VISIBILITY_TIMEOUT_FACTOR + batch_window
+
+
 @dataclass(frozen=True)
 class AwsPermission:
     """AWS actions a job's handler calls beyond its own queue and the database, e.g. SES for ``email.send``.
@@ -205,7 +211,7 @@ class JobSpec:
             )
         if self.concurrency > ESM_MAX_CONCURRENCY:
             fail(f"concurrency must be at most {ESM_MAX_CONCURRENCY}, got {self.concurrency}")
-        if self.timeout * VISIBILITY_TIMEOUT_FACTOR > SQS_MAX_VISIBILITY_SECONDS:
+        if visibility_timeout(self.timeout, self.batch_window) > SQS_MAX_VISIBILITY_SECONDS:
             fail(f"timeout {self.timeout}s needs a visibility timeout above SQS's 12-hour maximum")
         if self.handler is not None and ":" in self.handler:
             fail(f"handler {self.handler!r} must be a module path like 'functions.email_send.handler'")
@@ -239,12 +245,6 @@ class JobSpec:
     @property
     def parsed_schedule(self) -> Schedule | None:
         return None if self.schedule is None else parse_schedule(self.schedule, self.timezone)
-
-    @property
-    def visibility_timeout(self) -> int:
-        """Six times the timeout plus the batching window, as AWS advises for SQS event sources: a message must not
-        reappear while a batch that holds it may still be gathering or running (with Lambda's own retries)."""
-        return self.timeout * VISIBILITY_TIMEOUT_FACTOR + self.batch_window
 
     def queue_for(self, payload: BaseModel, explicit: str | None = None) -> str:
         """The queue a payload goes to: the explicit choice, else the route's, else the default queue."""
@@ -310,8 +310,7 @@ class Registry:
         return QueueSettings(
             name=queue,
             jobs=tuple(j.name for j in jobs),
-            # Six times the queue function's timeout (the longest job's) plus the queue's batching window.
-            visibility_timeout=max(j.timeout for j in jobs) * VISIBILITY_TIMEOUT_FACTOR + min(j.batch_window for j in jobs),
+            visibility_timeout=visibility_timeout(max(j.timeout for j in jobs), min(j.batch_window for j in jobs)),
             max_receive_count=max(j.retry.max_attempts for j in jobs),
             batch_size=min(j.batch_size for j in jobs),
             concurrency=max(j.concurrency for j in jobs),
