@@ -25,8 +25,9 @@ from infra.checks import acknowledge
 
 from shared import settings as env
 
-PYTHON_VERSION = "3.14"
 RUNTIME = lambda_.Runtime.PYTHON_3_14
+# The layer is built for the same interpreter (infra.bundling), so the version is read off the runtime.
+PYTHON_VERSION = RUNTIME.name.removeprefix("python")
 ARCHITECTURES = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}
 METRICS_NAMESPACE = "Conveyor"
 
