@@ -9,12 +9,19 @@ Alarms (all to one topic; subscribe an email with ``conveyor:alarms.email``):
 * each function's invocation errors (a handler crashing before partial-batch reporting), and the schedule DLQ.
 
 The topic is encrypted with a customer key because CloudWatch cannot publish to a topic under the AWS-managed SNS
-key; the key allows CloudWatch only what publishing needs.
+key; the key allows CloudWatch only what publishing needs. The topic's policy must allow CloudWatch ``sns:Publish``
+itself: ``enforce_ssl`` gives the topic a policy holding only the TLS deny, and CloudWatch is a service principal,
+not an identity of the account, so without that allow every notification is refused, silently. Both grants hold
+only for alarms of this account (``aws:SourceAccount``; the topic's also ``aws:SourceArn``), so another account's
+alarms cannot use them (the confused-deputy problem). ``tests/infra/test_alarm_delivery.py`` walks every alarm to
+its topic and key and evaluates these policies.
+
+With no ``conveyor:alarms.email``, the synth warns: alarms then change state on the dashboard and reach no one.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Annotations, ArnFormat, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_iam as iam
@@ -50,17 +57,40 @@ class Monitoring(Construct):
         schedule_dead_letters: sqs.IQueue,
     ) -> None:
         super().__init__(scope, id)
+        stack = Stack.of(self)
         key = kms.Key(self, "AlarmTopicKey", enable_key_rotation=True, description=f"{APP}-{stage} alarm topic")
         key.add_to_resource_policy(
             iam.PolicyStatement(
                 principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                 actions=["kms:Decrypt", "kms:GenerateDataKey"],
                 resources=["*"],  # in a key policy, "*" means this key
-                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
             )
         )
         self.topic = sns.Topic(self, "Alarms", topic_name=f"{APP}-{stage}-alarms", master_key=key, enforce_ssl=True)
-        if config.email:
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsOfThisAccountPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {
+                        "aws:SourceArn": stack.format_arn(
+                            service="cloudwatch", resource="alarm", resource_name="*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+                        )
+                    },
+                },
+            )
+        )
+        if not config.email:
+            Annotations.of(self).add_warning_v2(
+                "conveyor:alarmsUnsubscribed",
+                "No one is subscribed to alarms: set conveyor:alarms.email (e.g. -c 'conveyor:alarms={\"email\": "
+                "\"ops@example.org\"}') or subscribe to the alarm topic yourself; until then alarms reach no one.",
+            )
+        else:
             subscription = self.topic.add_subscription(subscriptions.EmailSubscription(config.email))
             acknowledge(
                 subscription,
