@@ -41,15 +41,9 @@ class PayloadTooLarge(ValueError):
 
 
 def check_payload_size(job_name: str, body: str) -> None:
-    """Refuse a payload that would not fit in an SQS message as the relay sends it.
-
-    ``body`` is compact JSON, but the relay sends PostgreSQL's ``jsonb`` rendering, which puts a space after every
-    ``:`` and ``,``: up to twice as long. Only a body over half the limit can be too long that way, so only such a
-    body pays for rendering it the way PostgreSQL will (``conveyor.add_job`` checks the same rendering).
-    """
+    """Refuse a payload that would not fit in an SQS message. ``body`` is the exact text the outbox stores and the
+    relay sends (the outbox keeps JSON as text, so nothing re-renders it on the way)."""
     size = len(body.encode("utf-8"))
-    if size * 2 > MAX_PAYLOAD_BYTES:
-        size = len(json.dumps(json.loads(body), separators=(", ", ": "), ensure_ascii=False).encode("utf-8"))
     if size > MAX_PAYLOAD_BYTES:
         raise PayloadTooLarge(job_name, size)
 

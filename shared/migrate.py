@@ -18,7 +18,9 @@ import psycopg
 from psycopg import sql
 
 from shared.registry import Registry
+from shared.sqlfile import load_queries
 
+QUERIES = load_queries("shared", "migrate.sql")
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # An arbitrary constant: every migrator of every version takes the same lock.
 _LOCK_KEY = 0x636F6E76  # "conv"
@@ -135,21 +137,30 @@ def _check_unchanged(conn: psycopg.Connection, component: Component, migrations:
             )
 
 
-def sync_registry(conn: psycopg.Connection, registry: Registry) -> None:
+def sync_registry(conn: psycopg.Connection, registry: Registry) -> list[str]:
     """Publish the registry's jobs and queues to ``conveyor.job_types`` for ``conveyor.add_job`` (SQL producers).
 
     Jobs no longer in the registry are removed, so SQL producers get a clear "unknown job" instead of jobs that no
-    handler will ever take.
+    handler will ever take. Returns a warning for each group of outbox rows (pending or dead) whose job or queue the
+    registry no longer has: no function will take them, so whoever removed the job must decide their fate.
     """
     names = [job.name for job in registry]
     with conn.transaction():
         with conn.cursor() as cur:
             cur.executemany(
-                """INSERT INTO conveyor.job_types (name, default_queue, queues) VALUES (%s, %s, %s)
-                   ON CONFLICT (name) DO UPDATE SET default_queue = EXCLUDED.default_queue, queues = EXCLUDED.queues,
-                       updated_at = now()
-                   WHERE (job_types.default_queue, job_types.queues) IS DISTINCT FROM (EXCLUDED.default_queue, EXCLUDED.queues)""",
-                [(job.name, job.queue, list(job.all_queues)) for job in registry],
+                QUERIES["job_types_upsert"],
+                [(job.name, job.queue, list(job.all_queues), job.route is not None) for job in registry],
             )
-            cur.execute("DELETE FROM conveyor.job_types WHERE NOT (name = ANY(%s))", (names,))
-
+            cur.execute(QUERIES["job_types_delete_others"], (names,))
+        orphans = conn.execute(QUERIES["outbox_orphans"]).fetchall()
+    warnings = []
+    for job_name, queue, rows, dead in orphans:
+        cause = f"job {job_name!r} is not in the registry" if job_name not in registry else (
+            f"queue {queue!r} is not one of job {job_name!r}'s queues ({', '.join(registry[job_name].all_queues)})"
+        )
+        where = "the outbox (dead rows included)" if dead else "the outbox"
+        warnings.append(
+            f"{rows} row(s) in {where} for job {job_name!r} on queue {queue!r} will never run: {cause}. "
+            "Restore it, or move or delete the rows (see `conveyor outbox --failed`)"
+        )
+    return warnings

@@ -12,8 +12,11 @@ as graphile-worker's ``job_key`` in its default mode and pg-boss's ``singletonKe
 
 from __future__ import annotations
 
+import math
+import re
 import uuid
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,6 +78,55 @@ def validate_payload(job: JobSpec, payload: BaseModel | dict[str, Any]) -> BaseM
         raise InvalidPayload(job.name, exc) from None
 
 
+# A "\u0000" escape in JSON text whose backslash is not itself escaped (an even run of backslashes before it).
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The path of the first NaN or infinity in a dumped payload, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path or "(payload)"
+    if isinstance(value, Decimal):
+        return None if value.is_finite() else path or "(payload)"
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
+def payload_body(job: JobSpec, model: BaseModel) -> str:
+    """The exact JSON text the relay will send and the handler will parse, checked so that it parses back.
+
+    By alias, because the handler validates by alias (a field ``from_`` with alias ``from`` must travel as
+    ``from``). NaN and infinity are refused: JSON has no spelling for them and pydantic would write ``null``, which
+    the handler's model then rejects. A NUL character is refused: PostgreSQL text cannot hold it, so the INSERT would
+    fail and abort the caller's whole transaction. The size is measured on this text, which is stored and sent as is.
+    """
+    body = model.model_dump_json(by_alias=True)
+    # pydantic writes NaN and infinity as null, so only a body with a null can hold one: look closer only then.
+    if "null" in body:
+        where = _non_finite(model.model_dump(by_alias=True))
+        if where:
+            raise EnqueueError(
+                f"payload of job {job.name!r}: {where} is not a finite number (NaN or infinity); JSON cannot carry it"
+            )
+    if "\\u0000" in body and _NUL_ESCAPE.search(body):
+        raise EnqueueError(f"payload of job {job.name!r} contains a NUL character (U+0000), which PostgreSQL cannot store")
+    check_payload_size(job.name, body)
+    return body
+
+
+# Far enough for any real schedule, near enough that PostgreSQL's timestamps (up to year 294276) never overflow.
+MAX_DELAY = timedelta(days=366 * 100)
+
+
 def _when(delay: timedelta | float | None, run_at: datetime | None) -> tuple[datetime | None, timedelta]:
     if delay is not None and run_at is not None:
         raise EnqueueError("give either delay or run_at, not both")
@@ -90,6 +142,8 @@ def _when(delay: timedelta | float | None, run_at: datetime | None) -> tuple[dat
         raise EnqueueError(f"delay must be a timedelta or a number of seconds, got {delay!r}")
     if delay < timedelta(0):
         raise EnqueueError(f"delay must not be negative, got {delay}")
+    if delay > MAX_DELAY:
+        raise EnqueueError(f"delay must be at most 100 years, got {delay.days} days; use run_at for a fixed time")
     return None, delay
 
 
@@ -117,8 +171,7 @@ def enqueue(
     spec = resolve_job(job, registry)
     model = validate_payload(spec, payload)
     chosen_queue = spec.queue_for(model, queue)
-    body = model.model_dump_json()
-    check_payload_size(spec.name, body)
+    body = payload_body(spec, model)
     at, after = _when(delay, run_at)
     _check_dedup_key(dedup_key)
     params = {
@@ -181,8 +234,10 @@ def enqueue_many(
         except InvalidPayload as exc:
             raise EnqueueError(f"item {index}: {exc}") from None
         _check_dedup_key(item.dedup_key)
-        body = model.model_dump_json()
-        check_payload_size(spec.name, body)
+        try:
+            body = payload_body(spec, model)
+        except ValueError as exc:
+            raise EnqueueError(f"item {index}: {exc}") from None
         ids.append(new_job_id())
         queues.append(spec.queue_for(model, item.queue))
         bodies.append(body)
@@ -243,4 +298,5 @@ __all__: Sequence[str] = (
     "InvalidPayload",
     "EnqueueError",
     "validate_payload",
+    "payload_body",
 )

@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.envelope import check_payload_size, message_attributes
+from shared.envelope import message_attributes
 from shared.ids import new_job_id
-from shared.outbox import EnqueueError, resolve_job, validate_payload
+from shared.outbox import EnqueueError, payload_body, resolve_job, validate_payload
 from shared.queues import QueueDirectory
 from shared.registry import JobSpec, Registry
 
@@ -35,8 +35,7 @@ def send_now(
     """Validate and send one job to its queue now; returns the job id."""
     spec = resolve_job(job, registry)
     model = validate_payload(spec, payload)
-    body = model.model_dump_json()
-    check_payload_size(spec.name, body)
+    body = payload_body(spec, model)
     if isinstance(delay, (int, float)):
         delay = timedelta(seconds=delay)
     if delay is not None and not timedelta(0) <= delay <= SQS_MAX_DELAY:

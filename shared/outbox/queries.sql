@@ -1,8 +1,10 @@
 -- Queries of the outbox and the relay. Loaded by shared.sqlfile; each block starts with a "-- name:" line.
 
 -- name: outbox_insert
+-- Delays count from this statement, not from the transaction's start (now()): a 2 s delay inside a 3 s transaction
+-- is still 2 s after the enqueue call, not already overdue at commit.
 INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at, dedup_key)
-VALUES (%(id)s, %(job_name)s, %(queue)s, %(payload)s::jsonb, coalesce(%(run_at)s, now() + %(delay)s::interval), %(dedup_key)s)
+VALUES (%(id)s, %(job_name)s, %(queue)s, %(payload)s::json, coalesce(%(run_at)s, statement_timestamp() + %(delay)s::interval), %(dedup_key)s)
 ON CONFLICT (job_name, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
 RETURNING id;
 
@@ -13,8 +15,8 @@ SELECT id FROM conveyor.outbox WHERE job_name = %(job_name)s AND dedup_key = %(d
 -- One statement for a whole batch: arrays unnested side by side.
 WITH inserted AS (
     INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at, dedup_key)
-    SELECT id, %(job_name)s, queue, payload, coalesce(%(run_at)s, now() + %(delay)s::interval), dedup_key
-    FROM unnest(%(ids)s::uuid[], %(queues)s::text[], %(payloads)s::jsonb[], %(dedup_keys)s::text[])
+    SELECT id, %(job_name)s, queue, payload::json, coalesce(%(run_at)s, statement_timestamp() + %(delay)s::interval), dedup_key
+    FROM unnest(%(ids)s::uuid[], %(queues)s::text[], %(payloads)s::text[], %(dedup_keys)s::text[])
         AS t(id, queue, payload, dedup_key)
     ON CONFLICT (job_name, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
     RETURNING id
@@ -25,18 +27,29 @@ SELECT id FROM inserted;
 SELECT dedup_key, id FROM conveyor.outbox WHERE job_name = %(job_name)s AND dedup_key = ANY(%(dedup_keys)s::text[]);
 
 -- name: outbox_claim
--- Due rows, oldest first; rows another relay holds are skipped, never waited for.
-SELECT id, job_name, queue, payload::text AS payload, created_at
-FROM conveyor.outbox
-WHERE run_at <= now()
-  AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-  AND NOT (queue = ANY(%(skip_queues)s::text[]))
-ORDER BY run_at
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED;
+-- Lease due rows, oldest first, in one short statement: rows another relay is claiming right now are skipped
+-- (SKIP LOCKED), rows leased by a relay that is still within its lease are not due. No lock outlives the statement;
+-- the lease (claim_token, locked_until) keeps other relays off while this one publishes.
+WITH due AS (
+    SELECT id
+    FROM conveyor.outbox
+    WHERE run_at <= now()
+      AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+      AND (locked_until IS NULL OR locked_until <= now())
+      AND NOT (queue = ANY(%(skip_queues)s::text[]))
+    ORDER BY run_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE conveyor.outbox o
+SET claim_token = %(token)s, locked_until = now() + %(lease)s::interval
+FROM due
+WHERE o.id = due.id
+RETURNING o.id, o.job_name, o.queue, o.payload::text AS payload, o.created_at, o.publish_attempts;
 
 -- name: outbox_mark_published
--- Published rows leave the outbox and enter the run ledger, in the claim's transaction.
+-- Published rows leave the outbox and enter the run ledger. Deleted whoever holds the lease now: SQS has the
+-- message, so a relay that took the row over after our lease ran out must not publish it again.
 WITH published AS (
     DELETE FROM conveyor.outbox o
     USING unnest(%(ids)s::uuid[], %(message_ids)s::text[]) AS p(id, message_id)
@@ -48,13 +61,41 @@ SELECT id, job_name, queue, payload, dedup_key, 'queued', created_at, run_at, no
 ON CONFLICT (id) DO NOTHING;
 
 -- name: outbox_mark_failed
--- Entries SQS refused stay pending and come back after a delay that grows with each failure.
-UPDATE conveyor.outbox o
-SET publish_attempts = o.publish_attempts + 1,
-    last_error = f.error,
-    next_attempt_at = now() + least(interval '1 second' * power(2, least(o.publish_attempts, 16)), %(max_delay)s::interval)
-FROM unnest(%(ids)s::uuid[], %(errors)s::text[]) AS f(id, error)
-WHERE o.id = f.id;
+-- Entries SQS refused: a permanent refusal, or the last allowed attempt, moves the row to conveyor.outbox_dead
+-- (out of the claim path, with the reason); any other comes back after a delay that grows with each failure.
+-- Only rows still under this relay's lease are touched.
+WITH failed AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(errors)s::text[], %(permanent)s::boolean[]) AS f(id, error, permanent)
+), dead AS (
+    DELETE FROM conveyor.outbox o
+    USING failed f
+    WHERE o.id = f.id AND o.claim_token = %(token)s
+      AND (f.permanent OR o.publish_attempts + 1 >= %(max_attempts)s)
+    RETURNING o.id, o.job_name, o.queue, o.payload, o.run_at, o.created_at, o.dedup_key, o.publish_attempts + 1 AS attempts, f.error
+), buried AS (
+    INSERT INTO conveyor.outbox_dead (id, job_name, queue, payload, run_at, created_at, dedup_key, publish_attempts, last_error)
+    SELECT id, job_name, queue, payload, run_at, created_at, dedup_key, attempts, error FROM dead
+    RETURNING id
+), retried AS (
+    UPDATE conveyor.outbox o
+    SET publish_attempts = o.publish_attempts + 1,
+        last_error = f.error,
+        next_attempt_at = now() + least(interval '1 second' * power(2, least(o.publish_attempts, 16)), %(max_delay)s::interval),
+        claim_token = NULL,
+        locked_until = NULL
+    FROM failed f
+    WHERE o.id = f.id AND o.claim_token = %(token)s
+      AND NOT (f.permanent OR o.publish_attempts + 1 >= %(max_attempts)s)
+    RETURNING o.id
+)
+SELECT (SELECT count(*) FROM buried) AS dead, (SELECT count(*) FROM retried) AS retried;
+
+-- name: outbox_release
+-- Rows this relay claimed but did not try to send (its lease was running out): claimable again at once, with no
+-- attempt counted.
+UPDATE conveyor.outbox
+SET claim_token = NULL, locked_until = NULL
+WHERE id = ANY(%(ids)s::uuid[]) AND claim_token = %(token)s;
 
 -- name: outbox_pending_count
 SELECT count(*) FROM conveyor.outbox;
@@ -72,3 +113,16 @@ UPDATE conveyor.schedule_fires SET job_id = %(job_id)s WHERE job_name = %(job_na
 SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8 AS lag_seconds, count(*) AS due
 FROM conveyor.outbox
 WHERE run_at <= now();
+
+-- name: outbox_dead_count
+SELECT count(*) FROM conveyor.outbox_dead;
+
+-- name: outbox_dead_list
+SELECT id, job_name, queue, publish_attempts, failed_at, last_error, octet_length(payload::text) AS payload_bytes
+FROM conveyor.outbox_dead
+ORDER BY failed_at DESC
+LIMIT %(limit)s;
+
+-- name: outbox_requeue_dead
+SELECT conveyor.requeue_dead_outbox(%(ids)s::uuid[]);
+

@@ -1,19 +1,23 @@
 """The relay: moves committed jobs from the outbox to SQS.
 
-One cycle, in one database transaction:
+One cycle, with no transaction open while SQS is called:
 
-1. claim up to ``batch_size`` due rows with ``FOR UPDATE SKIP LOCKED`` (other relays skip them, never wait);
-2. publish them, grouped per queue, in SendMessageBatch calls of at most 10 entries and 256 KiB (several calls in
-   parallel; a batch SQS still finds too long is split and sent again);
-3. move the entries SQS reports ``Successful`` to the run ledger; entries it refused stay in the outbox with a
-   growing retry delay and the error recorded;
-4. commit.
+1. **lease** up to ``batch_size`` due rows in one short statement (``FOR UPDATE SKIP LOCKED`` inside it, so relays
+   never wait for each other): each row gets this cycle's claim token and ``locked_until = now() + lease``;
+2. **publish** them with no database transaction open, grouped per queue, in SendMessageBatch calls of at most 10
+   entries and 256 KiB (several calls in parallel; a batch SQS still finds too long is split and sent again). A batch
+   is not started once the lease is too close to its end for the slowest call to finish inside it;
+3. **mark**, in a second short transaction: rows SQS accepted leave the outbox for the run ledger; rows it refused
+   are retried later with a growing delay, or, after ``max_publish_attempts`` or a refusal that can never succeed
+   (too long, invalid contents), moved to ``conveyor.outbox_dead`` with the reason; rows not sent are released.
 
-A relay that dies after step 2 and before step 4 leaves its rows in the outbox (the transaction rolls back and the
-row locks are released), so another cycle publishes them again: a duplicate message, never a lost job. Handlers are
-written for at-least-once delivery anyway (SQS itself may deliver twice).
+A relay that dies (or loses its connection) after step 2 leaves its rows leased; once the lease ends another cycle
+publishes them again: a duplicate message, never a lost job. Handlers are written for at-least-once delivery anyway
+(SQS itself may deliver twice). Because no row lock or transaction spans a network call, a stalled SQS call or an
+idle-in-transaction timeout cannot make every later cycle republish the same rows, and ``pg_stat_activity`` never
+shows the relay idle in a transaction.
 
-Any number of relays may run at once; ``SKIP LOCKED`` hands each a disjoint set of rows.
+Any number of relays may run at once: SKIP LOCKED and the lease hand each a disjoint set of rows.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +42,19 @@ from shared.queues import QueueDirectory
 log = logging.getLogger("conveyor.relay")
 
 SQS_BATCH_LIMIT = 10
+# Entry-level SQS refusals that no retry can fix: the message itself is unacceptable.
+PERMANENT_SQS_ERRORS = frozenset({"InvalidMessageContents", "MessageTooLong", "InvalidParameterValue"})
+# How long one SendMessageBatch may take at worst with relay_client_config(): 3 attempts of (connect 2 s + read 5 s)
+# plus backoff. A batch is started only while at least this much of the lease is left.
+SEND_BUDGET = timedelta(seconds=25)
+
+
+def relay_client_config() -> Any:
+    """botocore settings for the relay's SQS client: timeouts well inside the lease, so a stalled call ends (and its
+    rows are retried) long before another relay may take the rows over."""
+    from botocore.config import Config
+
+    return Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 3})
 
 
 def _error_code(exc: Exception) -> str | None:
@@ -52,6 +70,7 @@ class ClaimedJob:
     queue: str
     payload: str
     created_at: Any
+    publish_attempts: int = 0
 
     @cached_property
     def attributes(self) -> dict[str, dict[str, str]]:
@@ -63,17 +82,32 @@ class ClaimedJob:
         return len(self.payload.encode("utf-8")) + attributes_size(self.attributes)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """One job SQS did not take, and whether trying again could ever help."""
+
+    id: Any
+    error: str
+    permanent: bool = False
+
+
 @dataclass
 class RelayStats:
     published: int = 0
     failed: int = 0
+    # Rows moved to conveyor.outbox_dead this time (a subset of ``failed``).
+    dead: int = 0
     cycles: int = 0
+    # Cycles that failed as a whole (the database or SQS unreachable); their rows stay in the outbox.
+    cycle_errors: int = 0
     errors: list[str] = field(default_factory=list)
 
     def add(self, other: RelayStats) -> None:
         self.published += other.published
         self.failed += other.failed
+        self.dead += other.dead
         self.cycles += other.cycles
+        self.cycle_errors += other.cycle_errors
         self.errors.extend(other.errors)
 
 
@@ -82,6 +116,8 @@ class Relay:
 
     ``admit`` (optional) is asked per queue before each cycle; queues it refuses are skipped this cycle. The local
     runtime uses it for backpressure, so a bulk enqueue does not pile thousands of messages into a slow emulator.
+    ``lease`` is how long claimed rows stay reserved for this relay; it bounds both how long a crashed relay delays
+    its rows and how long a publish may take (see ``SEND_BUDGET``).
     """
 
     def __init__(
@@ -93,17 +129,27 @@ class Relay:
         batch_size: int = 500,
         publishers: int = 8,
         max_retry_delay: timedelta = timedelta(minutes=5),
+        max_publish_attempts: int = 20,
+        lease: timedelta = timedelta(seconds=60),
+        send_budget: timedelta = SEND_BUDGET,
         admit: Callable[[str], bool] | None = None,
         known_queues: Iterable[str] = (),
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if max_publish_attempts < 1:
+            raise ValueError(f"max_publish_attempts must be at least 1, got {max_publish_attempts}")
+        if lease <= send_budget:
+            raise ValueError(f"lease ({lease}) must be longer than the time one send may take ({send_budget})")
         self._connect = connect
         self._conn: psycopg.Connection | None = None
         self.sqs = sqs
         self.directory = directory or QueueDirectory(sqs)
         self.batch_size = batch_size
         self.max_retry_delay = max_retry_delay
+        self.max_publish_attempts = max_publish_attempts
+        self.lease = lease
+        self.send_budget = send_budget
         self.admit = admit
         self.known_queues = tuple(known_queues)
         self._pool = ThreadPoolExecutor(max_workers=publishers, thread_name_prefix="relay-publish")
@@ -111,40 +157,49 @@ class Relay:
     # -- one cycle -------------------------------------------------------------------------------------------
 
     def run_once(self) -> RelayStats:
-        """Claim, publish and mark one batch. Returns what happened; raises on database errors."""
-        conn = self._connection()
+        """Lease, publish and mark one batch. Returns what happened; raises on database errors (rows already
+        published then come back after the lease: duplicates, never losses)."""
         skip = [q for q in self.known_queues if self.admit and not self.admit(q)]
-        with conn.transaction():
-            rows = conn.execute(
-                QUERIES["outbox_claim"], {"limit": self.batch_size, "skip_queues": skip}
-            ).fetchall()
-            if not rows:
-                return RelayStats(cycles=1)
-            jobs = [ClaimedJob(*row) for row in rows]
-            published, failed = self._publish(jobs)
-            self._mark(conn, published, failed)
-        stats = RelayStats(published=len(published), failed=len(failed), cycles=1)
-        if failed:
-            stats.errors = sorted({error for _, error in failed})
-            log.warning("relay: SQS refused %d of %d jobs: %s", len(failed), len(jobs), "; ".join(stats.errors[:3]))
+        token = uuid.uuid4()
+        # Send only while the slowest call still ends inside the lease, measured from before the claim.
+        send_until = time.monotonic() + (self.lease - self.send_budget).total_seconds()
+        rows = self._connection().execute(
+            QUERIES["outbox_claim"],
+            {"limit": self.batch_size, "skip_queues": skip, "token": token, "lease": self.lease},
+        ).fetchall()
+        if not rows:
+            return RelayStats(cycles=1)
+        jobs = [ClaimedJob(*row) for row in rows]
+        published, refused, unsent = self._publish(jobs, send_until)
+        dead = self._mark(token, published, refused, unsent)
+        stats = RelayStats(published=len(published), failed=len(refused), dead=dead, cycles=1)
+        if refused:
+            stats.errors = sorted({r.error for r in refused})
+            log.warning("relay: SQS refused %d of %d jobs: %s", len(refused), len(jobs), "; ".join(stats.errors[:3]))
+        if dead:
+            log.error("relay: %d job(s) can never be published; moved to conveyor.outbox_dead (`conveyor outbox --failed`)", dead)
+        if unsent:
+            log.warning("relay: the lease ran short; %d job(s) released unsent for the next cycle", len(unsent))
         return stats
 
-    def _publish(self, jobs: list[ClaimedJob]) -> tuple[list[tuple[Any, str]], list[tuple[Any, str]]]:
+    def _publish(
+        self, jobs: list[ClaimedJob], send_until: float
+    ) -> tuple[list[tuple[Any, str]], list[Refusal], list[Any]]:
         batches: list[list[ClaimedJob]] = []
         by_queue: dict[str, list[ClaimedJob]] = {}
         for job in jobs:
             by_queue.setdefault(job.queue, []).append(job)
         published: list[tuple[Any, str]] = []
-        failed: list[tuple[Any, str]] = []
+        refused: list[Refusal] = []
+        unsent: list[Any] = []
         for queue_jobs in by_queue.values():
             batch: list[ClaimedJob] = []
             batch_bytes = 0
             for job in queue_jobs:
                 size = job.message_bytes
                 if size > SQS_MAX_MESSAGE_BYTES:
-                    # Cannot be sent as it is; it stays pending (retried slowly) with the reason, and the relay-lag
-                    # alarm shows it. Only a payload written by SQL without conveyor.add_job can get here.
-                    failed.append((job.id, f"MessageTooLong: {size} bytes; SQS accepts at most {SQS_MAX_MESSAGE_BYTES}"))
+                    # Only a row written without enqueue()/conveyor.add_job can get here; it can never be sent.
+                    refused.append(Refusal(job.id, f"MessageTooLong: {size} bytes; SQS accepts at most {SQS_MAX_MESSAGE_BYTES}", permanent=True))
                     continue
                 if batch and (len(batch) == SQS_BATCH_LIMIT or batch_bytes + size > SQS_MAX_BATCH_BYTES):
                     batches.append(batch)
@@ -153,12 +208,20 @@ class Relay:
                 batch_bytes += size
             if batch:
                 batches.append(batch)
-        for ok, bad in self._pool.map(self._send_batch, batches):
-            published.extend(ok)
-            failed.extend(bad)
-        return published, failed
 
-    def _send_batch(self, batch: list[ClaimedJob]) -> tuple[list[tuple[Any, str]], list[tuple[Any, str]]]:
+        def send(batch: list[ClaimedJob]) -> tuple[list[tuple[Any, str]], list[Refusal], list[Any]]:
+            if time.monotonic() > send_until:
+                return [], [], [job.id for job in batch]
+            ok, bad = self._send_batch(batch)
+            return ok, bad, []
+
+        for ok, bad, skipped in self._pool.map(send, batches):
+            published.extend(ok)
+            refused.extend(bad)
+            unsent.extend(skipped)
+        return published, refused, unsent
+
+    def _send_batch(self, batch: list[ClaimedJob]) -> tuple[list[tuple[Any, str]], list[Refusal]]:
         try:
             url = self.directory.url(batch[0].queue)
             response = self.sqs.send_message_batch(
@@ -169,51 +232,119 @@ class Relay:
                 ],
             )
         except Exception as exc:  # noqa: BLE001 - any failure leaves the whole batch pending, to be retried
-            if len(batch) > 1 and (_error_code(exc) or "").endswith("BatchRequestTooLong"):
-                # SQS counts a little differently from our estimate: halve the batch rather than retry it whole
-                # forever.
+            code = _error_code(exc) or ""
+            if len(batch) > 1 and (code.endswith("BatchRequestTooLong") or code in PERMANENT_SQS_ERRORS):
+                # SQS counts size a little differently from our estimate, or one entry spoils the request: halve the
+                # batch until the culprit stands alone, rather than retry the whole batch forever.
                 middle = len(batch) // 2
                 first_ok, first_bad = self._send_batch(batch[:middle])
                 second_ok, second_bad = self._send_batch(batch[middle:])
                 return first_ok + second_ok, first_bad + second_bad
             error = f"{type(exc).__name__}: {exc}"
-            return [], [(job.id, error) for job in batch]
+            permanent = code in PERMANENT_SQS_ERRORS
+            return [], [Refusal(job.id, error, permanent) for job in batch]
         ok = [(batch[int(entry["Id"])].id, entry["MessageId"]) for entry in response.get("Successful", [])]
         bad = [
-            (batch[int(entry["Id"])].id, f"{entry.get('Code', 'Error')}: {entry.get('Message', '')}".strip())
+            Refusal(
+                batch[int(entry["Id"])].id,
+                f"{entry.get('Code', 'Error')}: {entry.get('Message', '')}".strip(),
+                permanent=entry.get("Code") in PERMANENT_SQS_ERRORS,
+            )
             for entry in response.get("Failed", [])
         ]
         return ok, bad
 
-    def _mark(self, conn: psycopg.Connection, published: list[tuple[Any, str]], failed: list[tuple[Any, str]]) -> None:
+    def _mark(self, token: uuid.UUID, published: list[tuple[Any, str]], refused: list[Refusal], unsent: list[Any]) -> int:
+        """Record the outcome in one short transaction; returns how many rows went to ``outbox_dead``.
+
+        Retried once on a fresh connection: the rows are leased to us, so nobody else touches them meanwhile, and
+        a mark that lands avoids the duplicate the lease's end would otherwise cause.
+        """
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                with conn.transaction():
+                    return self._write_marks(conn, token, published, refused, unsent)
+            except psycopg.OperationalError:
+                self._discard_connection()
+                if attempt == 2:
+                    raise
+                log.warning("relay: lost the database while marking %d published job(s); retrying once", len(published))
+        return 0  # pragma: no cover - the loop returns or raises
+
+    def _write_marks(
+        self, conn: psycopg.Connection, token: uuid.UUID, published: list[tuple[Any, str]], refused: list[Refusal], unsent: list[Any]
+    ) -> int:
+        dead = 0
         if published:
             conn.execute(
                 QUERIES["outbox_mark_published"],
                 {"ids": [i for i, _ in published], "message_ids": [m for _, m in published]},
             )
-        if failed:
-            conn.execute(
+        if refused:
+            row = conn.execute(
                 QUERIES["outbox_mark_failed"],
-                {"ids": [i for i, _ in failed], "errors": [e for _, e in failed], "max_delay": self.max_retry_delay},
-            )
+                {
+                    "ids": [r.id for r in refused],
+                    "errors": [r.error[:4000] for r in refused],
+                    "permanent": [r.permanent for r in refused],
+                    "token": token,
+                    "max_attempts": self.max_publish_attempts,
+                    "max_delay": self.max_retry_delay,
+                },
+            ).fetchone()
+            dead = int(row[0]) if row else 0
+        if unsent:
+            conn.execute(QUERIES["outbox_release"], {"ids": unsent, "token": token})
+        return dead
 
     def lag(self) -> tuple[float, int]:
         """(seconds the oldest due job has waited, number of due jobs): the relay-lag alarm's input."""
         row = self._connection().execute(QUERIES["outbox_lag"]).fetchone()
         return (float(row[0]), int(row[1])) if row else (0.0, 0)
 
+    def dead_count(self) -> int:
+        """Rows in ``conveyor.outbox_dead``: jobs that will not run until someone requeues them (an alarm's input)."""
+        row = self._connection().execute(QUERIES["outbox_dead_count"]).fetchone()
+        return int(row[0]) if row else 0
+
     # -- loops -----------------------------------------------------------------------------------------------
+
+    def _safe_cycle(self) -> RelayStats | None:
+        """One cycle that never raises: a relay must outlive any one failure (the outbox keeps every job)."""
+        try:
+            return self.run_once()
+        except Exception as exc:  # noqa: BLE001
+            if isinstance(exc, psycopg.Error):
+                log.error("relay: database error (%s); reconnecting", str(exc).strip().replace("\n", " "))
+                self._discard_connection()
+            else:
+                log.exception("relay: cycle failed; retrying")
+            return None
+
+    @staticmethod
+    def _backoff(failures: int) -> float:
+        return min(0.1 * 2**failures, 5.0)
 
     def drain(self, max_seconds: float, *, stay: bool = False, idle_interval: float = 0.1) -> RelayStats:
         """Publish for up to ``max_seconds`` (a Lambda invocation's budget).
 
         By default it returns as soon as nothing is due. With ``stay=True`` it keeps polling until the deadline,
         so a relay started every minute keeps commit-to-SQS latency sub-second without an always-on server.
+        Failed cycles (the database restarting, SQS unreachable) are retried with a capped backoff until the
+        deadline, exactly as in :meth:`run`.
         """
         total = RelayStats()
         deadline = time.monotonic() + max_seconds
+        failures = 0
         while (remaining := deadline - time.monotonic()) > 0:
-            stats = self.run_once()
+            stats = self._safe_cycle()
+            if stats is None:
+                failures += 1
+                total.cycle_errors += 1
+                time.sleep(min(self._backoff(failures), max(deadline - time.monotonic(), 0)))
+                continue
+            failures = 0
             total.add(stats)
             if stats.published + stats.failed < self.batch_size:
                 if not stay:
@@ -231,18 +362,12 @@ class Relay:
         """
         failures = 0
         while not stop.is_set():
-            try:
-                stats = self.run_once()
-                failures = 0
-            except Exception as exc:  # noqa: BLE001 - a long-lived relay must outlive any one failure
+            stats = self._safe_cycle()
+            if stats is None:
                 failures += 1
-                if isinstance(exc, psycopg.Error):
-                    log.error("relay: database error (%s); retrying", exc)
-                    self._discard_connection()
-                else:
-                    log.exception("relay: cycle failed; retrying")
-                stop.wait(min(0.1 * 2**failures, 5.0))
+                stop.wait(self._backoff(failures))
                 continue
+            failures = 0
             if on_cycle and (stats.published or stats.failed):
                 on_cycle(stats)
             if stats.published + stats.failed < self.batch_size:
@@ -260,6 +385,8 @@ class Relay:
         if self._conn is not None:
             try:
                 self._conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped either way
+                pass
             finally:
                 self._conn = None
 

@@ -121,9 +121,11 @@ def test_scheduled_run_is_enqueued_once_per_period(conn):
 
 def test_sql_add_job_for_producers_in_other_languages(conn):
     job_id = conn.execute(
-        "SELECT conveyor.add_job('email.send', %s::jsonb, dedup_key => 'sql-1')", ('{"to": "a@b.co"}',)
+        "SELECT conveyor.add_job('email.send', %s::jsonb, queue => 'email-default', dedup_key => 'sql-1')", ('{"to": "a@b.co"}',)
     ).fetchone()[0]
-    again = conn.execute("SELECT conveyor.add_job('email.send', '{}'::jsonb, dedup_key => 'sql-1')").fetchone()[0]
+    again = conn.execute(
+        "SELECT conveyor.add_job('email.send', '{}'::jsonb, queue => 'email-default', dedup_key => 'sql-1')"
+    ).fetchone()[0]
     assert again == job_id
     assert pending(conn)[0][2] == "email-default"
     high = conn.execute("SELECT conveyor.add_job('email.send', '{}', queue => 'email-high')").fetchone()[0]
@@ -133,29 +135,28 @@ def test_sql_add_job_for_producers_in_other_languages(conn):
     with pytest.raises(psycopg.errors.InvalidParameterValue, match='cannot go to queue "maintenance"'):
         conn.execute("SELECT conveyor.add_job('email.send', '{}', queue => 'maintenance')")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="must be a JSON object"):
-        conn.execute("SELECT conveyor.add_job('email.send', '[1]')")
+        conn.execute("SELECT conveyor.add_job('reservations.cleanup', '[1]')")
     with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="the limit is"):
-        conn.execute("SELECT conveyor.add_job('email.send', jsonb_build_object('x', repeat('y', 300000)))")
+        conn.execute("SELECT conveyor.add_job('reservations.cleanup', jsonb_build_object('x', repeat('y', 300000)))")
 
 
 def test_sql_and_python_payload_limits_agree(conn):
     assert conn.execute("SELECT conveyor.max_payload_bytes()").fetchone()[0] == MAX_PAYLOAD_BYTES
 
 
-def test_size_is_checked_as_the_relay_will_send_it(conn):
-    """PostgreSQL renders jsonb with a space after every ':' and ','; a payload that fits only when compact must be
-    refused by enqueue, exactly as conveyor.add_job refuses it, or it would sit in the outbox unsendable."""
+def test_size_is_checked_on_the_exact_text_that_is_stored_and_sent(conn):
+    """The outbox keeps the payload's JSON text as enqueue produced it, so the size enqueue measures is the size
+    the relay sends. conveyor.add_job stores (and measures) PostgreSQL's rendering of its jsonb argument."""
     from shared.envelope import PayloadTooLarge
 
-    variables = {f"k{i:05d}": "" for i in range(20_000)}  # "k00000":"", is 11 bytes compact, 13 as jsonb
+    variables = {f"k{i:05d}": "" for i in range(20_000)}  # "k00000":"", is 11 bytes compact, 13 as jsonb renders it
     payload = {"to": "a@b.co", "template": "notification", "subject": "s", "variables": variables}
-    compact = len(json.dumps(payload, separators=(",", ":")))
-    assert compact < MAX_PAYLOAD_BYTES
-    with pytest.raises(PayloadTooLarge, match="the limit is"):
-        enqueue(conn, "email.send", payload)
+    job_id = enqueue(conn, "email.send", payload)
+    stored = conn.execute("SELECT payload::text FROM conveyor.outbox WHERE id = %s", (job_id,)).fetchone()[0]
+    assert len(stored.encode()) < MAX_PAYLOAD_BYTES
+    assert stored == EMAIL_SEND.payload.model_validate(payload).model_dump_json(by_alias=True)
     with pytest.raises(psycopg.errors.ProgramLimitExceeded):
-        conn.execute("SELECT conveyor.add_job('email.send', %s::jsonb)", (json.dumps(payload),))
-    assert pending(conn) == []
-    smaller = {**payload, "variables": dict(list(variables.items())[:15_000])}
-    enqueue(conn, "email.send", smaller)  # fits both ways
-    conn.execute("SELECT conveyor.add_job('email.send', %s::jsonb)", (json.dumps(smaller),))
+        conn.execute("SELECT conveyor.add_job('email.send', %s::jsonb, queue => 'email-default')", (json.dumps(payload),))
+    too_big = {**payload, "variables": {f"k{i:05d}": "" for i in range(24_000)}}
+    with pytest.raises(PayloadTooLarge, match="the limit is"):
+        enqueue(conn, "email.send", too_big)

@@ -37,6 +37,13 @@ def make_relay(db_url, sqs, stage, **options):
     return Relay(lambda: connect(settings), sqs, QueueDirectory(sqs, settings), **options)
 
 
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
 def receive_all(sqs, url, expected=None, rounds=50):
     seen = []
     for _ in range(rounds):
@@ -134,14 +141,19 @@ CRASHING_RELAY = textwrap.dedent(
     from shared.queues import QueueDirectory
     from shared.settings import Settings
 
+    from datetime import timedelta
+
     class CrashAfterPublish(Relay):
-        def _mark(self, conn, published, failed):
+        def _mark(self, token, published, *rest):
             print(len(published), flush=True)
             os.kill(os.getpid(), signal.SIGKILL)  # dies holding published-but-unmarked rows
 
     settings = Settings(stage=sys.argv[2], database_url=sys.argv[1])
     sqs = boto3.client("sqs")
-    CrashAfterPublish(lambda: connect(settings), sqs, QueueDirectory(sqs, settings)).run_once()
+    CrashAfterPublish(
+        lambda: connect(settings), sqs, QueueDirectory(sqs, settings),
+        lease=timedelta(seconds=1), send_budget=timedelta(seconds=0.5),
+    ).run_once()
     """
 )
 
@@ -154,10 +166,12 @@ def test_relay_killed_between_publish_and_mark_loses_nothing(conn, db_url, sqs, 
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert proc.stdout.strip() == "5"
-    # The crash rolled back the mark: every job is still pending.
-    assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone()[0] == 5
+    # The crash left every job pending, leased to the dead relay: nobody publishes them until the lease ends.
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox WHERE locked_until > now()").fetchone()[0] == 5
     relay = make_relay(db_url, sqs, stage)
     try:
+        assert relay.run_once().published == 0
+        wait_until(lambda: conn.execute("SELECT bool_and(locked_until <= now()) FROM conveyor.outbox").fetchone()[0])
         assert relay.drain(5).published == 5
     finally:
         relay.close()
