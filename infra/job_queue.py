@@ -4,9 +4,10 @@ Why these settings:
 
 * SSE with SQS-owned keys: encrypted at rest with no KMS key to manage, pay for, or grant ``kms:Decrypt`` on.
 * ``enforce_ssl``: a queue policy denying any request without ``aws:SecureTransport``.
-* ``maxReceiveCount`` = the job's ``max_attempts``: the redrive policy moves a message to the DLQ after the last
-  attempt. AWS advises at least 5 where Lambda throttling can occur, because a throttled receive still counts; the
-  registry's default is 5 and a lower setting is the job author's explicit trade (fewer retries, faster DLQ).
+* ``maxReceiveCount`` = ``max(max_attempts, 5)`` + a margin (``shared.registry.max_receive_count``): a throttled
+  receive still counts, and AWS advises at least 5 where Lambda throttling can occur. The handler dead-letters a
+  job itself after its ``max_attempts``-th run fails, so the redrive policy is only the backstop for runs that never
+  report back (timeouts, crashes), and throttled or unstarted receives cannot push a job there early.
 * 14-day retention on both queues: a message that sits unprocessed (a paused consumer, a long outage) must not
   quietly expire before someone can act.
 * The DLQ's redrive allow policy names its source queue, so a console or ``start-message-move-task`` redrive can

@@ -29,6 +29,11 @@ SQS_MAX_BATCHING_WINDOW_SECONDS = 300
 LAMBDA_MAX_TIMEOUT_SECONDS = 900
 ESM_MIN_CONCURRENCY = 2
 ESM_MAX_CONCURRENCY = 1000
+# AWS advises a maxReceiveCount of at least 5 on a queue that feeds Lambda: a throttled invocation hands its batch
+# back and each message still counts a receive.
+SQS_ADVISED_MIN_RECEIVE_COUNT = 5
+# Receives on top of that which are not runs: throttled invocations, records left unstarted near a deadline.
+RECEIVE_COUNT_MARGIN = 5
 # Lambda's SQS trigger keeps a message invisible for the queue's visibility timeout; AWS advises at least 6x the
 # function timeout so a throttled or retried batch does not reappear while still being processed.
 VISIBILITY_TIMEOUT_FACTOR = 6
@@ -62,6 +67,13 @@ def visibility_timeout(timeout: int, batch_window: int) -> int:
     """Six times the function timeout plus the batching window, as AWS advises for SQS event sources: a message must
     not reappear while a batch that holds it may still be gathering or running (with Lambda's own retries)."""
     return timeout * VISIBILITY_TIMEOUT_FACTOR + batch_window
+
+
+def max_receive_count(max_attempts: int) -> int:
+    """The redrive policy's maxReceiveCount: ``max(max_attempts, 5)`` plus a margin, so throttled and unstarted
+    receives never move a message to the DLQ before its attempts ran. The handler dead-letters a job itself when
+    its ``max_attempts``-th run fails; the redrive policy is the backstop for runs that never report back."""
+    return max(max_attempts, SQS_ADVISED_MIN_RECEIVE_COUNT) + RECEIVE_COUNT_MARGIN
 
 
 @dataclass(frozen=True)
@@ -112,8 +124,12 @@ class RetryPolicy:
     jitter: bool = True
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_attempts <= SQS_MAX_RECEIVE_COUNT:
-            raise RegistryError(f"max_attempts must be between 1 and {SQS_MAX_RECEIVE_COUNT} (SQS maxReceiveCount), got {self.max_attempts}")
+        most = SQS_MAX_RECEIVE_COUNT - RECEIVE_COUNT_MARGIN
+        if not 1 <= self.max_attempts <= most:
+            raise RegistryError(
+                f"max_attempts must be between 1 and {most} (SQS's maxReceiveCount limit of {SQS_MAX_RECEIVE_COUNT} "
+                f"less {RECEIVE_COUNT_MARGIN} receives kept for throttling), got {self.max_attempts}"
+            )
         object.__setattr__(self, "backoff", Backoff(self.backoff))
         if self.base_delay < 0:
             raise RegistryError(f"base_delay must be >= 0 seconds, got {self.base_delay}")
@@ -311,7 +327,7 @@ class Registry:
             name=queue,
             jobs=tuple(j.name for j in jobs),
             visibility_timeout=visibility_timeout(max(j.timeout for j in jobs), min(j.batch_window for j in jobs)),
-            max_receive_count=max(j.retry.max_attempts for j in jobs),
+            max_receive_count=max_receive_count(max(j.retry.max_attempts for j in jobs)),
             batch_size=min(j.batch_size for j in jobs),
             concurrency=max(j.concurrency for j in jobs),
             timeout=max(j.timeout for j in jobs),

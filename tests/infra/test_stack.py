@@ -11,6 +11,7 @@ import pytest
 from shared.jobs import registry
 from tests.infra.conftest import EXISTING, SENDER
 from shared.names import consumer_function_name, dlq_resource_name, queue_resource_name, system_function_name
+from shared.registry import RECEIVE_COUNT_MARGIN
 
 
 def by_property(resources: dict, key: str, value) -> dict:
@@ -272,7 +273,7 @@ def test_a_shared_queue_gets_one_queue_and_one_dispatching_function(tmp_path):
         "conveyor-alt-schedule-dlq",
     ]  # fmt: skip
     billing = by_property(queues, "QueueName", "conveyor-alt-billing")["Properties"]
-    assert billing["RedrivePolicy"]["maxReceiveCount"] == 5  # the larger of 4 and the default 5
+    assert billing["RedrivePolicy"]["maxReceiveCount"] == 5 + RECEIVE_COUNT_MARGIN  # the larger of 4 and 5, + margin
     assert billing["VisibilityTimeout"] == 6 * 60 + 10  # the longer job's timeout, plus the (shorter) batching window
     function = by_property(synth.resources("AWS::Lambda::Function"), "FunctionName", "conveyor-alt-billing")["Properties"]
     assert function["Handler"] == "shared.runtime.dispatch.handler"

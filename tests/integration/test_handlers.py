@@ -38,6 +38,9 @@ def test_failure_is_retried_with_backoff_then_dead_lettered_with_the_error(work_
     assert work_runtime.wait_for(lambda: len(dead_letters_peek(work_runtime)) == 1, timeout=30)
     attempts = [a for _, n, a in calls.items if n == 7]
     assert attempts == [1, 2, 3]  # max_attempts = 3, then no more runs
+    # ...though the queue's redrive policy would allow more receives (room for throttling): the handler decides.
+    redrive = work_runtime.sqs.get_queue_attributes(QueueUrl=work_runtime.urls["work"][0], AttributeNames=["RedrivePolicy"])
+    assert json.loads(redrive["Attributes"]["RedrivePolicy"])["maxReceiveCount"] == 10
     [dead] = dead_letters(work_runtime)
     attrs = dead["MessageAttributes"]
     assert attrs[ATTR_JOB_ID]["StringValue"] == job_id

@@ -18,6 +18,7 @@ from shared.registry import (
     RegistryError,
     RetryPolicy,
     UnknownJobError,
+    max_receive_count,
 )
 
 
@@ -107,7 +108,7 @@ def test_shared_queue_settings_take_the_strictest_values():
     settings = registry.queue_settings("shared")
     assert settings.jobs == ("a.one", "a.two")
     assert settings.visibility_timeout == 360
-    assert settings.max_receive_count == 7
+    assert settings.max_receive_count == max_receive_count(7)
     assert settings.batch_size == 2
 
 
@@ -147,3 +148,15 @@ def test_aws_permissions_must_name_exact_actions():
         AwsPermission(actions=("ses:SendEmail",), resources=("*",))
     with pytest.raises(RegistryError, match="at least one action and one resource"):
         AwsPermission(actions=(), resources=("*",))
+
+
+def test_max_receive_count_leaves_room_for_throttled_receives():
+    """A throttled receive counts like a run, so the redrive policy allows max(attempts, 5) plus a margin; the
+    handler itself dead-letters after max_attempts runs (tests/integration/test_handlers.py)."""
+    from shared.registry import RECEIVE_COUNT_MARGIN
+
+    assert product.queue_settings("maintenance").max_receive_count == 5 + RECEIVE_COUNT_MARGIN  # cleanup: 3 attempts
+    assert max_receive_count(3) == max_receive_count(5) == 5 + RECEIVE_COUNT_MARGIN
+    assert max_receive_count(8) == 8 + RECEIVE_COUNT_MARGIN
+    with pytest.raises(RegistryError, match=f"max_attempts must be between 1 and {1000 - RECEIVE_COUNT_MARGIN}"):
+        RetryPolicy(max_attempts=1000)
