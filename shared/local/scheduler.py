@@ -6,14 +6,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from shared.registry import JobSpec, Registry
 
 log = logging.getLogger("conveyor.local.scheduler")
-
-# A fire this late is a missed period, not a delayed one (the same age after which our AWS schedules drop an event).
-MAX_LATENESS = timedelta(hours=1)
 
 
 class LocalScheduler(threading.Thread):
@@ -56,12 +53,13 @@ class LocalScheduler(threading.Thread):
             due = self.next_fire.get(job.name)
             if due is None or due > now:
                 continue
-            if now - due > MAX_LATENESS:
-                # The machine slept (or the database was down) through several periods: run the latest once
-                # rather than every missed one back to back.
-                latest = due
-                while (following := job.parsed_schedule.next_after(latest)) is not None and following <= now:
-                    latest = following
+            following = job.parsed_schedule.next_after(due)
+            if following is not None and following <= now:
+                # The machine slept (or the database was down) through more than one period, however short:
+                # the missed-run rule runs the latest missed period once, not every one back to back.
+                latest = following
+                while (after := job.parsed_schedule.next_after(latest)) is not None and after <= now:
+                    latest = after
                 log.warning("%s missed its runs from %s; running the one for %s", job.name, due.isoformat(), latest.isoformat())
                 due = self.next_fire[job.name] = latest
             try:

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
 
 from shared.local.scheduler import LocalScheduler
 from shared.registry import JobPayload, Registry
@@ -109,6 +110,49 @@ def test_runtime_fires_schedules_through_the_outbox_to_the_handler(runtime_facto
     assert first.second == 0 and second - first == timedelta(minutes=1)
     assert {job_id for _, job_id in fires[:2]} <= {job_id for job_id, _ in seen}
     assert any(f"schedule   test.tick fired for {first.astimezone(UTC).isoformat()}" in line for line in runtime.lines)
+
+
+def fire_until_idle(scheduler: LocalScheduler, now: datetime, limit: int = 1000) -> None:
+    """What the run loop does when the clock jumps: call ``fire_due`` until nothing is due at ``now``."""
+    for _ in range(limit):
+        pending = [t for t in scheduler.next_fire.values() if t is not None]
+        if not pending or min(pending) > now:
+            return
+        scheduler.fire_due(now)
+    raise AssertionError(f"still firing after {limit} rounds")
+
+
+@pytest.mark.parametrize(
+    "schedule, woke_at, latest",
+    [
+        # Shorter than an hour: these once replayed every missed minute (50 runs after 50 minutes).
+        ("rate(1 minute)", datetime(2026, 1, 1, 0, 50, 30, tzinfo=UTC), datetime(2026, 1, 1, 0, 50, tzinfo=UTC)),
+        ("rate(15 minutes)", datetime(2026, 1, 1, 0, 40, tzinfo=UTC), datetime(2026, 1, 1, 0, 30, tzinfo=UTC)),
+        ("rate(15 minutes)", datetime(2026, 1, 1, 8, 5, tzinfo=UTC), datetime(2026, 1, 1, 8, 0, tzinfo=UTC)),
+        ("cron(0 9 * * ? *)", datetime(2026, 1, 4, 12, 0, tzinfo=UTC), datetime(2026, 1, 4, 9, 0, tzinfo=UTC)),
+    ],
+)
+def test_after_any_sleep_only_the_latest_missed_period_runs(schedule, woke_at, latest):
+    registry = scheduled_registry(a_job=(schedule, "UTC"))
+    fired: list[datetime] = []
+    clock = SteppedClock(datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC))
+    scheduler = LocalScheduler(registry, lambda job, t: fired.append(t), threading.Event(), now=clock)
+    scheduler.prime()
+    clock.now = woke_at
+    fire_until_idle(scheduler, clock.now)
+    assert fired == [latest]
+
+
+def test_a_late_fire_within_its_own_period_still_runs():
+    # Two hours late but the next period is not due yet: that is the latest missed period, and it runs.
+    registry = scheduled_registry(a_job=("cron(0 9 * * ? *)", "UTC"))
+    fired: list[datetime] = []
+    clock = SteppedClock(datetime(2026, 1, 1, 8, 0, tzinfo=UTC))
+    scheduler = LocalScheduler(registry, lambda job, t: fired.append(t), threading.Event(), now=clock)
+    scheduler.prime()
+    clock.now = datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
+    fire_until_idle(scheduler, clock.now)
+    assert fired == [datetime(2026, 1, 1, 9, 0, tzinfo=UTC)]
 
 
 def test_after_a_long_sleep_only_the_latest_missed_period_runs():
