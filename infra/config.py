@@ -14,7 +14,8 @@ Keys (see README "Deploying"):
 ``conveyor:database``          ``{"mode": "existing", "secretArn", "vpcId", "subnetIds", "securityGroupId",
                                "proxyEndpoint"?, "host"?, "dbname"?, "secretKmsKeyArn"?}`` or
                                ``{"mode": "create", "minCapacity"?, "maxCapacity"?}``
-``conveyor:relay``             ``{"mode": "resident" | "on-demand", "reservedConcurrency"?}``
+``conveyor:relay``             ``{"mode": "resident" | "on-demand", "reservedConcurrency"?}`` (no reservation unless
+                               given: a reservation needs the account's unreserved concurrency to stay >= 100 after it)
 ``conveyor:alarms``            ``{"email"?, "oldestMessageAgeSeconds"?, "relayLagSeconds"?}``
 ``conveyor:emailFrom``         the From address of ``email.send``: a verified SES identity (required by jobs that send
                                email; their IAM policy allows sending only as this address)
@@ -79,7 +80,10 @@ class CreatedDatabase:
 @dataclass(frozen=True)
 class RelayConfig:
     mode: str = "resident"
-    reserved_concurrency: int = 2
+    # None reserves nothing. Lambda refuses a reservation that leaves the account fewer than 100 unreserved
+    # executions, and new accounts start with a limit of 10, so a default reservation would fail their first deploy;
+    # none is needed for safety either, since relays running at once claim different rows.
+    reserved_concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -179,9 +183,14 @@ def _database(raw: dict[str, Any]) -> ExistingDatabase | CreatedDatabase:
 def _relay(raw: dict[str, Any]) -> RelayConfig:
     _no_extra(raw, {"mode", "reservedConcurrency"}, f"{PREFIX}relay")
     mode = _choice(raw.get("mode"), "relay.mode", RELAY_MODES, default="resident")
-    reserved = _integer(raw.get("reservedConcurrency"), "relay.reservedConcurrency", default=2)
-    if not 1 <= reserved <= 10:
-        raise ConfigError(f"{PREFIX}relay.reservedConcurrency={reserved} must be 1-10 (each relay holds a database connection)")
+    reserved = raw.get("reservedConcurrency")
+    if reserved is not None:
+        reserved = _integer(reserved, "relay.reservedConcurrency", default=0)
+        if not 1 <= reserved <= 10:
+            raise ConfigError(
+                f"{PREFIX}relay.reservedConcurrency={reserved} must be 1-10 (each relay holds a database connection), "
+                "or left out to reserve none"
+            )
     return RelayConfig(mode=mode, reserved_concurrency=reserved)
 
 

@@ -1,9 +1,10 @@
 """The outbox relay on AWS: a function started every minute by EventBridge Scheduler.
 
-``resident`` mode (default): each run drains for 65 s, so it overlaps the next minute's run by a few seconds
-(reserved concurrency 2): there is always a relay polling, even across a cold start, and commit → SQS stays
-sub-second. Two relays at once are safe
-(``FOR UPDATE SKIP LOCKED``). At rest this costs about one 256 MB arm64 function running all month:
+``resident`` mode (default): each run drains for 65 s, so it overlaps the next minute's run by a few seconds:
+there is always a relay polling, even across a cold start, and commit → SQS stays sub-second. Two relays at once
+are safe (each claims different rows), so no concurrency is reserved unless ``conveyor:relay.reservedConcurrency``
+asks for it: Lambda refuses a reservation that leaves the account fewer than 100 unreserved executions, and a new
+account's limit is 10, so reserving by default would fail its first deploy. At rest this costs about one 256 MB arm64 function running all month:
 0.25 GB × 2.8 M s (65 s of every 60) ≈ 700,000 GB-seconds ≈ $9.40/month at the us-east-1 arm64 list price ($0.0000133334/GB-s), plus
 43,200 invocations (≈ $0.01) and ~20 trivial PostgreSQL queries a second.
 
@@ -68,7 +69,7 @@ class OutboxRelay(Construct):
             dead_letter_reason="Started every minute by Scheduler; a failed run is not retried (retry_attempts=0) "
             "because the next run, a minute later, does the same work, and the outbox keeps every job meanwhile.",
         )
-        # Also drop start events that waited (throttled by the reserved concurrency): a newer one is always coming.
+        # Also drop start events that waited (throttled by a reservation or the account's limit): a newer one is always coming.
         self.function.configure_async_invoke(retry_attempts=0, max_event_age=Duration.seconds(90))
         acknowledge(
             self.function,

@@ -59,6 +59,8 @@ def test_the_repository_cdk_json_is_valid():
         ({"database": {"mode": "create", "minCapacity": 4, "maxCapacity": 2}}, "maxCapacity=2.0 must be at least 1 and at least minCapacity"),
         ({"relay": {"mode": "sometimes"}}, "conveyor:relay.mode='sometimes' is not one of resident, on-demand"),
         ({"relay": {"reservedConcurrency": 0}}, "reservedConcurrency=0 must be 1-10"),
+        ({"relay": {"reservedConcurrency": 11}}, "reservedConcurrency=11 must be 1-10"),
+        ({"relay": {"reservedConcurrency": "two"}}, "relay.reservedConcurrency must be a whole number"),
         ({"alarms": {"email": "ops"}}, "conveyor:alarms.email='ops' is not an email address"),
         ({"alarms": {"relayLagSeconds": 0}}, "relayLagSeconds=0 must be a positive number"),
         ({"alarms": {"relayLagSeconds": "soon"}}, "must be a whole number"),
@@ -72,6 +74,15 @@ def test_bad_values_fail_with_the_key_and_what_is_allowed(overrides, message):
     with pytest.raises(ConfigError) as error:
         config(**overrides)
     assert message in str(error.value)
+
+
+def test_relay_reserves_no_concurrency_unless_asked():
+    # A reservation must leave the account 100 unreserved executions; new accounts have a limit of 10, so any
+    # default reservation would fail their first deploy. Overlapping relays are safe, so none is needed.
+    assert config().relay.reserved_concurrency is None
+    assert config(relay={"mode": "resident", "reservedConcurrency": None}).relay.reserved_concurrency is None
+    assert config(relay={"reservedConcurrency": 3}).relay.reserved_concurrency == 3
+    assert config(relay='{"reservedConcurrency": "2"}').relay.reserved_concurrency == 2
 
 
 def test_rds_managed_secrets_and_their_missing_fields_are_accepted():

@@ -167,7 +167,8 @@ def test_relay_may_only_send_to_job_queues(synth):
             assert set(actions) <= {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
             sent_to.update(r["Fn::GetAtt"][0] for r in as_list(statement["Resource"]))
     assert sent_to == job_queues
-    assert relay["Properties"]["ReservedConcurrentExecutions"] == 2
+    # No reservation by default: it would need 100 + N unreserved executions, more than a new account has.
+    assert "ReservedConcurrentExecutions" not in relay["Properties"]
     [invoke_config] = [
         c for c in synth.resources("AWS::Lambda::EventInvokeConfig").values()
         if c["Properties"]["FunctionName"] == {"Ref": logical_id(synth.resources("AWS::Lambda::Function"), "FunctionName", system_function_name("relay", stage=stage))}
@@ -259,13 +260,29 @@ def test_create_mode_builds_aurora_proxy_and_rotation(create_synth):
     assert [s["Properties"]["Endpoint"] for s in subscriptions] == ["ops@example.com"]
 
 
-def test_a_shared_queue_gets_one_queue_and_one_dispatching_function(tmp_path):
+@pytest.fixture(scope="module")
+def alt_synth(tmp_path_factory):
     from tests.infra.conftest import synthesize
 
-    synth = synthesize(
-        tmp_path,
-        {"conveyor:stage": "alt", "conveyor:database": EXISTING, "conveyor:registry": "tests.infra.sample_registry:registry"},
+    return synthesize(
+        tmp_path_factory.mktemp("alt"),
+        {
+            "conveyor:stage": "alt",
+            "conveyor:database": EXISTING,
+            "conveyor:registry": "tests.infra.sample_registry:registry",
+            "conveyor:relay": {"mode": "on-demand", "reservedConcurrency": 1},
+        },
     )
+
+
+def test_relay_concurrency_is_reserved_only_when_configured(alt_synth):
+    relay = by_property(alt_synth.resources("AWS::Lambda::Function"), "FunctionName", system_function_name("relay", stage="alt"))
+    assert relay["Properties"]["ReservedConcurrentExecutions"] == 1
+    assert relay["Properties"]["Environment"]["Variables"]["CONVEYOR_RELAY_MODE"] == "on-demand"
+
+
+def test_a_shared_queue_gets_one_queue_and_one_dispatching_function(alt_synth):
+    synth = alt_synth
     queues = synth.resources("AWS::SQS::Queue")
     names = sorted(q["Properties"]["QueueName"] for q in queues.values())
     assert names == [
