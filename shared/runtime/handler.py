@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -66,6 +67,15 @@ class RunReport:
 Observer = Callable[[RunReport], None]
 
 
+@dataclass(frozen=True)
+class Invocation:
+    """One call of the handler: its Lambda context and when it started. Passed down with each record rather than
+    kept on the handler, which the local runtime shares between the pollers of a queue."""
+
+    context: Any = None
+    started: float = field(default_factory=time.time)
+
+
 class JobHandler:
     """The Lambda entry point for one job. Build it with :func:`job_handler` at module level in the handler file,
     so clients and connections are created once per container and reused by warm invocations."""
@@ -94,7 +104,6 @@ class JobHandler:
             default_dimensions={"job": job.name},
         )
         self.observers: list[Observer] = []
-        self._lambda_context: Any = None
 
     # boto3 is created on first use, not at import, so `conveyor invoke` and tests can point it at moto first.
     @property
@@ -121,11 +130,12 @@ class JobHandler:
             self.database = database
 
     def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-        self._lambda_context = context
+        invocation = Invocation(context)
         processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
         try:
             return process_partial_response(
-                event=event, record_handler=self._process, processor=processor, context=context
+                event=event, record_handler=partial(self._process, invocation=invocation), processor=processor,
+                context=context,
             )
         finally:
             if self.metrics.metric_set:
@@ -133,15 +143,17 @@ class JobHandler:
 
     # -- one record ------------------------------------------------------------------------------------------
 
-    def _process(self, record: SQSRecord) -> None:
+    def _process(self, record: SQSRecord, invocation: Invocation) -> None:
         delivery = Delivery.from_record(record.raw_event)
         job_name = delivery.job_name or self.job.name
-        self.logger.append_keys(
+        # Thread-local keys: the logger is shared by every handler in the process (one per service name), and the
+        # local runtime runs several records at once on different threads.
+        self.logger.thread_safe_append_keys(
             job_id=delivery.job_id, job_name=job_name, attempt=delivery.attempt, message_id=delivery.message_id
         )
         started = time.perf_counter()
         try:
-            self._run(delivery, job_name)
+            self._run(delivery, job_name, invocation)
         except (PermanentJobError, PayloadInvalid) as exc:
             self._dead_letter(delivery, job_name, type(exc).__name__, exc.reason, started)
         except Exception as exc:
@@ -166,9 +178,9 @@ class JobHandler:
         else:
             self._report(delivery, job_name, Outcome.SUCCEEDED, started)
         finally:
-            self.logger.remove_keys(_LOG_KEYS)
+            self.logger.thread_safe_remove_keys(_LOG_KEYS)
 
-    def _run(self, delivery: Delivery, job_name: str) -> None:
+    def _run(self, delivery: Delivery, job_name: str, invocation: Invocation) -> None:
         if job_name != self.job.name:
             raise PermanentJobError(
                 f"message for job {job_name!r} was delivered to the handler of {self.job.name!r}; "
@@ -188,7 +200,7 @@ class JobHandler:
             logger=self.logger,
             database=self.database,
             registry=self.registry,
-            lambda_context=self._lambda_context,
+            lambda_context=invocation.context,
         )
         self.fn(payload, ctx)
 
