@@ -29,7 +29,7 @@ from infra.job_queue import JobQueue
 from infra.lambda_defaults import FunctionFactory
 from infra.scheduling import Scheduling
 from shared import settings as env
-from shared.names import system_function_name
+from shared.names import system_function_name, system_schedule_name
 
 RESIDENT_DRAIN_SECONDS = 65
 ON_DEMAND_DRAIN_SECONDS = 50
@@ -82,7 +82,7 @@ class OutboxRelay(Construct):
         database.grant_connect(self.function)
         self.schedule = scheduling.add(
             "RelaySchedule",
-            name="relay",
+            name=system_schedule_name("relay"),
             expression="rate(1 minute)",
             timezone="UTC",
             function=self.function,

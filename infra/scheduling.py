@@ -28,7 +28,7 @@ from infra.checks import acknowledge
 
 from infra.database import DatabaseAccess
 from infra.lambda_defaults import FunctionFactory
-from shared.names import APP, slug, system_function_name
+from shared.names import schedule_dlq_resource_name, schedule_group_name, schedule_name, slug, system_function_name
 from shared.registry import Registry
 
 DELIVERY_RETRIES = 3
@@ -47,11 +47,11 @@ class Scheduling(Construct):
     ) -> None:
         super().__init__(scope, id)
         stage = factory.stage
-        self.group = scheduler.ScheduleGroup(self, "Group", schedule_group_name=f"{APP}-{stage}")
+        self.group = scheduler.ScheduleGroup(self, "Group", schedule_group_name=schedule_group_name(stage=stage))
         self.dead_letter_queue = sqs.Queue(
             self,
             "FailedDeliveries",
-            queue_name=f"{APP}-{stage}-schedule-dlq",
+            queue_name=schedule_dlq_resource_name(stage=stage),
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=Duration.days(14),
@@ -93,7 +93,7 @@ class Scheduling(Construct):
             assert job.schedule is not None
             self.schedules[job.name] = self.add(
                 f"Job{slug(job.name).title().replace('-', '')}",
-                name=slug(job.name),
+                name=schedule_name(job.name),
                 expression=job.schedule,
                 timezone=job.timezone,
                 function=self.function,

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shared.names import JOB_NAME_RE, QUEUE_NAME_RE, SYSTEM_FUNCTIONS, module_name, slug
+from shared.names import JOB_NAME_RE, ResourceNameError, check_queue_label, module_name, schedule_name, slug
 from shared.schedule import Schedule, ScheduleError, parse_schedule
 
 # SQS and Lambda limits that registry settings must respect (checked here so synth and deploy never see them).
@@ -200,10 +200,10 @@ class JobSpec:
             )
         object.__setattr__(self, "queues", tuple(self.queues))
         for queue in self.all_queues:
-            if not isinstance(queue, str) or not QUEUE_NAME_RE.match(queue):
-                fail(f"queue {queue!r} is invalid: use lowercase letters, digits and '-' (e.g. 'email-high')")
-            if queue in SYSTEM_FUNCTIONS:
-                fail(f"queue {queue!r} is reserved for Conveyor's own {queue} function; pick another name")
+            try:
+                check_queue_label(queue)  # pattern, reserved names, collisions with DLQ names, length for any stage
+            except ResourceNameError as exc:
+                fail(str(exc))
         if len(set(self.all_queues)) != len(self.all_queues):
             fail(f"queues list {self.queue!r} more than once: {self.all_queues}")
         if self.route is not None and not self.queues:
@@ -239,6 +239,10 @@ class JobSpec:
                 parse_schedule(self.schedule, self.timezone)
             except ScheduleError as exc:
                 fail(f"bad schedule: {exc}")
+            try:
+                schedule_name(self.name)
+            except ResourceNameError as exc:
+                fail(str(exc))
             try:
                 self.payload.model_validate(dict(self.schedule_payload))
             except ValidationError as exc:

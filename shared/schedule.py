@@ -276,7 +276,27 @@ def _parse_at(body: str, expression: str, zone: ZoneInfo) -> _At:
     return _At(instant)
 
 
+# ZoneInfo loads any file of the system's tz database, which holds more than the IANA names EventBridge Scheduler
+# accepts: a timezone the local runtime took would then fail the deploy.
+_SYSTEM_ONLY_ZONES = frozenset({"localtime", "posixrules"})
+
+
 def _load_zone(name: str) -> ZoneInfo:
+    if isinstance(name, str):
+        if name.startswith("posix/"):
+            raise ScheduleError(
+                f"timezone {name!r} is the system's copy of {name.removeprefix('posix/')!r}, a name EventBridge "
+                f"Scheduler does not accept; use {name.removeprefix('posix/')!r}"
+            )
+        if name.startswith("right/"):
+            raise ScheduleError(
+                f"timezone {name!r} counts leap seconds, which EventBridge Scheduler does not accept; use "
+                f"{name.removeprefix('right/')!r}"
+            )
+        if name in _SYSTEM_ONLY_ZONES:
+            raise ScheduleError(
+                f"timezone {name!r} is a file of the system's tz database, not an IANA timezone name (e.g. 'Europe/Berlin')"
+            )
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError):

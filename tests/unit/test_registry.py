@@ -160,3 +160,28 @@ def test_max_receive_count_leaves_room_for_throttled_receives():
     assert max_receive_count(8) == 8 + RECEIVE_COUNT_MARGIN
     with pytest.raises(RegistryError, match=f"max_attempts must be between 1 and {1000 - RECEIVE_COUNT_MARGIN}"):
         RetryPolicy(max_attempts=1000)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"queue": "jobs-dlq"}, "ends in '-dlq', which names dead-letter queues"),
+        ({"queues": ("schedule-dlq",)}, "the stack's own schedule DLQ"),
+        ({"queue": "q" * 39}, "at most 38"),
+        ({"name": "reports." + "x" * 60, "schedule": "rate(1 day)"}, "EventBridge Scheduler allows at most 64"),
+        ({"name": "relay", "schedule": "rate(1 day)"}, "the relay's own schedule"),
+        ({"schedule": "rate(1 day)", "timezone": "posix/Europe/Berlin"}, "use 'Europe/Berlin'"),
+        ({"schedule": "rate(1 day)", "timezone": "right/UTC"}, "use 'UTC'"),
+    ],
+)
+def test_names_that_would_collide_or_overflow_in_aws_are_refused_naming_the_job(overrides, message):
+    with pytest.raises(RegistryError) as info:
+        spec(**overrides)
+    assert message in str(info.value)
+    assert f"job {overrides.get('name', 'a.job')!r}" in str(info.value)
+
+
+def test_a_label_and_another_label_plus_dlq_cannot_share_a_registry():
+    registry = Registry([spec(name="a.one", queue="jobs")])
+    with pytest.raises(RegistryError, match="job 'a.two': queue 'jobs-dlq' ends in '-dlq'.*DLQ of queue 'jobs'"):
+        registry.job("a.two", payload=P, queue="jobs-dlq")
