@@ -60,7 +60,8 @@ class QueueConsumer(Construct):
             function_name=consumer_function_name(label, stage=factory.stage),
             handler=handler_path(registry, label),
             description=f"Conveyor: runs {', '.join(settings.jobs)} from queue {label}",
-            timeout=Duration.seconds(settings.timeout),
+            # A whole batch: each record may use its job's timeout (the runtime starts none it cannot finish).
+            timeout=Duration.seconds(settings.function_timeout),
             memory=settings.memory,
             environment={
                 env.QUEUE: label,

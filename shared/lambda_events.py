@@ -58,3 +58,10 @@ class LocalLambdaContext:
         import time
 
         return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+    @property
+    def timed_out(self) -> bool:
+        """Past the deadline: Lambda would have ended this invocation."""
+        import time
+
+        return time.monotonic() >= self._deadline

@@ -37,6 +37,14 @@ RECEIVE_COUNT_MARGIN = 5
 # Lambda's SQS trigger keeps a message invisible for the queue's visibility timeout; AWS advises at least 6x the
 # function timeout so a throttled or retried batch does not reappear while still being processed.
 VISIBILITY_TIMEOUT_FACTOR = 6
+# One invocation carries up to batch_size records, run one after another. Each record may take its job's timeout,
+# plus this margin to report its outcome (a DLQ copy or a retry delay: a few SQS calls); the runtime starts a record
+# only while that much of the invocation is left.
+RECORD_MARGIN_SECONDS = 5
+# What an invocation needs besides its records: reading the event, returning the batch response.
+INVOCATION_MARGIN_SECONDS = 5
+# The longest job timeout: one record, with its margins, in Lambda's longest invocation.
+MAX_JOB_TIMEOUT_SECONDS = LAMBDA_MAX_TIMEOUT_SECONDS - RECORD_MARGIN_SECONDS - INVOCATION_MARGIN_SECONDS
 
 
 class RegistryError(ValueError):
@@ -63,9 +71,16 @@ class Backoff(StrEnum):
     FIXED = "fixed"
 
 
+def function_timeout(timeout: int, batch_size: int) -> int:
+    """The consuming function's timeout: room for every record of a full batch to use its whole ``timeout``, with
+    the margins. The one place it is derived (queue settings, the CDK function and the local poller read it)."""
+    return batch_size * (timeout + RECORD_MARGIN_SECONDS) + INVOCATION_MARGIN_SECONDS
+
+
 def visibility_timeout(timeout: int, batch_window: int) -> int:
-    """Six times the function timeout plus the batching window, as AWS advises for SQS event sources: a message must
-    not reappear while a batch that holds it may still be gathering or running (with Lambda's own retries)."""
+    """Six times the function timeout (:func:`function_timeout`) plus the batching window, as AWS advises for SQS
+    event sources: a message must not reappear while a batch that holds it may still be gathering or running (with
+    Lambda's own retries)."""
     return timeout * VISIBILITY_TIMEOUT_FACTOR + batch_window
 
 
@@ -208,8 +223,11 @@ class JobSpec:
             fail(f"queues list {self.queue!r} more than once: {self.all_queues}")
         if self.route is not None and not self.queues:
             fail("route is set but no other queues are listed in queues=; a route can only pick the default queue")
-        if not 1 <= self.timeout <= LAMBDA_MAX_TIMEOUT_SECONDS:
-            fail(f"timeout must be between 1 and {LAMBDA_MAX_TIMEOUT_SECONDS} seconds (Lambda's limit), got {self.timeout}")
+        if not 1 <= self.timeout <= MAX_JOB_TIMEOUT_SECONDS:
+            fail(
+                f"timeout must be between 1 and {MAX_JOB_TIMEOUT_SECONDS} seconds (Lambda's {LAMBDA_MAX_TIMEOUT_SECONDS} "
+                f"less Conveyor's margins for reporting the outcome), got {self.timeout}"
+            )
         if not 128 <= self.memory <= 10240:
             fail(f"memory must be between 128 and 10240 MB, got {self.memory}")
         if not 0 <= self.batch_window <= SQS_MAX_BATCHING_WINDOW_SECONDS:
@@ -227,7 +245,18 @@ class JobSpec:
             )
         if self.concurrency > ESM_MAX_CONCURRENCY:
             fail(f"concurrency must be at most {ESM_MAX_CONCURRENCY}, got {self.concurrency}")
-        if visibility_timeout(self.timeout, self.batch_window) > SQS_MAX_VISIBILITY_SECONDS:
+        # A whole batch must fit in one invocation: otherwise Lambda kills it midway and every record comes back,
+        # the ones that succeeded included.
+        needed = function_timeout(self.timeout, self.batch_size)
+        if needed > LAMBDA_MAX_TIMEOUT_SECONDS:
+            room = LAMBDA_MAX_TIMEOUT_SECONDS - INVOCATION_MARGIN_SECONDS
+            fail(
+                f"batch_size {self.batch_size} x timeout {self.timeout} s needs a {needed} s function timeout "
+                f"(each record's timeout + {RECORD_MARGIN_SECONDS} s, + {INVOCATION_MARGIN_SECONDS} s), over "
+                f"Lambda's {LAMBDA_MAX_TIMEOUT_SECONDS} s; use batch_size <= {room // (self.timeout + RECORD_MARGIN_SECONDS)} "
+                f"or timeout <= {room // self.batch_size - RECORD_MARGIN_SECONDS}"
+            )
+        if visibility_timeout(needed, self.batch_window) > SQS_MAX_VISIBILITY_SECONDS:
             fail(f"timeout {self.timeout}s needs a visibility timeout above SQS's 12-hour maximum")
         if self.handler is not None and ":" in self.handler:
             fail(f"handler {self.handler!r} must be a module path like 'functions.email_send.handler'")
@@ -327,14 +356,17 @@ class Registry:
         jobs = self.queues().get(queue)
         if not jobs:
             raise RegistryError(f"unknown queue {queue!r}; queues: {', '.join(self.queues())}")
+        # Each job fits a batch of its own size; the queue's batch is the smallest of them, so this fits too.
+        timeout = function_timeout(max(j.timeout for j in jobs), min(j.batch_size for j in jobs))
         return QueueSettings(
             name=queue,
             jobs=tuple(j.name for j in jobs),
-            visibility_timeout=visibility_timeout(max(j.timeout for j in jobs), min(j.batch_window for j in jobs)),
+            visibility_timeout=visibility_timeout(timeout, min(j.batch_window for j in jobs)),
             max_receive_count=max_receive_count(max(j.retry.max_attempts for j in jobs)),
             batch_size=min(j.batch_size for j in jobs),
             concurrency=max(j.concurrency for j in jobs),
             timeout=max(j.timeout for j in jobs),
+            function_timeout=timeout,
             memory=max(j.memory for j in jobs),
             batch_window=min(j.batch_window for j in jobs),
             permissions=tuple(p for j in jobs for p in j.permissions),
@@ -355,7 +387,9 @@ class QueueSettings:
     batch_size: int
     concurrency: int
     # The queue's one function serves every job on it, so it gets the largest timeout and memory among them.
+    # ``timeout`` is one record's; ``function_timeout`` covers a whole batch (see :func:`function_timeout`).
     timeout: int = 30
+    function_timeout: int = 30
     memory: int = 256
     batch_window: int = 0
     permissions: tuple[AwsPermission, ...] = ()

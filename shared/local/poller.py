@@ -22,7 +22,10 @@ class QueuePoller(threading.Thread):
 
     Like the real event source mapping: a batch is at most ``batch_size`` messages; the handler's
     ``batchItemFailures`` stay on the queue (invisible for whatever backoff the runtime set) and the rest are
-    deleted; if the handler raises, the whole batch stays. Stopping lets the batch in hand finish first.
+    deleted; if the handler raises, the whole batch stays. Like Lambda, an invocation has the queue's function
+    timeout: the handler sees it in ``get_remaining_time_in_millis()``, and a batch that returns after it stays
+    whole on the queue, as if Lambda had ended it there (a thread cannot be stopped, so the work did run).
+    Stopping lets the batch in hand finish first.
     """
 
     def __init__(
@@ -81,12 +84,18 @@ class QueuePoller(threading.Thread):
         event = {"Records": [sqs_record(m, queue_arn=self.queue_arn, region=self.region) for m in batch]}
         context = LocalLambdaContext(
             function_name=consumer_function_name(self.queue.name, stage=self.stage),
-            timeout_s=self.queue.timeout,
+            timeout_s=self.queue.function_timeout,
         )
         try:
             response = self.dispatcher(event, context) or {}
         except Exception:  # noqa: BLE001 - as on Lambda: an invocation error leaves the whole batch on the queue
             log.exception("handler for queue %s raised; the batch of %d stays on the queue", self.queue.name, len(batch))
+            return
+        if context.timed_out:
+            log.error(
+                "handler for queue %s ran past its %d s function timeout; as on Lambda, the batch of %d stays on the queue",
+                self.queue.name, self.queue.function_timeout, len(batch),
+            )  # fmt: skip
             return
         failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
         done = [m for m in batch if m["MessageId"] not in failed]

@@ -8,7 +8,12 @@ What every job gets without writing it:
   once with the reason in message attributes; any other exception is retried after the policy's backoff (set with
   ChangeMessageVisibility) and, when the last attempt fails, moved to the DLQ with its error. The queue's redrive
   policy stays as the backstop for runs that never report back (timeouts, crashes);
-- structured logs with ``job_id``, ``job_name`` and ``attempt`` on every line, and EMF metrics per outcome.
+- structured logs with ``job_id``, ``job_name`` and ``attempt`` on every line, and EMF metrics per outcome;
+- a deadline: the function timeout covers a whole batch (``shared.registry.function_timeout``), and a record is
+  started only while its job's ``timeout`` plus a margin is left in the invocation. A record left unstarted (a
+  batch-mate overran its timeout) goes back as a batch item failure: no run is reported, no retry delay is set, and
+  SQS delivers it again after the queue's visibility timeout. Its receive still counts in ApproximateReceiveCount,
+  so its next run sees an attempt number one higher; the queue's maxReceiveCount keeps a margin for such receives.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from shared.database import Database
 from shared.envelope import Delivery
 from shared.outbox import describe_validation_error
 from shared.queues import QueueDirectory
-from shared.registry import JobSpec, Registry
+from shared.registry import RECORD_MARGIN_SECONDS, JobSpec, Registry
 from shared.runtime.context import JobContext
 from shared.runtime.errors import PayloadInvalid, PermanentJobError, RetryAfter
 
@@ -74,6 +79,15 @@ class Invocation:
 
     context: Any = None
     started: float = field(default_factory=time.time)
+
+    def remaining_seconds(self) -> float | None:
+        """Seconds until Lambda ends the invocation, or None without a deadline (tests, ``conveyor invoke``)."""
+        remaining = getattr(self.context, "get_remaining_time_in_millis", None)
+        return None if remaining is None else remaining() / 1000
+
+
+class RecordNotStarted(Exception):
+    """Too little of the invocation is left to run this record within its timeout; SQS delivers it again."""
 
 
 class JobHandler:
@@ -151,6 +165,23 @@ class JobHandler:
         self.logger.thread_safe_append_keys(
             job_id=delivery.job_id, job_name=job_name, attempt=delivery.attempt, message_id=delivery.message_id
         )
+        try:
+            self._check_time_left(invocation)
+            self._attempt(delivery, job_name, invocation)
+        finally:
+            self.logger.thread_safe_remove_keys(_LOG_KEYS)
+
+    def _check_time_left(self, invocation: Invocation) -> None:
+        remaining = invocation.remaining_seconds()
+        needed = self.job.timeout + RECORD_MARGIN_SECONDS
+        if remaining is not None and remaining < needed:
+            self.logger.warning(
+                "not started: too little time left in this invocation; SQS delivers it again",
+                extra={"remaining_s": round(remaining, 1), "needed_s": needed},
+            )
+            raise RecordNotStarted(f"{remaining:.1f} s left, the job may need {needed} s")
+
+    def _attempt(self, delivery: Delivery, job_name: str, invocation: Invocation) -> None:
         started = time.perf_counter()
         try:
             self._run(delivery, job_name, invocation)
@@ -177,8 +208,6 @@ class JobHandler:
             raise  # reported to SQS as a batch item failure
         else:
             self._report(delivery, job_name, Outcome.SUCCEEDED, started)
-        finally:
-            self.logger.thread_safe_remove_keys(_LOG_KEYS)
 
     def _run(self, delivery: Delivery, job_name: str, invocation: Invocation) -> None:
         if job_name != self.job.name:

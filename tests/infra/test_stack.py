@@ -11,7 +11,7 @@ import pytest
 from shared.jobs import registry
 from tests.infra.conftest import EXISTING, SENDER
 from shared.names import consumer_function_name, dlq_resource_name, queue_resource_name, system_function_name
-from shared.registry import RECEIVE_COUNT_MARGIN
+from shared.registry import RECEIVE_COUNT_MARGIN, function_timeout
 
 
 def by_property(resources: dict, key: str, value) -> dict:
@@ -58,6 +58,8 @@ def test_every_registry_queue_gets_a_queue_and_dlq_with_the_jobs_attempts(synth)
             "maxReceiveCount": settings.max_receive_count,
         }
         function = by_property(synth.resources("AWS::Lambda::Function"), "FunctionName", consumer_function_name(label, stage=stage))
+        # The function outlasts a whole batch of records that each use their job's timeout.
+        assert function["Properties"]["Timeout"] == settings.function_timeout >= settings.batch_size * settings.timeout
         assert queue["VisibilityTimeout"] >= 6 * function["Properties"]["Timeout"]
         dlq = queues[dlq_id]["Properties"]
         assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
@@ -291,11 +293,12 @@ def test_a_shared_queue_gets_one_queue_and_one_dispatching_function(alt_synth):
     ]  # fmt: skip
     billing = by_property(queues, "QueueName", "conveyor-alt-billing")["Properties"]
     assert billing["RedrivePolicy"]["maxReceiveCount"] == 5 + RECEIVE_COUNT_MARGIN  # the larger of 4 and 5, + margin
-    assert billing["VisibilityTimeout"] == 6 * 60 + 10  # the longer job's timeout, plus the (shorter) batching window
+    # A batch of 5 (the smaller batch) of the longer job's timeout, x6, plus the (shorter) batching window.
+    assert billing["VisibilityTimeout"] == 6 * function_timeout(60, 5) + 10
     function = by_property(synth.resources("AWS::Lambda::Function"), "FunctionName", "conveyor-alt-billing")["Properties"]
     assert function["Handler"] == "shared.runtime.dispatch.handler"
     assert function["Environment"]["Variables"]["CONVEYOR_QUEUE"] == "billing"
-    assert (function["Timeout"], function["MemorySize"]) == (60, 512)
+    assert (function["Timeout"], function["MemorySize"]) == (function_timeout(60, 5), 512)
     function_id = logical_id(synth.resources("AWS::Lambda::Function"), "FunctionName", "conveyor-alt-billing")
     [mapping] = [
         m["Properties"] for m in synth.resources("AWS::Lambda::EventSourceMapping").values()

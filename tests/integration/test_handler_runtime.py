@@ -12,8 +12,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from shared.registry import JobPayload, Registry, RetryPolicy
+import pytest
+
+from shared.lambda_events import sqs_record
+from shared.local.aws import ensure_queues
+from shared.queues import QueueDirectory
+from shared.registry import RECORD_MARGIN_SECONDS, JobPayload, Registry, RetryPolicy, function_timeout
 from shared.runtime import JobContext, job_handler
+from shared.settings import Settings
 from shared.testing import sqs_event
 
 
@@ -79,3 +85,72 @@ def test_concurrent_runs_of_one_handler_keep_their_own_log_keys_and_lambda_conte
     working = [line for line in lines if line["message"] == "working"]
     assert sorted((line["n"], line.get("job_id")) for line in working) == [(1, "job-1"), (2, "job-2")]
     assert seen == contexts
+
+
+# -- against moto's SQS ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def items_queue(sqs, stage):
+    """The test registry's queue on moto: (queue url, queue arn)."""
+    url, _ = ensure_queues(sqs, registry, stage=stage)["items"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, arn
+
+
+@pytest.fixture
+def bind(sqs, stage):
+    def bind_(handler):
+        handler.bind(sqs=sqs, directory=QueueDirectory(sqs, Settings(stage=stage)))
+        return handler
+
+    return bind_
+
+
+def received_event(sqs, queue, bodies, *, visibility=60):
+    """Send ``bodies`` to the queue and receive them as the event source would: a Lambda event of real records."""
+    url, arn = queue
+    for body in bodies:
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
+    messages = []
+    while len(messages) < len(bodies):
+        messages += sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=visibility, AttributeNames=["All"],
+            MessageAttributeNames=["All"], WaitTimeSeconds=1,
+        ).get("Messages", [])  # fmt: skip
+    messages.sort(key=lambda m: json.loads(m["Body"])["n"])
+    return {"Records": [sqs_record(m, queue_arn=arn, region="us-east-1") for m in messages]}
+
+
+def moto_message(url, message_id):
+    """moto's own record of a message (the server runs in this process): when it becomes visible again."""
+    from moto.sqs.models import sqs_backends
+
+    account, name = url.rstrip("/").split("/")[-2:]
+    return next(m for m in sqs_backends[account]["us-east-1"].queues[name]._messages if m.id == message_id)
+
+
+def test_records_are_not_started_without_time_for_their_timeout(items_queue, bind, sqs):
+    """Lambda would kill a record started too close to the deadline, and with it the whole batch: the runtime
+    leaves such records unstarted and hands them back, without counting a failed attempt or touching their
+    visibility."""
+    ran = []
+    context = FakeLambdaContext("items", remaining_ms=function_timeout(ITEM.timeout, 3) * 1000)
+
+    def run(payload: Item, ctx: JobContext) -> None:
+        ran.append(payload.n)
+        # This record took longer than its timeout: one second short of what the next one needs is left.
+        context.remaining_ms = (ITEM.timeout + RECORD_MARGIN_SECONDS) * 1000 - 1000
+
+    handler = bind(job_handler(ITEM, run))
+    reports = []
+    handler.observers.append(reports.append)
+    event = received_event(sqs, items_queue, [{"n": 1}, {"n": 2}, {"n": 3}])
+    hidden_until = {r["messageId"]: moto_message(items_queue[0], r["messageId"]).visible_at for r in event["Records"]}
+    response = handler(event, context)
+    assert ran == [1]
+    unstarted = [r["messageId"] for r in event["Records"][1:]]
+    assert response == {"batchItemFailures": [{"itemIdentifier": m} for m in unstarted]}
+    assert [(r.attempt, r.outcome) for r in reports] == [(1, "succeeded")]  # no failed run reported for 2 and 3
+    for message_id in unstarted:  # their visibility is the receive's, untouched
+        assert moto_message(items_queue[0], message_id).visible_at == hidden_until[message_id]

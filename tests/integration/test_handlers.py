@@ -195,3 +195,43 @@ def test_concurrent_jobs_do_not_share_a_transaction(runtime_factory, db_url):
     assert runtime.wait_for(lambda: len(runtime.reports) == 2, timeout=20), runtime.lines
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT n FROM written").fetchall() == [(2,)]
+
+
+def test_local_invocations_get_the_function_timeout_of_a_whole_batch(runtime_factory, db_url):
+    """`make dev` gives each batch the deadline Lambda would: the queue's function timeout, not one job's."""
+    from shared.runtime import job_handler
+    from tests.support import registry
+
+    deadlines = []
+    runtime = runtime_factory(handlers={"test.work": job_handler(WORK, lambda p, ctx: deadlines.append(ctx.lambda_context.timeout_s))})
+    enqueue_committed(db_url, {"n": 1})
+    assert runtime.wait_for(lambda: deadlines, timeout=10)
+    assert deadlines == [registry.queue_settings("work").function_timeout]
+
+
+def test_local_batch_that_outlives_its_deadline_stays_on_the_queue(sqs, stage):
+    """As on Lambda, where the invocation would have been killed: nothing of a late batch is deleted."""
+    import dataclasses
+    import threading
+
+    from shared.local.aws import ensure_queues
+    from shared.local.poller import QueuePoller
+    from tests.support import registry
+
+    url, _ = ensure_queues(sqs, registry, stage=stage)["work"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    def late(event, context):
+        while context.get_remaining_time_in_millis() > 0:
+            time.sleep(0.05)
+        time.sleep(0.05)
+        return {"batchItemFailures": []}
+
+    poller = QueuePoller(
+        sqs=sqs, queue=dataclasses.replace(registry.queue_settings("work"), function_timeout=1), url=url, queue_arn=arn,
+        handlers={"test.work": late}, stop=threading.Event(), stage=stage,
+    )  # fmt: skip
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": 1}))
+    assert poller.poll_once() == 1
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessagesNotVisible"] == "1"

@@ -18,6 +18,7 @@ from shared.registry import (
     RegistryError,
     RetryPolicy,
     UnknownJobError,
+    function_timeout,
     max_receive_count,
 )
 
@@ -42,8 +43,8 @@ def spec(**overrides):
         ({"queues": ("q",)}, "more than once"),
         ({"queue": "relay"}, "reserved for Conveyor's own relay function"),
         ({"route": lambda p: "q"}, "route is set but no other queues"),
-        ({"timeout": 0}, "timeout must be between 1 and 900"),
-        ({"timeout": 901}, "timeout must be between 1 and 900"),
+        ({"timeout": 0}, "timeout must be between 1 and 890"),
+        ({"timeout": 901}, "timeout must be between 1 and 890"),
         ({"batch_size": 11}, "batch_size must be between 1 and 10"),
         ({"batch_window": 301}, "batch_window must be between 0 and 300"),
         ({"permissions": ("ses:SendEmail",)}, "permissions must be AwsPermission values"),
@@ -107,7 +108,8 @@ def test_shared_queue_settings_take_the_strictest_values():
     ])
     settings = registry.queue_settings("shared")
     assert settings.jobs == ("a.one", "a.two")
-    assert settings.visibility_timeout == 360
+    assert settings.function_timeout == function_timeout(60, 2)  # the longest timeout, the smallest batch
+    assert settings.visibility_timeout == 6 * function_timeout(60, 2)
     assert settings.max_receive_count == max_receive_count(7)
     assert settings.batch_size == 2
 
@@ -185,3 +187,18 @@ def test_a_label_and_another_label_plus_dlq_cannot_share_a_registry():
     registry = Registry([spec(name="a.one", queue="jobs")])
     with pytest.raises(RegistryError, match="job 'a.two': queue 'jobs-dlq' ends in '-dlq'.*DLQ of queue 'jobs'"):
         registry.job("a.two", payload=P, queue="jobs-dlq")
+
+
+def test_function_timeout_covers_a_whole_batch_and_the_queue_visibility_follows():
+    from shared.registry import INVOCATION_MARGIN_SECONDS, RECORD_MARGIN_SECONDS
+
+    assert function_timeout(30, 10) == 10 * (30 + RECORD_MARGIN_SECONDS) + INVOCATION_MARGIN_SECONDS
+    settings = product.queue_settings("email-default")  # email.send: 30 s x 10 records
+    assert settings.function_timeout == function_timeout(30, 10) > 30 * 10
+    assert settings.visibility_timeout == 6 * settings.function_timeout
+    with pytest.raises(RegistryError, match=r"job 'a\.job': batch_size 10 x timeout 120 s needs a 1255 s function "
+                       r"timeout .* over Lambda's 900 s; use batch_size <= 7 or timeout <= 84"):
+        spec(timeout=120, batch_size=10)
+    assert spec(timeout=120, batch_size=7).timeout == 120
+    with pytest.raises(RegistryError, match="timeout must be between 1 and 890 seconds"):
+        spec(timeout=895, batch_size=1)
