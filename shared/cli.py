@@ -162,7 +162,7 @@ def _connect(url: str):
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from shared.local.runtime import LocalConfig, LocalRuntime
+    from shared.local.runtime import AlreadyRunning, LocalConfig, LocalRuntime
 
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     if not args.verbose:
@@ -183,7 +183,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    runtime.start()
+    try:
+        runtime.start()
+    except AlreadyRunning as exc:
+        raise CliError(str(exc)) from None
     print(
         f"ready      {len(registry)} jobs. Try: conveyor enqueue email.send --json "
         "'{\"to\": \"ada@example.com\", \"template\": \"welcome\", \"subject\": \"Hi\", \"variables\": {\"name\": \"Ada\"}}'",

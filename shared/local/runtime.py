@@ -6,6 +6,8 @@ Lambda handlers that run on AWS, invoked with real SQS-shaped events.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import threading
@@ -32,6 +34,10 @@ from shared.runtime.handler import JobHandler, RunReport
 from shared.settings import Settings
 
 Printer = Callable[[str], None]
+
+
+class AlreadyRunning(RuntimeError):
+    """Another local runtime owns this state file (a second ``conveyor dev`` in the same folder)."""
 
 
 @dataclass
@@ -67,10 +73,15 @@ class LocalRuntime:
         self.urls: dict[str, tuple[str, str]] = {}
         self.reports: list[RunReport] = []
         self._reports_lock = threading.Lock()
+        self._state_lock: Any = None  # the open, locked file that makes the state file ours
+
 
     # -- start-up ------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # Before anything else: a second runtime in the same folder must fail without touching the first's
+        # database, queues or state file.
+        self._claim_state_file()
         try:
             self._start_database()
             self._start_aws()
@@ -78,6 +89,37 @@ class LocalRuntime:
         except BaseException:
             self.stop()
             raise
+
+    def _claim_state_file(self) -> None:
+        """Lock ``<state file>.lock`` for as long as we run. The kernel drops the lock when we exit, however we exit,
+        so a stale state file left by a killed runtime never blocks the next one, and a live one always does."""
+        if self.config.state_file is None:
+            return
+        path = self.config.state_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_suffix(".lock"), "a+")  # noqa: SIM115 - held open until stop()
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip() or "unknown"
+            lock.close()
+            raise AlreadyRunning(self._describe_owner(path, owner)) from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        self._state_lock = lock
+
+    @staticmethod
+    def _describe_owner(path: Path, pid: str) -> str:
+        database = "still starting"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            state = json.loads(path.read_text())
+            pid, database = str(state["pid"]), f"database {redact(state['database_url'])}"
+        return (
+            f"`conveyor dev` is already running in this folder (pid {pid}, {database}); stop it first, "
+            "or start this one in another folder"
+        )
 
     def _start_database(self) -> None:
         url = self.config.database_url
@@ -240,8 +282,11 @@ class LocalRuntime:
             if self.on_report in handler.observers:
                 handler.observers.remove(self.on_report)
             handler.database.close()
-        if self.config.state_file and self.config.state_file.exists():
-            self.config.state_file.unlink()
+        if self._state_lock is not None:
+            # Only the runtime holding the lock wrote the state file; a refused second one never reaches here.
+            self.config.state_file.unlink(missing_ok=True)  # type: ignore[union-attr]
+            self._state_lock.close()
+            self._state_lock = None
         if self.aws is not None:
             self.aws.stop()
             os.environ.pop("AWS_ENDPOINT_URL", None)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,43 @@ def test_jobs_lists_the_registry():
     result = conveyor("jobs")
     assert result.returncode == 0
     assert "email.send" in result.stdout and "rate(15 minutes)" in result.stdout
+
+
+@pytest.fixture
+def running_dev(db_url, stage, aws_endpoint, tmp_path):
+    """A `conveyor dev` in ``tmp_path``, ready; stopped with Ctrl-C after the test."""
+    env = {**os.environ, "DATABASE_URL": "", "CONVEYOR_DATABASE_URL": "", "AWS_ENDPOINT_URL": aws_endpoint}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "dev", "--stage", stage, "--database-url", db_url, "--no-scheduler"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    output: list[str] = []
+    try:
+        for line in process.stdout:
+            output.append(line)
+            if line.startswith("ready"):
+                break
+        assert (tmp_path / ".conveyor" / "dev.json").exists(), "".join(output)
+        yield process
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_a_second_dev_in_the_same_folder_refuses_and_leaves_the_first_alone(running_dev, db_url, tmp_path):
+    state_file = tmp_path / ".conveyor" / "dev.json"
+    before = state_file.read_text()
+    second = conveyor("dev", "--no-scheduler", cwd=tmp_path, env={"DATABASE_URL": "", "CONVEYOR_DATABASE_URL": ""})
+    assert second.returncode == 2, second
+    assert "Traceback" not in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert "already running" in second.stderr and f"pid {running_dev.pid}" in second.stderr, second.stderr
+    assert running_dev.poll() is None
+    assert state_file.read_text() == before
+    # The first one still serves this folder: enqueue finds it through its state file.
+    payload = json.dumps({"to": "ada@example.com", "template": "welcome", "subject": "Hi", "variables": {"name": "Ada"}})
+    enqueued = conveyor("enqueue", "email.send", "--json", payload, cwd=tmp_path, env={"DATABASE_URL": "", "CONVEYOR_DATABASE_URL": ""})
+    assert enqueued.returncode == 0, enqueued.stderr
