@@ -1,6 +1,7 @@
 """Enqueue on the caller's transaction, against a real PostgreSQL."""
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -160,3 +161,123 @@ def test_size_is_checked_on_the_exact_text_that_is_stored_and_sent(conn):
     too_big = {**payload, "variables": {f"k{i:05d}": "" for i in range(24_000)}}
     with pytest.raises(PayloadTooLarge, match="the limit is"):
         enqueue(conn, "email.send", too_big)
+
+
+# -- the SQL producer path follows Python's rules ------------------------------------------------------------------
+
+
+def test_sql_add_job_requires_a_queue_for_routed_jobs(conn):
+    """email.send picks email-high for password resets in Python; SQL cannot run that route, so it must not guess."""
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"picks its queue from the payload.*email-default,email-high"):
+        conn.execute("SELECT conveyor.add_job('email.send', '{}')")
+    high = conn.execute("SELECT conveyor.add_job('email.send', '{}', queue => 'email-high')").fetchone()[0]
+    plain = conn.execute("SELECT conveyor.add_job('reservations.cleanup')").fetchone()[0]
+    assert {r[0]: r[2] for r in pending(conn)} == {high: "email-high", plain: "maintenance"}
+
+
+@pytest.mark.parametrize("key", ["", "k" * 513, "k" * 6000])
+def test_sql_add_job_applies_pythons_dedup_key_rules(conn, key):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="dedup_key must be 1 to 512 characters"):
+        conn.execute("SELECT conveyor.add_job('reservations.cleanup', dedup_key => %s)", (key,))
+    with pytest.raises(EnqueueError, match="dedup_key must be a non-empty string of at most 512"):
+        enqueue(conn, RESERVATIONS_CLEANUP, {}, dedup_key=key)
+    assert conn.execute("SELECT conveyor.add_job('reservations.cleanup', dedup_key => %s)", ("k" * 512,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("when", ["infinity", "-infinity"])
+def test_non_finite_run_at_is_refused_in_sql(conn, when):
+    """A job due at 'infinity' is never due and invisible to the lag metric: refused by add_job and by the table."""
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="run_at must be a finite time"):
+        conn.execute("SELECT conveyor.add_job('reservations.cleanup', run_at => %s::timestamptz)", (when,))
+    with pytest.raises(psycopg.errors.CheckViolation, match="outbox_run_at_finite"):
+        conn.execute(
+            "INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at) "
+            "VALUES (gen_random_uuid(), 'reservations.cleanup', 'maintenance', '{}', %s::timestamptz)", (when,)
+        )
+    assert pending(conn) == []
+
+
+def test_python_refuses_delays_postgres_cannot_hold(conn):
+    with pytest.raises(EnqueueError, match="at most 100 years"):
+        enqueue(conn, EMAIL_SEND, WELCOME, delay=timedelta(weeks=50_000_000))
+    assert pending(conn) == []
+
+
+PAUSE_AFTER_INSERT = """
+CREATE FUNCTION public.pause_after_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- Once per session: wait for the test to let go of its advisory lock.
+    IF current_setting('test.pause', true) = 'on' THEN
+        PERFORM set_config('test.pause', 'off', false);
+        PERFORM pg_advisory_lock(4242);
+        PERFORM pg_advisory_unlock(4242);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER pause_after_insert AFTER INSERT ON conveyor.outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION public.pause_after_insert();
+"""
+
+
+def _publish_holder_between_insert_and_lookup(db_url, add):
+    """Make the dedup race happen every time: a committed job holds the key; the producer's INSERT conflicts with
+    it, then (a test-only trigger holds the producer right after its INSERT) the holder is published (deleted)
+    before the producer looks it up. Returns what the producer's call returned."""
+    import threading
+
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute(PAUSE_AFTER_INSERT)
+        admin.execute("SELECT pg_advisory_lock(4242)")
+        admin.execute("SELECT conveyor.add_job('reservations.cleanup', dedup_key => 'race')")
+        result = {}
+
+        def produce():
+            with psycopg.connect(db_url, autocommit=True) as producer:
+                producer.execute("SET test.pause = 'on'")
+                result["pid"] = producer.info.backend_pid
+                result["id"] = add(producer)
+
+        thread = threading.Thread(target=produce)
+        thread.start()
+        for _ in range(600):
+            paused = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory' AND datname = current_database()"
+            ).fetchone()[0]
+            if paused:
+                break
+            time.sleep(0.05)
+        assert paused, "the producer never reached its INSERT"
+        admin.execute("DELETE FROM conveyor.outbox WHERE dedup_key = 'race'")  # published meanwhile
+        admin.execute("SELECT pg_advisory_unlock(4242)")
+        thread.join(30)
+        return result.get("id"), admin.execute("SELECT id FROM conveyor.outbox WHERE dedup_key = 'race'").fetchall()
+
+
+def test_sql_add_job_never_returns_null_when_the_dedup_holder_is_published(db_url):
+    job_id, rows = _publish_holder_between_insert_and_lookup(
+        db_url, lambda c: c.execute(
+            "SELECT conveyor.add_job('reservations.cleanup', dedup_key => 'race')"
+        ).fetchone()[0],
+    )
+    assert job_id is not None and rows == [(job_id,)]
+
+
+def test_python_enqueue_retries_when_the_dedup_holder_is_published(db_url):
+    job_id, rows = _publish_holder_between_insert_and_lookup(
+        db_url, lambda c: enqueue(c, RESERVATIONS_CLEANUP, {}, dedup_key="race")
+    )
+    assert job_id is not None and rows == [(job_id,)]
+
+
+def test_delay_counts_from_the_enqueue_statement_not_the_transaction_start(conn):
+    """now() is the transaction's start: a 1 s delay enqueued 0.5 s into a transaction was due 0.5 s early."""
+    with conn.transaction():
+        conn.execute("SELECT pg_sleep(0.5)")
+        job_id = enqueue(conn, EMAIL_SEND, WELCOME, delay=1)
+        early = conn.execute(
+            "SELECT run_at - now() FROM conveyor.outbox WHERE id = %s", (job_id,)
+        ).fetchone()[0]
+        sql_id = conn.execute("SELECT conveyor.add_job('reservations.cleanup')").fetchone()[0]
+        due_sql = conn.execute("SELECT run_at - now() FROM conveyor.outbox WHERE id = %s", (sql_id,)).fetchone()[0]
+    assert early >= timedelta(seconds=1.45)
+    assert due_sql >= timedelta(seconds=0.45)  # due when add_job ran, not when the transaction began
