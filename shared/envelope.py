@@ -8,6 +8,8 @@ its SQS message id as job id and the queue's only job as job name.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +32,10 @@ SQS_MAX_MESSAGE_BYTES = 262_144
 SQS_MAX_BATCH_BYTES = 262_144
 # SQS message attribute values are limited only by the message size, but a DLQ reason must stay readable.
 MAX_ERROR_CHARS = 2_000
+# SQS's limit on message attributes per message.
+SQS_MAX_ATTRIBUTES = 10
+# Bytes of the DLQ reason that a producer's attributes may never crowd out.
+MIN_ERROR_BYTES = 256
 
 
 class PayloadTooLarge(ValueError):
@@ -48,12 +54,30 @@ def check_payload_size(job_name: str, body: str) -> None:
         raise PayloadTooLarge(job_name, size)
 
 
-def attributes_size(attributes: dict[str, dict[str, str]]) -> int:
-    """Bytes SQS counts for message attributes: each name, data type and value."""
+def attributes_size(attributes: dict[str, dict[str, Any]]) -> int:
+    """Bytes SQS counts for message attributes: each name, data type and value (text as UTF-8, binary as is)."""
     return sum(
-        len(name.encode()) + len(value["DataType"].encode()) + len(value.get("StringValue", "").encode())
+        len(name.encode())
+        + len(value["DataType"].encode())
+        + len(value.get("StringValue", "").encode())
+        + len(value.get("BinaryValue", b""))
         for name, value in attributes.items()
     )
+
+
+def _sendable(value: dict[str, Any]) -> dict[str, Any] | None:
+    """A message attribute as a Lambda record carries it (``stringValue``, base64 ``binaryValue``), in the shape
+    SendMessage takes; None if it cannot be read back."""
+    data_type = value.get("dataType")
+    if not isinstance(data_type, str) or not data_type:
+        return None
+    if data_type.startswith("Binary"):
+        try:
+            return {"DataType": data_type, "BinaryValue": base64.b64decode(value.get("binaryValue") or "", validate=True)}
+        except (binascii.Error, TypeError, ValueError):
+            return None
+    text = value.get("stringValue")
+    return {"DataType": data_type, "StringValue": text} if isinstance(text, str) else None
 
 
 def _string(value: str) -> dict[str, str]:
@@ -111,11 +135,16 @@ class Delivery:
             attributes=attrs,
         )
 
-    def dead_letter_attributes(self, *, job_name: str, error_type: str, error: str) -> dict[str, dict[str, str]]:
-        """Attributes for the copy sent to the DLQ: the envelope, so a redrive keeps the job's identity, and why.
+    def dead_letter_attributes(self, *, job_name: str, error_type: str, error: str) -> dict[str, dict[str, Any]]:
+        """Attributes for the copy sent to the DLQ: the envelope, so a redrive keeps the job's identity, why, and
+        the producer's own attributes (trace ids, tenant), so a redriven job carries them as the original did.
 
         The attempt restarts at 1: a job redriven from the DLQ is an operator's deliberate retry and gets the whole
         retry policy again (as BullMQ's and pg-boss's retry do). The failed attempt's number is in the error text.
+
+        Conveyor's attributes come first: any ``conveyor.*`` attribute of the original is replaced, and the
+        producer's are kept in name order while they fit in SQS's 10 attributes and the message size, never taking
+        the reason below its first bytes.
         """
         attributes = {
             ATTR_JOB_ID: _string(self.job_id),
@@ -131,6 +160,19 @@ class Delivery:
         room = SQS_MAX_MESSAGE_BYTES - len(self.body.encode("utf-8")) - attributes_size(attributes) - empty_error
         text = (error or "(no message)")[:MAX_ERROR_CHARS]
         encoded = text.encode("utf-8")
+        keep_for_error = min(len(encoded), MIN_ERROR_BYTES)
+        slots = SQS_MAX_ATTRIBUTES - len(attributes) - 1
+        for name in sorted(self.attributes):
+            if slots == 0:
+                break
+            value = None if name.startswith("conveyor.") else _sendable(self.attributes[name] or {})
+            if value is None:
+                continue
+            size = attributes_size({name: value})
+            if size <= room - keep_for_error:
+                attributes[name] = value
+                room -= size
+                slots -= 1
         if len(encoded) > room:
             text = encoded[: max(room, 0)].decode("utf-8", errors="ignore") or "(reason too long to keep)"
         attributes[ATTR_ERROR] = _string(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -10,15 +11,14 @@ from typing import Any
 
 def sqs_record(message: dict[str, Any], *, queue_arn: str, region: str) -> dict[str, Any]:
     """One ReceiveMessage result as a Lambda event record (the same shape AWS delivers)."""
-    attributes = {
-        name: {
-            "stringValue": value.get("StringValue"),
-            "stringListValues": [],
-            "binaryListValues": [],
-            "dataType": value["DataType"],
-        }
-        for name, value in (message.get("MessageAttributes") or {}).items()
-    }
+    attributes = {}
+    for name, value in (message.get("MessageAttributes") or {}).items():
+        attribute = {"stringListValues": [], "binaryListValues": [], "dataType": value["DataType"]}
+        if "BinaryValue" in value:  # Lambda passes binary values base64-encoded
+            attribute["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode("ascii")
+        else:
+            attribute["stringValue"] = value.get("StringValue")
+        attributes[name] = attribute
     return {
         "messageId": message["MessageId"],
         "receiptHandle": message["ReceiptHandle"],

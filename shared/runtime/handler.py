@@ -247,14 +247,17 @@ class JobHandler:
         If the copy fails, the exception propagates and the message stays on its queue: it is retried or moved by
         the redrive policy, never dropped.
         """
+        attributes = delivery.dead_letter_attributes(job_name=job_name, error_type=error_type, error=reason)
         self.sqs.send_message(
             QueueUrl=self.directory.dlq_url(self._queue_label(delivery)),
             MessageBody=delivery.body,
-            MessageAttributes=delivery.dead_letter_attributes(job_name=job_name, error_type=error_type, error=reason),
+            MessageAttributes=attributes,
         )
+        # The producer's attributes that did not fit next to Conveyor's (10 at most, and the message size).
+        dropped = sorted(name for name in delivery.attributes if name not in attributes)
         self.logger.error(
             "job failed permanently; moved to the dead-letter queue",
-            extra={"error_type": error_type, "error": reason},
+            extra={"error_type": error_type, "error": reason, **({"attributes_not_kept": dropped} if dropped else {})},
             exc_info=exc_info,
         )
         self._report(delivery, job_name, Outcome.DEAD, started, error=f"{error_type}: {reason}")

@@ -16,6 +16,7 @@ import pytest
 
 from shared.lambda_events import sqs_record
 from shared.local.aws import ensure_queues
+from shared.names import dlq_resource_name
 from shared.queues import QueueDirectory
 from shared.registry import RECORD_MARGIN_SECONDS, JobPayload, Registry, RetryPolicy, function_timeout
 from shared.runtime import JobContext, job_handler
@@ -154,3 +155,27 @@ def test_records_are_not_started_without_time_for_their_timeout(items_queue, bin
     assert [(r.attempt, r.outcome) for r in reports] == [(1, "succeeded")]  # no failed run reported for 2 and 3
     for message_id in unstarted:  # their visibility is the receive's, untouched
         assert moto_message(items_queue[0], message_id).visible_at == hidden_until[message_id]
+
+
+def test_dead_letter_copy_keeps_the_producers_attributes(items_queue, bind, sqs, stage):
+    """A foreign producer's trace id and tenant (text and binary) survive the move to the DLQ."""
+    from shared.envelope import ATTR_ERROR_TYPE
+    from shared.runtime import PermanentJobError
+
+    def refuse(payload: Item, ctx: JobContext) -> None:
+        raise PermanentJobError("never")
+
+    url, _ = items_queue
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": 1}), MessageAttributes={
+        "trace_id": {"DataType": "String", "StringValue": "Root=1-abc"},
+        "tenant": {"DataType": "Binary", "BinaryValue": b"\x00\xff"},
+    })  # fmt: skip
+    [message] = sqs.receive_message(QueueUrl=url, AttributeNames=["All"], MessageAttributeNames=["All"], WaitTimeSeconds=1)["Messages"]
+    event = {"Records": [sqs_record(message, queue_arn=items_queue[1], region="us-east-1")]}
+    assert bind(job_handler(ITEM, refuse))(event, None) == {"batchItemFailures": []}
+    dlq = sqs.get_queue_url(QueueName=dlq_resource_name("items", stage=stage))["QueueUrl"]
+    [dead] = sqs.receive_message(QueueUrl=dlq, MessageAttributeNames=["All"], WaitTimeSeconds=1)["Messages"]
+    attributes = dead["MessageAttributes"]
+    assert attributes["trace_id"] == {"StringValue": "Root=1-abc", "DataType": "String"}
+    assert attributes["tenant"] == {"BinaryValue": b"\x00\xff", "DataType": "Binary"}
+    assert attributes[ATTR_ERROR_TYPE]["StringValue"] == "PermanentJobError"
