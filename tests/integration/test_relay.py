@@ -264,3 +264,219 @@ def test_a_long_running_relay_survives_errors_outside_the_database(conn, db_url,
         thread.join(10)
         relay.close()
     assert sum(s.published for s in published) == 1
+
+
+# -- no row locks over the network; leases; dead rows -------------------------------------------------------------
+
+
+class InterceptedSQS:
+    """A real boto3 SQS client (moto) with a hook that runs around SendMessageBatch: fault injection at the AWS
+    boundary, the way a stalled network or a failover would strike, with our own code untouched."""
+
+    def __init__(self, sqs, before=None, after=None, refuse=None):
+        self._sqs, self.before, self.after, self.refuse = sqs, before, after, refuse
+        self.sent = 0
+
+    def __getattr__(self, name):
+        return getattr(self._sqs, name)
+
+    def send_message_batch(self, **kwargs):
+        if self.before:
+            self.before(kwargs)
+        if self.refuse:
+            refused = [e for e in kwargs["Entries"] if self.refuse(e)]
+            kept = [e for e in kwargs["Entries"] if not self.refuse(e)]
+            response = self._sqs.send_message_batch(QueueUrl=kwargs["QueueUrl"], Entries=kept) if kept else {}
+            response.setdefault("Failed", []).extend(
+                {"Id": e["Id"], "SenderFault": True, "Code": "InvalidMessageContents", "Message": "Invalid characters"}
+                for e in refused
+            )
+            response.setdefault("Successful", [])
+        else:
+            response = self._sqs.send_message_batch(**kwargs)
+        self.sent += len(response.get("Successful", []))
+        if self.after:
+            self.after(kwargs)
+        return response
+
+
+def test_no_transaction_or_row_lock_is_held_while_sqs_is_called(conn, db_url, sqs, stage, queues):
+    ids = enqueue_many(conn, EMAIL_SEND, [WELCOME] * 3)
+    seen = []
+
+    def check(_kwargs):
+        pid = relay._conn.info.backend_pid
+        state = conn.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0]
+        with conn.transaction():  # another session can lock every claimed row at once: nobody holds them
+            locked = conn.execute("SELECT id FROM conveyor.outbox FOR UPDATE NOWAIT").fetchall()
+        seen.append((state, len(locked)))
+
+    settings = Settings(stage=stage, database_url=db_url)
+    relay = Relay(lambda: connect(settings), InterceptedSQS(sqs, before=check), QueueDirectory(sqs, settings))
+    try:
+        assert relay.run_once().published == 3
+    finally:
+        relay.close()
+    assert seen == [("idle", 3)]
+    assert {r[0] for r in conn.execute("SELECT id FROM conveyor.runs")} == set(ids)
+
+
+def test_losing_the_connection_after_publishing_does_not_republish_every_cycle(conn, db_url, sqs, stage, queues):
+    """The old design published inside the claim's transaction: when its commit failed, every later cycle sent
+    the same rows again (3 jobs, 3 cycles: 9 messages, 0 in the ledger). Now the mark reconnects and lands."""
+    enqueue_many(conn, EMAIL_SEND, [WELCOME] * 3)
+
+    def kill_relay_connection(_kwargs):
+        conn.execute("SELECT pg_terminate_backend(%s)", (relay._conn.info.backend_pid,))
+
+    intercepted = InterceptedSQS(sqs, after=kill_relay_connection)
+    settings = Settings(stage=stage, database_url=db_url)
+    relay = Relay(lambda: connect(settings), intercepted, QueueDirectory(sqs, settings))
+    try:
+        for _ in range(3):
+            relay.run_once()
+    finally:
+        relay.close()
+    assert intercepted.sent == 3
+    assert conn.execute("SELECT count(*) FROM conveyor.runs").fetchone()[0] == 3
+    assert len(receive_all(sqs, queues["email-default"][0], expected=3)) == 3
+
+
+def test_rows_of_a_relay_that_cannot_mark_come_back_once_its_lease_ends(conn, db_url, sqs, stage, queues):
+    from datetime import timedelta
+
+    ids = {str(i) for i in enqueue_many(conn, EMAIL_SEND, [WELCOME] * 2)}
+    settings = Settings(stage=stage, database_url=db_url)
+    outage = {"on": False}
+
+    def connect_or_fail():
+        if outage["on"]:
+            raise psycopg.OperationalError("the database is gone (simulated)")
+        return connect(settings)
+
+    def go_down(_kwargs):
+        outage["on"] = True
+        conn.execute("SELECT pg_terminate_backend(%s)", (stuck._conn.info.backend_pid,))
+
+    stuck = Relay(connect_or_fail, InterceptedSQS(sqs, after=go_down), QueueDirectory(sqs, settings),
+                  lease=timedelta(seconds=1), send_budget=timedelta(seconds=0.5))  # fmt: skip
+    with pytest.raises(psycopg.OperationalError):
+        stuck.run_once()
+    stuck.close()
+    other = make_relay(db_url, sqs, stage)
+    try:
+        assert other.run_once().published == 0  # still leased to the stuck relay
+        wait_until(lambda: conn.execute("SELECT bool_and(locked_until <= now()) FROM conveyor.outbox").fetchone()[0])
+        assert other.run_once().published == 2
+    finally:
+        other.close()
+    seen = [m["MessageAttributes"][ATTR_JOB_ID]["StringValue"] for m in receive_all(sqs, queues["email-default"][0], expected=4)]
+    assert set(seen) == ids and len(seen) == 4  # each once more: a duplicate, never a loss
+
+
+def test_a_cycle_that_starts_too_late_in_its_lease_releases_rows_unsent(conn, db_url, sqs, stage, queues):
+    from datetime import timedelta
+
+    enqueue(conn, EMAIL_SEND, WELCOME)
+    settings = Settings(stage=stage, database_url=db_url)
+    # send_budget nearly equal to the lease: no time is left to send by the time the rows are claimed.
+    relay = Relay(lambda: connect(settings), sqs, QueueDirectory(sqs, settings),
+                  lease=timedelta(seconds=30), send_budget=timedelta(seconds=29.999))  # fmt: skip
+    try:
+        stats = relay.run_once()
+    finally:
+        relay.close()
+    assert (stats.published, stats.failed) == (0, 0)
+    attempts, token, locked = conn.execute("SELECT publish_attempts, claim_token, locked_until FROM conveyor.outbox").fetchone()
+    assert (attempts, token, locked) == (0, None, None)
+
+
+def test_the_lambda_relay_has_timeouts_shorter_than_its_lease():
+    from shared.outbox.relay import SEND_BUDGET, relay_client_config
+
+    config = relay_client_config()
+    worst = config.retries["total_max_attempts"] * (config.connect_timeout + config.read_timeout)
+    assert worst < SEND_BUDGET.total_seconds() < Relay.__init__.__kwdefaults__["lease"].total_seconds()
+
+
+def test_drain_survives_the_database_dropping_mid_drain(conn, db_url, sqs, stage, queues):
+    """drain() is what the Lambda runs: one dropped connection used to end the invocation with an error."""
+    settings = Settings(stage=stage, database_url=db_url)
+    refusals = {"left": 0}
+
+    def flaky_connect():
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise psycopg.OperationalError("connection refused (simulated restart)")
+        return connect(settings)
+
+    relay = Relay(flaky_connect, sqs, QueueDirectory(sqs, settings))
+    enqueue(conn, EMAIL_SEND, WELCOME)
+    try:
+        assert relay.drain(5).published == 1
+        conn.execute("SELECT pg_terminate_backend(%s)", (relay._conn.info.backend_pid,))
+        refusals["left"] = 2
+        enqueue(conn, EMAIL_SEND, WELCOME)
+        stats = relay.drain(10, stay=False)
+    finally:
+        relay.close()
+    assert stats.published == 1 and stats.cycle_errors >= 1
+    assert conn.execute("SELECT count(*) FROM conveyor.runs").fetchone()[0] == 2
+
+
+def test_a_row_too_large_for_sqs_leaves_the_claim_path_with_its_reason(conn, db_url, sqs, stage, queues):
+    """Only a hand-written INSERT can store it, but then it used to sit at the head of every claim forever."""
+    conn.execute(
+        "INSERT INTO conveyor.outbox (id, job_name, queue, payload) VALUES "
+        "(gen_random_uuid(), 'email.send', 'email-default', json_build_object('x', repeat('y', 300000)))"
+    )
+    good = enqueue(conn, EMAIL_SEND, WELCOME)
+    relay = make_relay(db_url, sqs, stage)
+    try:
+        stats = relay.run_once()
+        assert relay.dead_count() == 1
+    finally:
+        relay.close()
+    assert (stats.published, stats.failed, stats.dead) == (1, 1, 1)
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone()[0] == 0
+    attempts, error = conn.execute("SELECT publish_attempts, last_error FROM conveyor.outbox_dead").fetchone()
+    assert attempts == 1 and error.startswith("MessageTooLong")
+    assert conn.execute("SELECT id FROM conveyor.runs").fetchall() == [(good,)]
+
+
+def test_rows_sqs_refuses_for_good_are_moved_out_and_the_rest_published(conn, db_url, sqs, stage, queues):
+    bad = enqueue(conn, EMAIL_SEND, {**WELCOME, "subject": "refused"})
+    good = enqueue(conn, EMAIL_SEND, WELCOME)
+    intercepted = InterceptedSQS(sqs, refuse=lambda entry: "refused" in entry["MessageBody"])
+    settings = Settings(stage=stage, database_url=db_url)
+    relay = Relay(lambda: connect(settings), intercepted, QueueDirectory(sqs, settings))
+    try:
+        stats = relay.run_once()
+    finally:
+        relay.close()
+    assert (stats.published, stats.dead) == (1, 1)
+    assert conn.execute("SELECT id, last_error FROM conveyor.outbox_dead").fetchall() == [(bad, "InvalidMessageContents: Invalid characters")]
+    assert conn.execute("SELECT id FROM conveyor.runs").fetchall() == [(good,)]
+
+
+def test_a_queue_that_never_appears_gives_up_after_the_attempt_limit_and_can_be_requeued(conn, db_url, sqs, stage):
+    job_id = enqueue(conn, EMAIL_SEND, WELCOME)  # no queues exist for this stage
+    relay = make_relay(db_url, sqs, stage, max_publish_attempts=3)
+    try:
+        for attempt in (1, 2, 3):
+            stats = relay.run_once()
+            assert stats.failed == 1 and stats.dead == (1 if attempt == 3 else 0)
+            conn.execute("UPDATE conveyor.outbox SET next_attempt_at = now()")  # skip the backoff wait
+        assert relay.run_once().failed == 0  # out of the claim path
+        attempts, error = conn.execute("SELECT publish_attempts, last_error FROM conveyor.outbox_dead WHERE id = %s", (job_id,)).fetchone()
+        assert attempts == 3 and "does not exist" in error
+        # Fixed (the stack is deployed): requeue and it goes out with a fresh attempt count.
+        queues = ensure_queues(sqs, product, stage=stage)
+        assert conn.execute("SELECT conveyor.requeue_dead_outbox(ARRAY[%s]::uuid[])", (job_id,)).fetchone()[0] == 1
+        assert conn.execute("SELECT publish_attempts FROM conveyor.outbox WHERE id = %s", (job_id,)).fetchone()[0] == 0
+        assert relay.run_once().published == 1
+    finally:
+        relay.close()
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox_dead").fetchone()[0] == 0
+    [message] = receive_all(sqs, queues["email-default"][0], expected=1)
+    assert message["MessageAttributes"][ATTR_JOB_ID]["StringValue"] == str(job_id)
