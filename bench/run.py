@@ -77,7 +77,7 @@ def bench_enqueue(url: str, n: int) -> list[Row]:
             for _ in range(n):
                 with conn.transaction():
                     conn.execute(
-                        "INSERT INTO conveyor.outbox (id, job_name, queue, payload) VALUES (%s, %s, %s, %s::jsonb)",
+                        "INSERT INTO conveyor.outbox (id, job_name, queue, payload) VALUES (%s, %s, %s, %s::json)",
                         (uuid.uuid4(), NOTE.name, NOTE.queue, body),
                     )
 

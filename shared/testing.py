@@ -37,7 +37,7 @@ def sqs_event(
     """A one-record SQS event for ``job``. ``payload`` may be a model, a dict, or a raw body string (to test
     invalid bodies)."""
     if isinstance(payload, BaseModel):
-        body = payload.model_dump_json()
+        body = payload.model_dump_json(by_alias=True)  # as enqueue sends it
     elif isinstance(payload, str):
         body = payload
     else:
