@@ -156,11 +156,11 @@ def sync_registry(conn: psycopg.Connection, registry: Registry) -> list[str]:
     warnings = []
     for job_name, queue, rows, dead in orphans:
         cause = f"job {job_name!r} is not in the registry" if job_name not in registry else (
-            f"queue {queue!r} is not one of job {job_name!r}'s queues ({', '.join(registry[job_name].all_queues)})"
+            f"queue {queue!r} is not among the queues of job {job_name!r} ({', '.join(registry[job_name].all_queues)})"
         )
         where = "the outbox (dead rows included)" if dead else "the outbox"
         warnings.append(
             f"{rows} row(s) in {where} for job {job_name!r} on queue {queue!r} will never run: {cause}. "
-            "Restore it, or move or delete the rows (see `conveyor outbox --failed`)"
+            "restore it in the registry, or delete the rows (`conveyor outbox` lists them)"
         )
     return warnings

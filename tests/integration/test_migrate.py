@@ -47,9 +47,34 @@ def test_refuses_a_database_newer_than_the_code(conn):
 
 
 def test_sync_registry_adds_updates_and_removes_jobs(conn):
+    def job_types():
+        return conn.execute("SELECT name, default_queue, queues, routed FROM conveyor.job_types ORDER BY name").fetchall()
+
     registry = Registry([JobSpec(name="x.one", payload=Work, queue="a", queues=("b",))])
+    assert sync_registry(conn, registry) == []
+    assert job_types() == [("x.one", "a", ["a", "b"], False)]
+    # The job moves to another default queue and gains a route; a second job appears.
+    registry = Registry([
+        JobSpec(name="x.one", payload=Work, queue="b", queues=("c",), route=lambda p: "c"),
+        JobSpec(name="x.two", payload=Work, queue="a"),
+    ])
     sync_registry(conn, registry)
-    assert conn.execute("SELECT name, default_queue, queues FROM conveyor.job_types").fetchall() == [("x.one", "a", ["a", "b"])]
+    assert job_types() == [("x.one", "b", ["b", "c"], True), ("x.two", "a", ["a"], False)]
+    sync_registry(conn, Registry([JobSpec(name="x.two", payload=Work, queue="a")]))
+    assert job_types() == [("x.two", "a", ["a"], False)]
+
+
+def test_sync_registry_warns_about_outbox_rows_nothing_will_take(conn):
+    """Removing a job or a queue from the registry strands its pending rows: migrate must say so, loudly."""
+    registry = Registry([JobSpec(name="x.one", payload=Work, queue="a", queues=("b",)), JobSpec(name="x.two", payload=Work, queue="a")])
+    sync_registry(conn, registry)
+    conn.execute("SELECT conveyor.add_job('x.one', queue => 'b')")
+    conn.execute("SELECT conveyor.add_job('x.two')")
+    conn.execute("SELECT conveyor.add_job('x.two')")
+    warnings = sync_registry(conn, Registry([JobSpec(name="x.one", payload=Work, queue="a")]))
+    assert len(warnings) == 2
+    assert "1 row(s) in the outbox for job 'x.one' on queue 'b' will never run: queue 'b' is not among the queues of job 'x.one' (a)" in warnings[0]
+    assert "2 row(s) in the outbox for job 'x.two' on queue 'a' will never run: job 'x.two' is not in the registry" in warnings[1]
 
 
 def test_refuses_a_migration_edited_after_it_was_applied(conn):
