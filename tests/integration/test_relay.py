@@ -480,3 +480,22 @@ def test_a_queue_that_never_appears_gives_up_after_the_attempt_limit_and_can_be_
     assert conn.execute("SELECT count(*) FROM conveyor.outbox_dead").fetchone()[0] == 0
     [message] = receive_all(sqs, queues["email-default"][0], expected=1)
     assert message["MessageAttributes"][ATTR_JOB_ID]["StringValue"] == str(job_id)
+
+
+def test_send_now_publishes_straight_to_the_routed_queue(sqs, stage, queues):
+    from datetime import timedelta
+
+    from shared.outbox import EnqueueError, InvalidPayload
+    from shared.outbox.direct import send_now
+
+    directory = QueueDirectory(sqs, Settings(stage=stage))
+    job_id = send_now(EMAIL_SEND, {**WELCOME, "template": "password_reset"}, sqs=sqs, directory=directory)
+    [message] = receive_all(sqs, queues["email-high"][0], expected=1)
+    attrs = message["MessageAttributes"]
+    assert attrs[ATTR_JOB_ID]["StringValue"] == str(job_id) and attrs[ATTR_JOB_NAME]["StringValue"] == "email.send"
+    assert json.loads(message["Body"])["template"] == "password_reset"
+    with pytest.raises(EnqueueError, match="0 to 15 minutes"):
+        send_now(EMAIL_SEND, WELCOME, delay=timedelta(minutes=16), sqs=sqs, directory=directory)
+    with pytest.raises(InvalidPayload, match="to:"):
+        send_now(EMAIL_SEND, {**WELCOME, "to": "nobody"}, sqs=sqs, directory=directory)
+    assert receive_all(sqs, queues["email-default"][0]) == []
