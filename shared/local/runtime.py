@@ -136,9 +136,11 @@ class LocalRuntime:
         os.environ[env.STAGE] = self.config.stage
         with connect(Settings(database_url=url)) as conn:
             result = migrate(conn)
-            sync_registry(conn, self.registry)
+            warnings = sync_registry(conn, self.registry)
         applied = ", ".join(f"{m.component}/{m.version:04d}_{m.name}" for m in result.applied) or "none pending"
         self.out(f"migrations {applied}")
+        for warning in warnings:
+            self.out(f"WARNING    {warning}")
 
     def _start_aws(self) -> None:
         import boto3
@@ -233,8 +235,10 @@ class LocalRuntime:
 
     def _on_relay(self, stats: RelayStats) -> None:
         line = f"relay      published {stats.published}"
-        if stats.failed:
-            line += f", {stats.failed} refused by SQS (kept, retrying): {'; '.join(stats.errors[:2])}"
+        if stats.failed - stats.dead:
+            line += f", {stats.failed - stats.dead} refused by SQS (kept, retrying): {'; '.join(stats.errors[:2])}"
+        if stats.dead:
+            line += f", {stats.dead} can never be sent (moved to conveyor.outbox_dead; see `conveyor outbox --failed`)"
         self.out(line)
 
     def on_report(self, report: RunReport) -> None:
