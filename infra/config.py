@@ -49,6 +49,10 @@ SUBNET_ID_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 SECURITY_GROUP_ID_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Domains reserved for documentation and testing (RFC 2606): no one can verify them in SES, so a sender there is a
+# placeholder that makes every email fail.
+PLACEHOLDER_DOMAINS = ("example.com", "example.net", "example.org")
+PLACEHOLDER_TLDS = ("example", "test", "invalid", "localhost")
 
 
 class ConfigError(ValueError):
@@ -139,6 +143,14 @@ def load_config(context: Callable[[str], Any] | Mapping[str, Any]) -> ConveyorCo
         relay=_relay(_object(value("relay"), "relay", default={})),
         alarms=_alarms(_object(value("alarms"), "alarms", default={})),
         email_from=email_from,
+    )
+
+
+def is_placeholder_email(address: str) -> bool:
+    """Whether ``address`` is at a domain reserved for examples (``no-reply@example.com``), not a real sender."""
+    domain = address.rpartition("@")[2].lower().rstrip(".")
+    return domain.rpartition(".")[2] in PLACEHOLDER_TLDS or any(
+        domain == reserved or domain.endswith("." + reserved) for reserved in PLACEHOLDER_DOMAINS
     )
 
 

@@ -21,7 +21,7 @@ With no ``conveyor:alarms.email``, the synth warns: alarms then change state on 
 
 from __future__ import annotations
 
-from aws_cdk import Annotations, ArnFormat, Duration, Stack
+from aws_cdk import Annotations, ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_iam as iam
@@ -58,7 +58,11 @@ class Monitoring(Construct):
     ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
-        key = kms.Key(self, "AlarmTopicKey", enable_key_rotation=True, description=f"{APP}-{stage} alarm topic")
+        # Deleted with the stack (after KMS's waiting period): it protects notifications in flight, no stored data.
+        key = kms.Key(
+            self, "AlarmTopicKey", enable_key_rotation=True, description=f"{APP}-{stage} alarm topic",
+            removal_policy=RemovalPolicy.DESTROY,
+        )  # fmt: skip
         key.add_to_resource_policy(
             iam.PolicyStatement(
                 principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
@@ -99,6 +103,8 @@ class Monitoring(Construct):
                 "CloudWatch and on the dashboard, and OK/ALARM transitions send again.",
             )
         self.alarms: list[cloudwatch.Alarm] = []
+        # The alarms each registry queue brings, so the stack can say what a queue costs in resources.
+        self.queue_alarms: dict[str, list[cloudwatch.Alarm]] = {}
 
         for job_queue in queues:
             label = job_queue.settings.name
@@ -107,6 +113,7 @@ class Monitoring(Construct):
                 job_queue.dead_letter_queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum"),
                 threshold=0,
                 description=f"Queue {label}: jobs failed for good and wait in the DLQ (see the conveyor.error attribute)",
+                queue=label,
                 # SQS stops reporting an idle queue's metrics after ~6 hours even if it still holds messages: keep
                 # the alarm where it was instead of letting it fall back to OK.
                 missing=cloudwatch.TreatMissingData.IGNORE,
@@ -117,6 +124,7 @@ class Monitoring(Construct):
                 threshold=config.oldest_message_age_seconds,
                 evaluation_periods=3,
                 description=f"Queue {label}: a job has waited over {config.oldest_message_age_seconds}s to run",
+                queue=label,
             )
         for label, function in consumers.items():
             self._alarm(
@@ -124,6 +132,7 @@ class Monitoring(Construct):
                 function.metric_errors(period=PERIOD, statistic="Sum"),
                 threshold=0,
                 description=f"Function for queue {label} failed whole invocations (not single jobs)",
+                queue=label,
             )
         self.relay_lag = cloudwatch.Metric(
             namespace=METRICS_NAMESPACE,
@@ -159,6 +168,7 @@ class Monitoring(Construct):
         description: str,
         evaluation_periods: int = 1,
         missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
+        queue: str | None = None,
     ) -> cloudwatch.Alarm:
         alarm = cloudwatch.Alarm(
             self,
@@ -173,6 +183,8 @@ class Monitoring(Construct):
         alarm.add_alarm_action(actions.SnsAction(self.topic))
         alarm.add_ok_action(actions.SnsAction(self.topic))
         self.alarms.append(alarm)
+        if queue is not None:
+            self.queue_alarms.setdefault(queue, []).append(alarm)
         return alarm
 
     def _dashboard(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aws_cdk import Duration, Stack, TimeZone
+from aws_cdk import Duration, RemovalPolicy, Stack, TimeZone
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
@@ -47,7 +47,11 @@ class Scheduling(Construct):
     ) -> None:
         super().__init__(scope, id)
         stage = factory.stage
-        self.group = scheduler.ScheduleGroup(self, "Group", schedule_group_name=schedule_group_name(stage=stage))
+        # Destroyed with the stack: it holds no data, and a retained group keeps its name, so creating the stack
+        # again would fail on it.
+        self.group = scheduler.ScheduleGroup(
+            self, "Group", schedule_group_name=schedule_group_name(stage=stage), removal_policy=RemovalPolicy.DESTROY
+        )
         self.dead_letter_queue = sqs.Queue(
             self,
             "FailedDeliveries",
@@ -64,8 +68,15 @@ class Scheduling(Construct):
             self.dead_letter_queue,
             id="Serverless-SQSRedrivePolicy", reason="This queue is the dead-letter queue for schedule deliveries."
         )
-        # One role for every schedule in the group, allowed to invoke only the functions it targets.
-        self.role = iam.Role(self, "SchedulerRole", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"))
+        # One role for every schedule in the group, allowed to invoke only the functions it targets, and assumable
+        # only by Scheduler acting for this account's schedules (confused-deputy prevention).
+        self.role = iam.Role(
+            self,
+            "SchedulerRole",
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}}
+            ),
+        )
         self._invokable: set[str] = set()
         self.schedules: dict[str, scheduler.Schedule] = {}
         self.function: lambda_.Function | None = None

@@ -1,14 +1,19 @@
 """The Conveyor stack: wires one construct per concern, all generated from the job registry.
 
 Adding a job to the registry is all it takes to get its queue, DLQ, function, trigger, schedule and alarms.
+
+CloudFormation holds at most 500 resources per stack, and each registry queue brings about a dozen (queue, DLQ, two
+queue policies, function, role, policy, log group, trigger, three alarms), so a stack fits about 35 queues with a
+database it creates and a few more with an existing one. The stack counts its resources once built and stops with
+the queue count, the cost per queue and the limit, rather than leaving CDK to fail the synth with a resource total.
 """
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Duration, Stack
-from constructs import Construct
+from aws_cdk import Annotations, CfnOutput, CfnResource, Duration, Stack
+from constructs import Construct, IConstruct
 
-from infra.config import ConveyorConfig
+from infra.config import PREFIX, ConveyorConfig, is_placeholder_email
 from infra.database import DatabaseAccess
 from infra.job_queue import JobQueue
 from infra.lambda_defaults import FunctionArtifacts, FunctionFactory
@@ -18,6 +23,15 @@ from infra.relay import OutboxRelay
 from infra.scheduling import Scheduling
 from shared.names import system_function_name
 from shared.registry import Registry
+
+
+# CloudFormation's limit per stack, and what CDK may add at synth: its version-reporting resource (CDKMetadata).
+CLOUDFORMATION_MAX_RESOURCES = 500
+ADDED_AT_SYNTH = 1
+
+
+class StackLimitError(ValueError):
+    """The registry needs more than one CloudFormation stack can hold; the message says how many queues fit."""
 
 
 def construct_id(label: str) -> str:
@@ -38,6 +52,13 @@ class ConveyorStack(Stack):
     ) -> None:
         super().__init__(scope, id, **kwargs)
         self.config = config
+        if config.email_from and is_placeholder_email(config.email_from):
+            Annotations.of(self).add_warning_v2(
+                "conveyor:emailFromPlaceholder",
+                f"{PREFIX}emailFrom is {config.email_from!r}, a placeholder at a domain reserved for examples: SES "
+                "cannot verify it and every email a job sends will fail; set a verified SES identity (cdk.json or "
+                f"-c {PREFIX}emailFrom=...)",
+            )
         self.database = DatabaseAccess(
             self, "Database", config=config.database, log_retention_days=config.log_retention_days, stage=config.stage
         )
@@ -56,13 +77,14 @@ class ConveyorStack(Stack):
             label: JobQueue(self, f"Queue{construct_id(label)}", settings=registry.queue_settings(label), stage=config.stage)
             for label in registry.queues()
         }
-        self.consumers = {
+        consumers = {
             label: QueueConsumer(
                 self, f"Consumer{construct_id(label)}", job_queue=job_queue, registry=registry, factory=self.factory, database=self.database,
                 email_from=config.email_from,
-            ).function
+            )
             for label, job_queue in self.queues.items()
         }
+        self.consumers = {label: consumer.function for label, consumer in consumers.items()}
         self.scheduling = Scheduling(self, "Scheduling", registry=registry, factory=self.factory, database=self.database)
         self.relay = OutboxRelay(
             self,
@@ -100,3 +122,27 @@ class ConveyorStack(Stack):
             CfnOutput(self, f"DlqUrl{construct_id(label)}", value=job_queue.dead_letter_queue.queue_url, description=f"DLQ of {label}")
         CfnOutput(self, "MigrateFunction", value=self.migrate.function_name)
         CfnOutput(self, "AlarmTopic", value=self.monitoring.topic.topic_arn)
+        self.resource_count = count_resources(self)
+        self._check_resource_limit(
+            {label: (self.queues[label], consumers[label], *self.monitoring.queue_alarms.get(label, [])) for label in self.queues}
+        )
+
+    def _check_resource_limit(self, per_queue_scopes: dict[str, tuple[IConstruct, ...]]) -> None:
+        total = self.resource_count + ADDED_AT_SYNTH
+        if total <= CLOUDFORMATION_MAX_RESOURCES:
+            return
+        per_queue = {label: sum(count_resources(scope) for scope in scopes) for label, scopes in per_queue_scopes.items()}
+        each = max(per_queue.values())
+        rest = total - sum(per_queue.values())
+        fits = max((CLOUDFORMATION_MAX_RESOURCES - rest) // each, 0)
+        raise StackLimitError(
+            f"the registry's {len(per_queue)} queues need {total} CloudFormation resources ({each} per queue, {rest} "
+            f"for the rest of the stack), but CloudFormation allows {CLOUDFORMATION_MAX_RESOURCES} resources per "
+            f"stack: this stack holds at most {fits} queues. Put more jobs on shared queues (a queue may carry several "
+            f"jobs), or split the registry across stacks with their own {PREFIX}registry and {PREFIX}stage"
+        )
+
+
+def count_resources(scope: IConstruct) -> int:
+    """CloudFormation resources defined under ``scope`` (what the template will hold, before synth adds any)."""
+    return sum(1 for node in scope.node.find_all() if isinstance(node, CfnResource))
