@@ -11,7 +11,7 @@ import os
 import re
 import signal
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -39,7 +39,10 @@ def parse_duration(text: str) -> timedelta:
         pos = match.end()
     if pos != len(text) or not text:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 30s, 10m, 1h30m, 2d")
-    return timedelta(seconds=total)
+    try:
+        return timedelta(seconds=total)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"duration {text!r} is too long") from None
 
 
 def parse_datetime(text: str) -> datetime:
@@ -49,6 +52,10 @@ def parse_datetime(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"invalid time {text!r}: use ISO 8601 with an offset, e.g. 2026-12-01T09:00:00+08:00") from None
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"time {text!r} has no UTC offset: add one, e.g. {text}+00:00")
+    try:
+        value.astimezone(timezone.utc)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"time {text!r} is out of range: in UTC it falls outside years 1-9999") from None
     return value
 
 
@@ -101,27 +108,42 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the known error families get one line; anything else is a bug and keeps its traceback
-        if _is_user_error(exc):
-            return _fail(str(exc))
-        raise
+        message = _user_error_message(exc)
+        if message is None:
+            raise
+        return _fail(message)
 
 
 def _fail(message: str) -> int:
-    print(f"conveyor: error: {message}", file=sys.stderr)
+    # One line whatever the message: the driver's own messages span several (a hint on a second line).
+    one_line = "; ".join(line.strip() for line in message.strip().splitlines() if line.strip())
+    print(f"conveyor: error: {one_line}", file=sys.stderr)
     return 2
 
 
-def _is_user_error(exc: Exception) -> bool:
+def _user_error_message(exc: Exception) -> str | None:
+    """What to tell the user about ``exc``, or None if it is a bug (then the traceback is the useful output)."""
     from shared.registry import RegistryError
     from shared.settings import SettingsError
 
     if isinstance(exc, (RegistryError, SettingsError, ValueError, FileNotFoundError, PermissionError)):
-        return True
+        return str(exc)
     try:
         import psycopg
+        from psycopg import errors
     except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, psycopg.OperationalError)
+        return None
+    if isinstance(exc, (errors.UndefinedTable, errors.UndefinedFunction, errors.UndefinedColumn, errors.InvalidSchemaName)):
+        # A database never migrated, or migrated by older code.
+        return f"{_first_line(exc)}: this database lacks Conveyor's schema; run `conveyor migrate` on it first"
+    if isinstance(exc, (psycopg.OperationalError, psycopg.DataError)):
+        return str(exc)
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _registry():
@@ -131,13 +153,42 @@ def _registry():
 
 
 def _database_url(explicit: str | None) -> str:
-    url = explicit or os.environ.get(env.DATABASE_URL) or os.environ.get(env.DATABASE_URL_FALLBACK)
+    """The database to use: --database-url, then the environment, then a `conveyor dev` running here."""
+    url = _configured_database_url(explicit)
     if url:
         return url
     state = _dev_state()
     if state:
         return state["database_url"]
     raise CliError("no database: pass --database-url, set DATABASE_URL, or start `conveyor dev` in this directory")
+
+
+def _configured_database_url(explicit: str | None) -> str | None:
+    """--database-url, else the environment's, checked; None if neither is set."""
+    for url, source in (
+        (explicit, "--database-url"),
+        (os.environ.get(env.DATABASE_URL), env.DATABASE_URL),
+        (os.environ.get(env.DATABASE_URL_FALLBACK), env.DATABASE_URL_FALLBACK),
+    ):
+        if url:
+            return _checked_database_url(url, source)
+    return None
+
+
+def _checked_database_url(url: str, source: str) -> str:
+    """Refuse what libpq cannot parse before connecting, without echoing it (it may hold a password)."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    scheme = url.split("://", 1)[0] if "://" in url else None
+    if scheme in (None, "postgresql", "postgres"):
+        try:
+            conninfo_to_dict(url)
+            return url
+        except ProgrammingError:
+            pass
+    kind = f" (a {scheme}:// one)" if scheme else ""
+    raise CliError(f"{source} is not a PostgreSQL database URL{kind}: use postgresql://user:password@host:port/dbname")
 
 
 def _dev_state() -> dict[str, Any] | None:
@@ -162,6 +213,7 @@ def _connect(url: str):
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    from shared.local.postgres import PostgresNotAvailable
     from shared.local.runtime import AlreadyRunning, LocalConfig, LocalRuntime
 
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
@@ -170,7 +222,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     registry = _registry()
     config = LocalConfig(
         stage=args.stage,
-        database_url=args.database_url or os.environ.get(env.DATABASE_URL) or os.environ.get(env.DATABASE_URL_FALLBACK),
+        database_url=_configured_database_url(args.database_url),
         data_dir=args.data_dir,
         scheduler=not args.no_scheduler,
         state_file=STATE_FILE,
@@ -187,6 +239,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
         runtime.start()
     except AlreadyRunning as exc:
         raise CliError(str(exc)) from None
+    except PostgresNotAvailable as exc:
+        # The first line says why; the rest is the server log's tail, which stays in its file.
+        raise CliError(_first_line(exc) + (f" (server log: {exc.log_file})" if exc.log_file else "")) from None
     print(
         f"ready      {len(registry)} jobs. Try: conveyor enqueue email.send --json "
         "'{\"to\": \"ada@example.com\", \"template\": \"welcome\", \"subject\": \"Hi\", \"variables\": {\"name\": \"Ada\"}}'",
@@ -223,7 +278,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         raise CliError(f"--json is not valid JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(payload, dict):
-        raise CliError(f"--json must be a JSON object, got {type(payload).__name__}")
+        raise CliError(f"--json must be a JSON object, got {_json_type(payload)}")
     validate_payload(job, payload)  # before connecting: a bad payload is the user's error, whatever the database
     with _connect(_database_url(args.database_url)) as conn:
         with conn.transaction():
@@ -246,6 +301,10 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         raise CliError(f"{args.event}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
     if not isinstance(event, dict) or not isinstance(event.get("Records"), list) or not event["Records"]:
         raise CliError(f"{args.event}: not an SQS event (expected an object with a non-empty 'Records' list)")
+    for index, record in enumerate(event["Records"]):
+        problem = _sqs_record_problem(record)
+        if problem:
+            raise CliError(f"{args.event}: record {index} is not an SQS record: {problem}")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     if not os.environ.get("AWS_ENDPOINT_URL"):
         os.environ.pop("AWS_ENDPOINT_URL", None)
@@ -262,6 +321,35 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         response = _invoke_isolated(registry, handler, event)
     print(json.dumps(response, indent=2))
     return 1 if response.get("batchItemFailures") else 0
+
+
+# What the handler reads from every record; the rest (attributes, messageAttributes, eventSourceARN) is optional.
+_SQS_RECORD_TEXT_FIELDS = ("messageId", "receiptHandle", "body")
+
+
+def _sqs_record_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return f"expected an object, got {_json_type(record)}"
+    missing = [name for name in _SQS_RECORD_TEXT_FIELDS if name not in record]
+    if missing:
+        return f"it lacks {', '.join(repr(name) for name in missing)}"
+    for name in _SQS_RECORD_TEXT_FIELDS:
+        if not isinstance(record[name], str):
+            hint = " (the payload as JSON text)" if name == "body" else ""
+            return f"{name!r} must be a string{hint}, got {_json_type(record[name])}"
+    for name in ("attributes", "messageAttributes"):
+        if not isinstance(record.get(name) or {}, dict):
+            return f"{name!r} must be an object, got {_json_type(record[name])}"
+    for name, value in (record.get("messageAttributes") or {}).items():
+        if not isinstance(value, dict):
+            return f"message attribute {name!r} must be an object like {{\"stringValue\": …, \"dataType\": \"String\"}}"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    """A parsed JSON value's type as JSON names it."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
 
 
 def _invoke_isolated(registry: Any, handler: Any, event: dict[str, Any]) -> dict[str, Any]:

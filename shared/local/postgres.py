@@ -47,7 +47,13 @@ Log = Callable[[str], None]
 
 
 class PostgresNotAvailable(RuntimeError):
-    """The embedded server could not be found, initialised or started; the message says why and what to do."""
+    """The embedded server could not be found, initialised or started; the message says why and what to do.
+
+    Its first line says it all; further lines, if any, are the end of the server's log, kept in ``log_file``."""
+
+    def __init__(self, message: str, *, log_file: Path | None = None) -> None:
+        super().__init__(message)
+        self.log_file = log_file
 
 
 def find_free_port(host: str = "127.0.0.1") -> int:
@@ -82,7 +88,7 @@ def find_binaries() -> Path:
 def _server_version(bin_dir: Path) -> str:
     out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, timeout=30)
     if out.returncode != 0:
-        raise PostgresNotAvailable(f"{bin_dir / 'postgres'} --version failed: {out.stderr.strip() or out.stdout.strip()}")
+        raise PostgresNotAvailable(f"{bin_dir / 'postgres'} --version failed: {' '.join((out.stderr or out.stdout).split())}")
     return out.stdout.strip().rsplit(" ", 1)[-1]
 
 
@@ -305,7 +311,7 @@ class EmbeddedPostgres:
             if result.returncode != 0:
                 raise PostgresNotAvailable(
                     f"'{UNPRIVILEGED_USER}' cannot run {bin_dir / program} ({result.returncode}): "
-                    f"{(result.stderr or result.stdout).strip()[-500:]}; delete {copy} to copy it again, "
+                    f"{' '.join((result.stderr or result.stdout).split())[-500:]}; delete {copy} to copy it again, "
                     "or set DATABASE_URL"
                 )
 
@@ -359,7 +365,9 @@ class EmbeddedPostgres:
             command.append("--no-sync")
         result = subprocess.run(command, capture_output=True, text=True, cwd="/", timeout=120, **self._popen_kwargs())
         if result.returncode != 0:
-            raise PostgresNotAvailable(f"initdb failed ({result.returncode}): {(result.stderr or result.stdout).strip()[-2000:]}")
+            output = (result.stderr or result.stdout).strip()
+            last = output.splitlines()[-1] if output else "no output"
+            raise PostgresNotAvailable(f"initdb failed ({result.returncode}): {last}\n{output[-2000:]}")
 
     def _clear_stale_pid(self) -> None:
         """A postmaster.pid left by a killed server blocks start-up; remove it only if its process is gone."""
@@ -420,7 +428,10 @@ class EmbeddedPostgres:
             if self._process.poll() is not None:
                 code = self._process.returncode
                 self._process = None
-                raise PostgresNotAvailable(f"PostgreSQL exited with code {code} during start-up:\n{self._log_tail()}")
+                raise PostgresNotAvailable(
+                    f"PostgreSQL exited with code {code} during start-up: {self._log_reason()}\n{self._log_tail()}",
+                    log_file=self.log_file,
+                )
             try:
                 with psycopg.connect(self.url_for("postgres"), connect_timeout=2) as conn:
                     # Another server may own the port (ours then exits with "address in use"): only ours counts.
@@ -433,9 +444,17 @@ class EmbeddedPostgres:
                 last_error = exc
                 time.sleep(0.05)
         self.stop()
+        reason = " ".join(str(last_error).split()) if last_error else self._log_reason()
         raise PostgresNotAvailable(
-            f"PostgreSQL did not accept connections within {READY_TIMEOUT_SECONDS:.0f}s ({last_error}):\n{self._log_tail()}"
+            f"PostgreSQL did not accept connections within {READY_TIMEOUT_SECONDS:.0f}s: {reason}\n{self._log_tail()}",
+            log_file=self.log_file,
         )
+
+    def _log_reason(self) -> str:
+        """The server's last complaint in its log (its last FATAL or PANIC line, else its last line)."""
+        lines = [line.strip() for line in self._log_tail().splitlines() if line.strip()]
+        serious = [line for line in lines if "FATAL" in line or "PANIC" in line]
+        return (serious or lines or ["(no server log)"])[-1]
 
     def _log_tail(self, lines: int = 20) -> str:
         if self.log_file is None or not self.log_file.exists():
