@@ -106,6 +106,9 @@ class Delivery:
     receipt_handle: str
     queue_arn: str
     attributes: dict[str, Any]
+    receive_count: int = 1
+    # When SQS first delivered the message (epoch seconds): the time of this receive when receive_count is 1.
+    first_received_at: float | None = None
 
     @property
     def queue_resource_name(self) -> str:
@@ -121,7 +124,8 @@ class Delivery:
             value = attrs.get(name)
             return None if value is None else value.get("stringValue")
 
-        receive_count = _whole_number((record.get("attributes") or {}).get("ApproximateReceiveCount"))
+        system = record.get("attributes") or {}
+        receive_count = _whole_number(system.get("ApproximateReceiveCount"))
         first_attempt = _whole_number(attr(ATTR_ATTEMPT))
         return cls(
             job_id=attr(ATTR_JOB_ID) or record["messageId"],
@@ -133,6 +137,8 @@ class Delivery:
             receipt_handle=record["receiptHandle"],
             queue_arn=record.get("eventSourceARN", ""),
             attributes=attrs,
+            receive_count=receive_count,
+            first_received_at=_epoch_ms(system.get("ApproximateFirstReceiveTimestamp")),
         )
 
     def dead_letter_attributes(self, *, job_name: str, error_type: str, error: str) -> dict[str, dict[str, Any]]:
@@ -187,6 +193,14 @@ def _whole_number(value: str | None) -> int:
     except (TypeError, ValueError):
         return 1
     return max(number, 1)
+
+
+def _epoch_ms(value: Any) -> float | None:
+    """An SQS timestamp (milliseconds since the epoch, as text) in seconds; None if missing or unreadable."""
+    try:
+        return float(value) / 1000 if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _timestamp(value: str | None) -> datetime | None:

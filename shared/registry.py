@@ -45,6 +45,8 @@ RECORD_MARGIN_SECONDS = 5
 INVOCATION_MARGIN_SECONDS = 5
 # The longest job timeout: one record, with its margins, in Lambda's longest invocation.
 MAX_JOB_TIMEOUT_SECONDS = LAMBDA_MAX_TIMEOUT_SECONDS - RECORD_MARGIN_SECONDS - INVOCATION_MARGIN_SECONDS
+# Seconds kept between a retry delay and SQS's 12-hour limit, for the clocks of SQS and Lambda to differ.
+RETRY_DELAY_SAFETY_SECONDS = 10
 
 
 class RegistryError(ValueError):
@@ -75,6 +77,12 @@ def function_timeout(timeout: int, batch_size: int) -> int:
     """The consuming function's timeout: room for every record of a full batch to use its whole ``timeout``, with
     the margins. The one place it is derived (queue settings, the CDK function and the local poller read it)."""
     return batch_size * (timeout + RECORD_MARGIN_SECONDS) + INVOCATION_MARGIN_SECONDS
+
+
+def max_retry_delay(function_timeout: int, batch_window: int) -> int:
+    """The longest retry delay SQS can hold: it hides a message at most 12 h after the receive, and the runtime
+    sets the delay up to a batching window (gathering the batch) plus a function timeout (running it) later."""
+    return SQS_MAX_VISIBILITY_SECONDS - function_timeout - batch_window - RETRY_DELAY_SAFETY_SECONDS
 
 
 def visibility_timeout(timeout: int, batch_window: int) -> int:
@@ -258,6 +266,13 @@ class JobSpec:
             )
         if visibility_timeout(needed, self.batch_window) > SQS_MAX_VISIBILITY_SECONDS:
             fail(f"timeout {self.timeout}s needs a visibility timeout above SQS's 12-hour maximum")
+        longest = max_retry_delay(needed, self.batch_window)
+        if self.retry.max_delay > longest:
+            fail(
+                f"retry max_delay {self.retry.max_delay} s is longer than SQS can hide a message: at most 12 h from "
+                f"its receive, which may be {needed + self.batch_window} s before the retry is set (batching window "
+                f"+ function timeout); use max_delay <= {longest}"
+            )
         if self.handler is not None and ":" in self.handler:
             fail(f"handler {self.handler!r} must be a module path like 'functions.email_send.handler'")
         if self.schedule is None:

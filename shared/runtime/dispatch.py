@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,12 +61,15 @@ class QueueDispatcher:
         return name if name in self.handlers else self.default
 
     def __call__(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+        # The invocation's start, for every job's part of it (a retry delay counts from the receive, before it).
+        started = time.time()
         groups: dict[str, list[Any]] = {}
         for record in event.get("Records") or []:
             groups.setdefault(self.job_of(record), []).append(record)
         failures: list[dict[str, str]] = []
         for job_name, records in groups.items():
-            response = self.handlers[job_name]({**event, "Records": records}, context)
+            handler, part = self.handlers[job_name], {**event, "Records": records}
+            response = handler(part, context, started=started) if isinstance(handler, JobHandler) else handler(part, context)
             failures.extend(response.get("batchItemFailures", []))
         return {"batchItemFailures": failures}
 

@@ -18,6 +18,7 @@ What every job gets without writing it:
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -36,9 +37,15 @@ from pydantic import BaseModel, ValidationError
 
 from shared.database import Database
 from shared.envelope import Delivery
-from shared.outbox import describe_validation_error
+from shared.outbox import describe_validation_error, enqueue
 from shared.queues import QueueDirectory
-from shared.registry import RECORD_MARGIN_SECONDS, JobSpec, Registry
+from shared.registry import (
+    RECORD_MARGIN_SECONDS,
+    RETRY_DELAY_SAFETY_SECONDS,
+    SQS_MAX_VISIBILITY_SECONDS,
+    JobSpec,
+    Registry,
+)
 from shared.runtime.context import JobContext
 from shared.runtime.errors import PayloadInvalid, PermanentJobError, RetryAfter
 
@@ -63,10 +70,13 @@ class RunReport:
     outcome: Outcome
     duration_ms: float
     error: str | None = None
+    # The retry delay actually set; None when SQS did not take it (the queue's visibility timeout applies).
     retry_in: int | None = None
     queue: str | None = None
     # From enqueue (or SQS send, for foreign producers) to the end of this run: what a user waits for.
     latency_ms: float | None = None
+    # The new job that retries this one from the outbox, for a RetryAfter longer than SQS can hold.
+    rescheduled_as: str | None = None
 
 
 Observer = Callable[[RunReport], None]
@@ -88,6 +98,15 @@ class Invocation:
 
 class RecordNotStarted(Exception):
     """Too little of the invocation is left to run this record within its timeout; SQS delivers it again."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How a failed run comes back: after ``delay`` seconds hidden on its queue (None: after the queue's visibility
+    timeout, because SQS did not take the delay), or as the new job ``rescheduled_as``, waiting in the outbox."""
+
+    delay: int | None
+    rescheduled_as: str | None = None
 
 
 class JobHandler:
@@ -143,8 +162,10 @@ class JobHandler:
         if database is not None:
             self.database = database
 
-    def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-        invocation = Invocation(context)
+    def __call__(self, event: dict[str, Any], context: Any = None, *, started: float | None = None) -> dict[str, Any]:
+        """Lambda's entry point. ``started`` (epoch seconds) is when the invocation began, if earlier than this call
+        (the dispatcher of a shared queue calls each job's handler in turn)."""
+        invocation = Invocation(context) if started is None else Invocation(context, started)
         processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
         try:
             return process_partial_response(
@@ -199,13 +220,22 @@ class JobHandler:
                     exc_info=True,
                 )
                 return
-            delay = exc.seconds if isinstance(exc, RetryAfter) else self.job.retry.delay_after(delivery.attempt)
-            self._delay_retry(delivery, delay)
+            if isinstance(exc, RetryAfter):
+                retry = self._delay_retry(delivery, exc.seconds, invocation, exact=True)
+            else:
+                retry = self._delay_retry(delivery, self.job.retry.delay_after(delivery.attempt), invocation, exact=False)
             self.logger.warning(
-                "job failed, will retry", extra={"error": error, "retry_in_s": delay}, exc_info=not isinstance(exc, RetryAfter)
+                "job failed, will retry",
+                extra={"error": error, "retry_in_s": retry.delay, "rescheduled_as": retry.rescheduled_as},
+                exc_info=not isinstance(exc, RetryAfter),
             )
-            self._report(delivery, job_name, Outcome.RETRYING, started, error=error, retry_in=delay)
-            raise  # reported to SQS as a batch item failure
+            self._report(
+                delivery, job_name, Outcome.RETRYING, started,
+                error=error, retry_in=retry.delay, rescheduled_as=retry.rescheduled_as,
+            )  # fmt: skip
+            if retry.rescheduled_as is None:
+                raise  # a batch item failure: SQS delivers it again when its visibility ends
+            # Otherwise the copy in the outbox is the retry: the batch processor deletes this message.
         else:
             self._report(delivery, job_name, Outcome.SUCCEEDED, started)
 
@@ -262,15 +292,76 @@ class JobHandler:
         )
         self._report(delivery, job_name, Outcome.DEAD, started, error=f"{error_type}: {reason}")
 
-    def _delay_retry(self, delivery: Delivery, seconds: int) -> None:
+    def _delay_retry(self, delivery: Delivery, seconds: int, invocation: Invocation, *, exact: bool) -> Retry:
+        """Keep the message hidden for ``seconds``, as far as SQS allows.
+
+        SQS hides a message at most 12 h after the receive that made it invisible. A backoff (``exact=False``) fits
+        by the registry's rule and is shortened to what SQS allows if it ever does not; a ``RetryAfter``
+        (``exact=True``) is never shortened: what SQS cannot hold goes back through the outbox as a new job, due
+        when the delay ends, and this message is deleted.
+        """
+        room = self._visibility_room(delivery, invocation)
+        if seconds > room:
+            if exact:
+                return self._reschedule(delivery, seconds, fallback=room)
+            self.logger.warning("retry delay shortened to what SQS can hold", extra={"asked_s": seconds, "set_s": room})
+            seconds = room
         try:
-            self.sqs.change_message_visibility(
-                QueueUrl=self.directory.url(self._queue_label(delivery)),
-                ReceiptHandle=delivery.receipt_handle,
-                VisibilityTimeout=seconds,
+            self._hide(delivery, seconds)
+        except Exception as exc:  # noqa: BLE001 - the message still comes back, after the queue's visibility timeout
+            if exact and _visibility_too_long(exc):
+                # SQS counts from a receive earlier than this record shows (a throttled invocation's).
+                return self._reschedule(delivery, seconds, fallback=None)
+            self.logger.warning(
+                "could not set the retry delay; the message comes back after the queue's visibility timeout",
+                exc_info=True,
             )
-        except Exception:  # noqa: BLE001 - the message still comes back, after the queue's visibility timeout
-            self.logger.warning("could not set the retry delay; the queue's visibility timeout applies", exc_info=True)
+            return Retry(None)
+        return Retry(seconds)
+
+    def _visibility_room(self, delivery: Delivery, invocation: Invocation) -> int:
+        """The longest visibility SQS takes for this receive: 12 h from it, less the time since, less a margin for
+        clocks. The record does not carry this receive's time: it is the first receive's when the count is 1, and
+        otherwise no earlier than the invocation less the batching window (barring a throttled invocation, which
+        SQS then refuses)."""
+        receives = [invocation.started - self.job.batch_window]
+        if delivery.receive_count == 1 and delivery.first_received_at is not None:
+            receives.append(delivery.first_received_at)
+        elapsed = math.ceil(max(time.time() - min(receives), 0))
+        return max(SQS_MAX_VISIBILITY_SECONDS - elapsed - RETRY_DELAY_SAFETY_SECONDS, 0)
+
+    def _hide(self, delivery: Delivery, seconds: int) -> None:
+        self.sqs.change_message_visibility(
+            QueueUrl=self.directory.url(self._queue_label(delivery)),
+            ReceiptHandle=delivery.receipt_handle,
+            VisibilityTimeout=seconds,
+        )
+
+    def _reschedule(self, delivery: Delivery, seconds: int, *, fallback: int | None) -> Retry:
+        """Enqueue the same payload as a new job due in ``seconds`` (on the same queue), committed before this
+        message is deleted. The dedup key holds while the copy waits, so a redelivery of this message (the
+        invocation died before deleting it) finds the pending copy instead of adding a second one."""
+        try:
+            payload = self.job.payload.model_validate_json(delivery.body)
+            conn = self.database.connection()
+            with conn.transaction():
+                job_id = enqueue(
+                    conn, self.job, payload, delay=seconds, queue=self._queue_label(delivery),
+                    dedup_key=f"conveyor.retry-after:{delivery.job_id}", registry=self.registry,
+                )  # fmt: skip
+        except Exception:  # noqa: BLE001 - the database is down or refused: keep the message on SQS instead
+            self.logger.warning("could not reschedule the retry through the outbox", exc_info=True)
+            if fallback is not None:
+                try:
+                    self._hide(delivery, fallback)
+                except Exception:  # noqa: BLE001 - the queue's visibility timeout applies
+                    self.logger.warning("could not set the retry delay either", exc_info=True)
+                else:
+                    self.logger.warning("retry delay shortened to what SQS can hold", extra={"asked_s": seconds, "set_s": fallback})
+                    return Retry(fallback)
+            return Retry(None)
+        self.logger.info("retry rescheduled through the outbox", extra={"retry_in_s": seconds, "rescheduled_as": str(job_id)})
+        return Retry(seconds, str(job_id))
 
     def _report(
         self,
@@ -281,6 +372,7 @@ class JobHandler:
         *,
         error: str | None = None,
         retry_in: int | None = None,
+        rescheduled_as: str | None = None,
     ) -> None:
         duration_ms = (time.perf_counter() - started) * 1000
         # Checked here because Powertools, when disabled, still prints once 100 values pile up unflushed.
@@ -294,7 +386,7 @@ class JobHandler:
             latency_ms = (datetime.now(UTC) - delivery.enqueued_at).total_seconds() * 1000
         report = RunReport(
             job_name, delivery.job_id, delivery.attempt, outcome, duration_ms, error, retry_in,
-            queue=delivery.queue_resource_name, latency_ms=latency_ms,
+            queue=delivery.queue_resource_name, latency_ms=latency_ms, rescheduled_as=rescheduled_as,
         )  # fmt: skip
         for observer in self.observers:
             try:
@@ -315,3 +407,8 @@ def job_handler(job: JobSpec, fn: JobFunction | None = None, **options: Any) -> 
         return lambda f: JobHandler(job, f, **options)
     return JobHandler(job, fn, **options)
 
+
+def _visibility_too_long(exc: Exception) -> bool:
+    """SQS's answer to a visibility past 12 h from the receive."""
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
+    return code.endswith("InvalidParameterValue")

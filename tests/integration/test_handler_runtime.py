@@ -9,17 +9,19 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
+from shared.database import Database
 from shared.lambda_events import sqs_record
 from shared.local.aws import ensure_queues
 from shared.names import dlq_resource_name
 from shared.queues import QueueDirectory
 from shared.registry import RECORD_MARGIN_SECONDS, JobPayload, Registry, RetryPolicy, function_timeout
-from shared.runtime import JobContext, job_handler
+from shared.runtime import JobContext, RetryAfter, job_handler
 from shared.settings import Settings
 from shared.testing import sqs_event
 
@@ -101,11 +103,21 @@ def items_queue(sqs, stage):
 
 @pytest.fixture
 def bind(sqs, stage):
-    def bind_(handler):
-        handler.bind(sqs=sqs, directory=QueueDirectory(sqs, Settings(stage=stage)))
+    """Point a handler at moto and (when given) a test database; the handler reports its runs to ``.reports``."""
+    databases = []
+
+    def bind_(handler, db_url=None):
+        settings = Settings(stage=stage, database_url=db_url)
+        database = Database(settings)
+        databases.append(database)
+        handler.bind(sqs=sqs, directory=QueueDirectory(sqs, settings), database=database)
+        handler.reports = []
+        handler.observers.append(handler.reports.append)
         return handler
 
-    return bind_
+    yield bind_
+    for database in databases:
+        database.close()
 
 
 def received_event(sqs, queue, bodies, *, visibility=60):
@@ -179,3 +191,118 @@ def test_dead_letter_copy_keeps_the_producers_attributes(items_queue, bind, sqs,
     assert attributes["trace_id"] == {"StringValue": "Root=1-abc", "DataType": "String"}
     assert attributes["tenant"] == {"BinaryValue": b"\x00\xff", "DataType": "Binary"}
     assert attributes[ATTR_ERROR_TYPE]["StringValue"] == "PermanentJobError"
+
+
+# -- retry delays ----------------------------------------------------------------------------------------------------
+
+
+def now_ms() -> float:
+    return time.time() * 1000
+
+
+def retrying(seconds):
+    def run(payload: Item, ctx: JobContext) -> None:
+        raise RetryAfter(seconds, "rate limited")
+
+    return run
+
+
+@pytest.mark.parametrize("asked, set_", [(0.5, 1), (3600, 3600)])
+def test_retry_after_sets_the_visibility_it_asks_for_rounded_up(items_queue, bind, sqs, asked, set_):
+    handler = bind(job_handler(ITEM, retrying(asked)))
+    event = received_event(sqs, items_queue, [{"n": 1}])
+    [message_id] = [r["messageId"] for r in event["Records"]]
+    before = now_ms()
+    response = handler(event, FakeLambdaContext("items"))
+    after = now_ms()
+    assert response == {"batchItemFailures": [{"itemIdentifier": message_id}]}  # stays on the queue, hidden
+    visible_at = moto_message(items_queue[0], message_id).visible_at
+    assert before + set_ * 1000 <= visible_at <= after + set_ * 1000
+    [report] = handler.reports
+    assert (report.outcome, report.retry_in, report.rescheduled_as) == ("retrying", set_, None)
+
+
+def outbox_rows(db_url):
+    import psycopg
+
+    with psycopg.connect(db_url) as conn:
+        return conn.execute(
+            "SELECT id, job_name, queue, payload::text, extract(epoch FROM run_at) * 1000 FROM conveyor.outbox"
+        ).fetchall()
+
+
+def test_retry_after_longer_than_sqs_can_hold_goes_back_through_the_outbox(items_queue, bind, sqs, db_url):
+    """SQS keeps a message hidden at most 12 h after its receive, and part of that has passed: the job waits its
+    full delay in the outbox instead of coming back early."""
+    handler = bind(job_handler(ITEM, retrying(43_200)), db_url)
+    event = received_event(sqs, items_queue, [{"n": 7}])
+    before = now_ms()
+    response = handler(event, FakeLambdaContext("items"))
+    after = now_ms()
+    assert response == {"batchItemFailures": []}  # the original is deleted: its copy waits in the outbox
+    [(job_id, job_name, queue, payload, run_at)] = outbox_rows(db_url)
+    assert (job_name, queue, json.loads(payload)) == ("test.item", "items", {"n": 7})
+    assert before + 43_200_000 <= float(run_at) <= after + 43_200_000
+    [report] = handler.reports
+    assert (report.outcome, report.retry_in, report.rescheduled_as) == ("retrying", 43_200, str(job_id))
+
+
+def test_retry_after_that_sqs_refuses_goes_back_through_the_outbox(items_queue, bind, sqs, db_url):
+    """The runtime cannot see when SQS counts the 12 h from (a receive before the invocation): when SQS refuses
+    the delay, the job is rescheduled through the outbox rather than retried early."""
+    handler = bind(job_handler(ITEM, retrying(3600)), db_url)
+    event = received_event(sqs, items_queue, [{"n": 8}])
+    moto_message(items_queue[0], event["Records"][0]["messageId"]).sent_timestamp -= 11.5 * 3600 * 1000
+    assert handler(event, FakeLambdaContext("items")) == {"batchItemFailures": []}
+    [(job_id, job_name, _, payload, _)] = outbox_rows(db_url)
+    assert (job_name, json.loads(payload)) == ("test.item", {"n": 8})
+    assert handler.reports[0].rescheduled_as == str(job_id)
+
+
+def test_a_retry_delay_sqs_does_not_take_is_reported_as_not_set(items_queue, bind):
+    """A receipt handle SQS no longer honours: the message comes back after the queue's visibility timeout, and
+    the run's report and log say so instead of claiming the backoff."""
+    from shared.testing import invoke
+
+    handler = bind(job_handler(ITEM, retrying(30)))
+    with captured_logs(handler) as stream:
+        result = invoke(handler, {"n": 1}, queue="items", receipt_handle="not-a-receipt-handle")
+    assert result.response["batchItemFailures"]  # still retried, by the queue's visibility timeout
+    [report] = result.reports
+    assert (report.outcome, report.retry_in) == ("retrying", None)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert any("could not set the retry delay" in line["message"] and line.get("job_id") for line in lines)
+    [retry] = [line for line in lines if line["message"] == "job failed, will retry"]
+    assert retry.get("retry_in_s") is None
+
+
+def test_retry_after_takes_fractions_and_refuses_what_sqs_cannot_do():
+    assert RetryAfter(0.5).seconds == 1
+    assert RetryAfter(2).seconds == 2
+    for bad in (-1, 43_201, float("nan"), True, "5"):
+        with pytest.raises(ValueError, match="RetryAfter seconds must be a number between 0 and 43200"):
+            RetryAfter(bad)
+
+
+def test_a_backoff_sqs_cannot_hold_for_this_receive_is_shortened_and_reported_as_set(items_queue, bind, sqs):
+    """The registry keeps backoffs within what SQS can hold; should one still not fit (a receive older than the
+    runtime expects), it is shortened to what SQS takes, and the report says what was set."""
+    def fail(payload: Item, ctx: JobContext) -> None:
+        raise RuntimeError("flaky")
+
+    handler = bind(job_handler(ITEM, fail))  # backoff after attempt 1: 10 s
+    event = received_event(sqs, items_queue, [{"n": 1}])
+    [record] = event["Records"]
+    received_ms = now_ms() - (43_200 - 15) * 1000  # almost 12 h ago: 5 s or less is left
+    record["attributes"]["ApproximateFirstReceiveTimestamp"] = str(int(received_ms))
+    moto_message(items_queue[0], record["messageId"]).sent_timestamp = received_ms
+    with captured_logs(handler) as stream:
+        before = now_ms()
+        handler(event, FakeLambdaContext("items"))
+        after = now_ms()
+    [report] = handler.reports
+    assert 0 <= report.retry_in < ITEM.retry.delay_after(1)
+    visible_at = moto_message(items_queue[0], record["messageId"]).visible_at
+    assert before + report.retry_in * 1000 <= visible_at <= after + report.retry_in * 1000
+    assert any(json.loads(line)["message"] == "retry delay shortened to what SQS can hold" for line in stream.getvalue().splitlines())
+

@@ -202,3 +202,15 @@ def test_function_timeout_covers_a_whole_batch_and_the_queue_visibility_follows(
     assert spec(timeout=120, batch_size=7).timeout == 120
     with pytest.raises(RegistryError, match="timeout must be between 1 and 890 seconds"):
         spec(timeout=895, batch_size=1)
+
+
+def test_a_backoff_sqs_cannot_hold_after_a_whole_batch_is_refused():
+    """SQS hides a message at most 12 h after its receive; a retry delay is set up to a batching window plus a
+    function timeout after it, so the policy's longest delay must fit in what is left."""
+    from shared.registry import SQS_MAX_VISIBILITY_SECONDS, max_retry_delay
+
+    most = max_retry_delay(function_timeout(30, 10), 0)
+    assert most < SQS_MAX_VISIBILITY_SECONDS - function_timeout(30, 10)
+    assert spec(retry=RetryPolicy(max_delay=most)).retry.max_delay == most
+    with pytest.raises(RegistryError, match=rf"job 'a\.job': retry max_delay {most + 1} s .* use max_delay <= {most}"):
+        spec(retry=RetryPolicy(max_delay=most + 1))
