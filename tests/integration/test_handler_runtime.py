@@ -306,3 +306,38 @@ def test_a_backoff_sqs_cannot_hold_for_this_receive_is_shortened_and_reported_as
     assert before + report.retry_in * 1000 <= visible_at <= after + report.retry_in * 1000
     assert any(json.loads(line)["message"] == "retry delay shortened to what SQS can hold" for line in stream.getvalue().splitlines())
 
+
+# -- what a job can do through its context ---------------------------------------------------------------------------
+
+
+def test_ctx_enqueue_commits_and_rolls_back_with_ctx_transaction(items_queue, bind, db_url):
+    import psycopg
+
+    from shared.runtime import PermanentJobError
+    from shared.testing import invoke
+
+    def pending() -> list[int]:
+        with psycopg.connect(db_url) as other:
+            return sorted(json.loads(p)["n"] for (p,) in other.execute("SELECT payload::text FROM conveyor.outbox"))
+
+    seen_inside = []
+
+    def run(payload: Item, ctx: JobContext) -> None:
+        if payload.n == 3:
+            ctx.enqueue(ITEM, {"n": 30})  # outside a transaction: committed at once
+            raise PermanentJobError("fails after its own enqueue committed")
+        with ctx.transaction() as conn:
+            ctx.enqueue("test.item", {"n": payload.n * 10})
+            conn.execute("SELECT 1")
+            seen_inside.append(pending())  # not yet visible to anyone else
+            if payload.n == 2:
+                raise PermanentJobError("rolls back the follow-up with the rest of the transaction")
+
+    handler = bind(job_handler(ITEM, run, registry=registry), db_url)
+    assert invoke(handler, {"n": 1}, queue="items").succeeded
+    assert pending() == [10]
+    assert invoke(handler, {"n": 2}, queue="items").outcomes == ["dead"]
+    assert pending() == [10]
+    assert invoke(handler, {"n": 3}, queue="items").outcomes == ["dead"]
+    assert pending() == [10, 30]
+    assert seen_inside == [[], [10]]
