@@ -5,9 +5,10 @@ What every job gets without writing it:
 - partial batch failures (Powertools ``BatchProcessor``): one failing message never makes its batch-mates run again;
 - the payload parsed into the job's model; a body that does not fit is a permanent failure;
 - a retry decision per failure: ``PermanentJobError`` (and an invalid payload) go to the job's dead-letter queue at
-  once with the reason in message attributes; any other exception is retried after the policy's backoff (set with
-  ChangeMessageVisibility) and, when the last attempt fails, moved to the DLQ with its error. The queue's redrive
-  policy stays as the backstop for runs that never report back (timeouts, crashes);
+  once with the reason in message attributes; any other exception is retried after the policy's backoff, or the
+  ``RetryAfter`` delay (set with ChangeMessageVisibility, within what SQS can hold for this receive; a longer
+  ``RetryAfter`` is rescheduled through the outbox), and, when the last attempt fails, moved to the DLQ with its
+  error. The queue's redrive policy stays as the backstop for runs that never report back (timeouts, crashes);
 - structured logs with ``job_id``, ``job_name`` and ``attempt`` on every line, and EMF metrics per outcome;
 - a deadline: the function timeout covers a whole batch (``shared.registry.function_timeout``), and a record is
   started only while its job's ``timeout`` plus a margin is left in the invocation. A record left unstarted (a
