@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     enqueue = sub.add_parser("enqueue", help="enqueue a job through the outbox")
     enqueue.add_argument("job", help="job name, e.g. email.send")
-    enqueue.add_argument("--json", dest="payload", default="{}", help="the payload as a JSON object")
+    enqueue.add_argument(
+        "--json", dest="payload", default="{}",
+        help="the payload as a JSON object; @path reads it from a file, - from stdin (for payloads over 128 KiB)",
+    )  # fmt: skip
     when = enqueue.add_mutually_exclusive_group()
     when.add_argument("--delay", type=parse_duration, help="run after this long, e.g. 30s, 10m, 2d")
     when.add_argument("--run-at", type=parse_datetime, help="run at this time (ISO 8601 with offset)")
@@ -273,12 +276,13 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
     registry = _registry()
     job = registry[args.job]
+    text, source = _json_argument(args.payload)
     try:
-        payload = json.loads(args.payload)
+        payload = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CliError(f"--json is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        raise CliError(f"{source} is not valid JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(payload, dict):
-        raise CliError(f"--json must be a JSON object, got {_json_type(payload)}")
+        raise CliError(f"{source} must be a JSON object, got {_json_type(payload)}")
     validate_payload(job, payload)  # before connecting: a bad payload is the user's error, whatever the database
     with _connect(_database_url(args.database_url)) as conn:
         with conn.transaction():
@@ -288,6 +292,22 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             )
     print(job_id)
     return 0
+
+
+def _json_argument(value: str) -> tuple[str, str]:
+    """--json's text, and how errors name it. Linux caps one argument at 128 KiB, below SQS's 256 KiB, so larger
+    payloads come from a file (``@path``) or stdin (``-``); neither can be mistaken for inline JSON."""
+    if value == "-":
+        return sys.stdin.read(), "--json - (stdin)"
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            return path.read_text(encoding="utf-8"), f"--json {value}"
+        except OSError as exc:
+            raise CliError(f"--json {value}: cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise CliError(f"--json {value}: not UTF-8 text (byte {exc.start})") from None
+    return value, "--json"
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:

@@ -12,10 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def conveyor(*args, env=None, cwd=ROOT):
+def conveyor(*args, env=None, cwd=ROOT, stdin=None):
     return subprocess.run(
         [sys.executable, "-m", "shared.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
+        cwd=cwd, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}, input=stdin,
     )
 
 
@@ -114,3 +114,22 @@ def test_a_second_dev_in_the_same_folder_refuses_and_leaves_the_first_alone(runn
     payload = json.dumps({"to": "ada@example.com", "template": "welcome", "subject": "Hi", "variables": {"name": "Ada"}})
     enqueued = conveyor("enqueue", "email.send", "--json", payload, cwd=tmp_path, env={"DATABASE_URL": "", "CONVEYOR_DATABASE_URL": ""})
     assert enqueued.returncode == 0, enqueued.stderr
+
+
+@pytest.mark.parametrize("source", ["@file", "-"])
+def test_enqueue_takes_a_payload_larger_than_one_argument_may_be(source, db_url, tmp_path):
+    # Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN), so such a payload cannot be given inline.
+    payload = {"to": "ada@example.com", "template": "receipt", "subject": "Your order", "variables": {"lines": "x" * 200_000}}
+    text = json.dumps(payload)
+    assert len(text.encode()) > 128 * 1024
+    if source == "@file":
+        (tmp_path / "payload.json").write_text(text)
+        result = conveyor("enqueue", "email.send", "--json", f"@{tmp_path / 'payload.json'}", "--database-url", db_url)
+    else:
+        result = conveyor("enqueue", "email.send", "--json", "-", "--database-url", db_url, stdin=text)
+    assert result.returncode == 0, result.stderr
+    import psycopg
+
+    with psycopg.connect(db_url) as conn:
+        (stored,) = conn.execute("SELECT payload FROM conveyor.outbox WHERE id = %s", (result.stdout.strip(),)).fetchone()
+    assert stored == payload

@@ -40,6 +40,10 @@ CASES = {
     "enqueue, refused port": (["enqueue", "email.send", "--json", PAYLOAD, "--database-url", REFUSED], {}, "127.0.0.1"),
     # a database that was never migrated
     "enqueue, not migrated": (["enqueue", "email.send", "--json", PAYLOAD, "--database-url", "{empty_db}"], {}, "conveyor migrate"),
+    # payload files that cannot be read
+    "json file missing": (["enqueue", "email.send", "--json", "@{tmp}/missing.json"], {}, "cannot read"),
+    "json file not text": (["enqueue", "email.send", "--json", "@{tmp}/binary.json"], {}, "not UTF-8"),
+    "json file not json": (["enqueue", "email.send", "--json", "@{tmp}/array.json"], {}, "must be a JSON object"),
     # events that are JSON but not SQS events
     "invoke, record without fields": (["invoke", "email.send", "--event", "{tmp}/fields.json"], {}, "record 0"),
     "invoke, record not an object": (["invoke", "email.send", "--event", "{tmp}/string.json"], {}, "record 0"),
@@ -87,6 +91,8 @@ def test_bad_input_is_one_line(case, db_url, empty_db, tmp_path):
     args, env, fragment = CASES[case]
     for name, event in EVENTS.items():
         (tmp_path / name).write_text(json.dumps(event))
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe{}")
+    (tmp_path / "array.json").write_text("[1]")
     values = {"db": db_url, "empty_db": empty_db, "tmp": str(tmp_path)}
     result = conveyor(*(arg.format(**values) if "{" in arg and not arg.startswith("{\"") else arg for arg in args), env=env)
     assert_one_line_error(result, fragment)
