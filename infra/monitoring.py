@@ -5,7 +5,8 @@ Alarms (all to one topic; subscribe an email with ``conveyor:alarms.email``):
 * per queue: its DLQ holds any message (a job failed for good: look at ``conveyor.error``), and its oldest message
   is older than ``oldestMessageAgeSeconds`` (consumers are down, throttled or too slow);
 * the relay: the oldest due outbox row has waited more than ``relayLagSeconds`` (a missing datapoint counts: no
-  datapoint means the relay is not running), and the relay function errored;
+  datapoint means the relay is not running), the relay function errored, and outbox rows the relay gave up on
+  wait in ``conveyor.outbox_dead``;
 * each function's invocation errors (a handler crashing before partial-batch reporting), and the schedule DLQ.
 
 The topic is encrypted with a customer key because CloudWatch cannot publish to a topic under the AWS-managed SNS
@@ -150,6 +151,21 @@ class Monitoring(Construct):
             description=f"Outbox: the oldest due job has waited over {config.relay_lag_seconds}s, or the relay is not reporting",
         )
         self._alarm("RelayErrors", relay.metric_errors(period=PERIOD, statistic="Sum"), threshold=0, description="Relay function failed")
+        self._alarm(
+            "OutboxDeadRows",
+            cloudwatch.Metric(
+                namespace=METRICS_NAMESPACE,
+                metric_name="OutboxDeadRows",
+                dimensions_map={"service": relay_service},
+                period=PERIOD,
+                statistic="Maximum",
+            ),
+            threshold=0,
+            description="Outbox: jobs SQS refused for good or after every publish attempt wait in conveyor.outbox_dead "
+            "(`conveyor outbox --failed`; requeue once fixed)",
+            # The relay reports the count every run; while it does not, the lag alarm speaks, and this one holds.
+            missing=cloudwatch.TreatMissingData.IGNORE,
+        )
         self._alarm(
             "ScheduleDeadLetters",
             schedule_dead_letters.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum"),

@@ -225,6 +225,11 @@ def test_every_dlq_and_queue_age_has_an_alarm_to_the_topic(synth):
     assert dlq_alarms and all(a["TreatMissingData"] == "ignore" for a in dlq_alarms)
     lag = [a["Properties"] for a in alarms if a["Properties"].get("MetricName") == "OutboxLagSeconds"]
     assert lag and lag[0]["TreatMissingData"] == "breaching"
+    # Outbox rows the relay gave up on wait in conveyor.outbox_dead: any at all is an alarm, and it keeps its state
+    # when the relay is briefly not reporting.
+    dead = [a["Properties"] for a in alarms if a["Properties"].get("MetricName") == "OutboxDeadRows"]
+    assert dead and dead[0]["Threshold"] == 0 and dead[0]["ComparisonOperator"] == "GreaterThanThreshold"
+    assert dead[0]["TreatMissingData"] == "ignore"
     topic_ids = set(synth.resources("AWS::SNS::Topic"))
     for alarm in alarms:
         assert {action["Ref"] for action in alarm["Properties"]["AlarmActions"]} <= topic_ids
