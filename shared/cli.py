@@ -97,7 +97,30 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--event", type=Path, required=True, help="an SQS event JSON file, e.g. events/email.send.json")
 
     sub.add_parser("jobs", help="list the registry's jobs, queues and schedules")
+
+    outbox = sub.add_parser("outbox", help="show jobs waiting to be published, and those the relay gave up on")
+    show = outbox.add_mutually_exclusive_group()
+    show.add_argument("--failed", action="store_true", help="list rows the relay gave up on (conveyor.outbox_dead)")
+    show.add_argument("--requeue", nargs="+", metavar="ID", type=_job_id, help="put these dead rows back, due now")
+    show.add_argument("--requeue-all", action="store_true", help="put every dead row back, due now")
+    outbox.add_argument("--limit", type=_positive, default=50, help="rows to list with --failed (default 50)")
+    outbox.add_argument("--database-url")
     return parser
+
+
+def _job_id(text: str):
+    import uuid
+
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a job id (a UUID)") from None
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,7 +287,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     registry = _registry()
     with _connect(_database_url(args.database_url)) as conn:
         result = migrate(conn)
-        sync_registry(conn, registry)
+        warnings = sync_registry(conn, registry)
+    for warning in warnings:
+        print(f"conveyor: WARNING: {warning}", file=sys.stderr)
     for migration in result.applied:
         print(f"applied {migration.component}/{migration.version:04d}_{migration.name}.sql")
     print(f"schema up to date ({', '.join(f'{k} {v}' for k, v in result.versions.items())}); {len(registry)} jobs synced")
@@ -400,7 +425,45 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"dev": cmd_dev, "migrate": cmd_migrate, "enqueue": cmd_enqueue, "invoke": cmd_invoke, "jobs": cmd_jobs}
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from shared.outbox.dead import dead_count, list_dead, pending_summary, requeue_dead
+
+    with _connect(_database_url(args.database_url)) as conn:
+        if args.requeue or args.requeue_all:
+            ids = None if args.requeue_all else args.requeue
+            moved = requeue_dead(conn, ids)
+            print(f"requeued {moved} job(s)")
+            if ids is not None and moved < len(set(ids)):
+                raise CliError(
+                    f"{len(set(ids)) - moved} of the given ids are not dead outbox rows (or a pending job holds their "
+                    "dedup key); see `conveyor outbox --failed`"
+                )
+            return 0
+        if args.failed:
+            rows = list_dead(conn, limit=args.limit)
+            for row in rows:
+                print(
+                    f"{row.id}  {row.job_name:<22} {row.queue:<16} attempts={row.publish_attempts} "
+                    f"failed={row.failed_at.isoformat(timespec='seconds')} {row.payload_bytes}B  {row.last_error}"
+                )
+            if not rows:
+                print("no dead outbox rows")
+            return 0
+        groups = pending_summary(conn)
+        for g in groups:
+            print(
+                f"{g.job_name:<22} {g.queue:<16} pending={g.pending} due={g.due} leased={g.leased} "
+                f"failing={g.failing} oldest_due={g.oldest_due_seconds:.1f}s"
+            )
+        if not groups:
+            print("outbox empty")
+        dead = dead_count(conn)
+        if dead:
+            print(f"{dead} job(s) could not be published: see `conveyor outbox --failed`")
+    return 0
+
+
+COMMANDS = {"outbox": cmd_outbox, "dev": cmd_dev, "migrate": cmd_migrate, "enqueue": cmd_enqueue, "invoke": cmd_invoke, "jobs": cmd_jobs}
 
 
 if __name__ == "__main__":

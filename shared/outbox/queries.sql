@@ -126,3 +126,15 @@ LIMIT %(limit)s;
 -- name: outbox_requeue_dead
 SELECT conveyor.requeue_dead_outbox(%(ids)s::uuid[]);
 
+
+-- name: outbox_summary
+-- Per job and queue: rows waiting, due now, leased by a relay, failing to publish; and the oldest due row's age.
+SELECT job_name, queue,
+       count(*) AS pending,
+       count(*) FILTER (WHERE run_at <= now()) AS due,
+       count(*) FILTER (WHERE locked_until > now()) AS leased,
+       count(*) FILTER (WHERE publish_attempts > 0) AS failing,
+       coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now())), 0)::float8 AS oldest_due_seconds
+FROM conveyor.outbox
+GROUP BY job_name, queue
+ORDER BY job_name, queue;

@@ -133,3 +133,42 @@ def test_enqueue_takes_a_payload_larger_than_one_argument_may_be(source, db_url,
     with psycopg.connect(db_url) as conn:
         (stored,) = conn.execute("SELECT payload FROM conveyor.outbox WHERE id = %s", (result.stdout.strip(),)).fetchone()
     assert stored == payload
+
+
+def test_outbox_lists_pending_and_dead_rows_and_requeues_them(db_url):
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT conveyor.add_job('reservations.cleanup')")
+        conn.execute(
+            "INSERT INTO conveyor.outbox_dead (id, job_name, queue, payload, run_at, created_at, publish_attempts, last_error) "
+            "VALUES ('00000000-0000-7000-8000-000000000001', 'email.send', 'email-default', '{}', now(), now(), 20, "
+            "'QueueDoesNotExist: gone')"
+        )
+    url = ["--database-url", db_url]
+    summary = conveyor("outbox", *url)
+    assert summary.returncode == 0, summary.stderr
+    assert "reservations.cleanup" in summary.stdout and "pending=1 due=1" in summary.stdout
+    assert "conveyor outbox --failed" in summary.stdout
+    failed = conveyor("outbox", "--failed", *url)
+    assert "00000000-0000-7000-8000-000000000001" in failed.stdout and "QueueDoesNotExist: gone" in failed.stdout
+    bad = conveyor("outbox", "--requeue", "not-a-uuid", *url)
+    assert bad.returncode == 2 and "is not a job id" in bad.stderr
+    missing = conveyor("outbox", "--requeue", "00000000-0000-7000-8000-0000000000ff", *url)
+    assert missing.returncode == 2 and "not dead outbox rows" in missing.stderr
+    moved = conveyor("outbox", "--requeue", "00000000-0000-7000-8000-000000000001", *url)
+    assert moved.returncode == 0 and "requeued 1 job(s)" in moved.stdout
+    assert "no dead outbox rows" in conveyor("outbox", "--failed", *url).stdout
+    assert "email.send" in conveyor("outbox", *url).stdout
+
+
+def test_migrate_warns_about_rows_no_job_will_take(db_url):
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO conveyor.outbox (id, job_name, queue, payload) VALUES (gen_random_uuid(), 'old.job', 'gone', '{}')"
+        )
+    result = conveyor("migrate", "--database-url", db_url)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: 1 row(s) in the outbox for job 'old.job' on queue 'gone' will never run" in result.stderr
