@@ -14,6 +14,11 @@ ALTER TABLE conveyor.outbox
     ADD COLUMN claim_token  uuid,
     ADD COLUMN locked_until timestamptz;
 
+-- The attempt the published message starts at (its conveyor.attempt). 1 for a new job; higher for a retry that
+-- waits here because SQS cannot hide a message that long (a RetryAfter over SQS's 12 hours): the retry keeps the
+-- job's id and its attempt count, so it still reaches the dead-letter queue after its last attempt.
+ALTER TABLE conveyor.outbox ADD COLUMN attempt integer NOT NULL DEFAULT 1 CHECK (attempt >= 1);
+
 -- The same key rules as enqueue() in Python, for every writer (conveyor.add_job, hand-written INSERTs). NOT VALID:
 -- rows already pending are not re-checked, so the migration cannot fail on old data.
 ALTER TABLE conveyor.outbox
@@ -32,6 +37,7 @@ CREATE TABLE conveyor.outbox_dead (
     created_at       timestamptz NOT NULL,
     dedup_key        text,
     publish_attempts integer NOT NULL,
+    attempt          integer NOT NULL DEFAULT 1,
     last_error       text NOT NULL,
     failed_at        timestamptz NOT NULL DEFAULT now()
 );
@@ -130,8 +136,8 @@ AS $$
           )
         RETURNING d.*
     ), inserted AS (
-        INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at, created_at, dedup_key)
-        SELECT id, job_name, queue, payload, statement_timestamp(), created_at, dedup_key FROM moved
+        INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at, created_at, dedup_key, attempt)
+        SELECT id, job_name, queue, payload, statement_timestamp(), created_at, dedup_key, attempt FROM moved
         RETURNING 1
     )
     SELECT count(*)::integer FROM inserted;

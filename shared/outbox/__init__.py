@@ -273,6 +273,35 @@ def enqueue_many(
     return result
 
 
+def enqueue_retry(
+    conn: psycopg.Connection,
+    job: JobSpec,
+    body: str,
+    *,
+    job_id: str,
+    attempt: int,
+    queue: str,
+    delay: timedelta,
+    enqueued_at: datetime | None = None,
+) -> uuid.UUID:
+    """Hold the next attempt of a job that already ran in the outbox for ``delay`` (longer than SQS can hide a
+    message). The job keeps its id, its enqueue time and its attempt count, so it still reaches the dead-letter
+    queue after ``max_attempts``. For the handler runtime; applications use :func:`enqueue`. Never commits."""
+    if delay > MAX_DELAY:
+        raise EnqueueError(f"retry delay must be at most 100 years, got {delay.days} days")
+    try:
+        identity = uuid.UUID(job_id)
+    except ValueError:  # a foreign producer's message without a job id of ours: the retry gets one
+        identity = new_job_id()
+    check_payload_size(job.name, body)
+    conn.execute(
+        QUERIES["outbox_insert_retry"],
+        {"id": identity, "job_name": job.name, "queue": queue, "payload": body, "delay": delay,
+         "created_at": enqueued_at, "attempt": attempt},
+    )  # fmt: skip
+    return identity
+
+
 def enqueue_scheduled(
     conn: psycopg.Connection, job: JobSpec, fire_time: datetime, *, registry: Registry | None = None
 ) -> uuid.UUID | None:
@@ -299,4 +328,5 @@ __all__: Sequence[str] = (
     "EnqueueError",
     "validate_payload",
     "payload_body",
+    "enqueue_retry",
 )

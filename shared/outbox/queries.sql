@@ -8,6 +8,14 @@ VALUES (%(id)s, %(job_name)s, %(queue)s, %(payload)s::json, coalesce(%(run_at)s,
 ON CONFLICT (job_name, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
 RETURNING id;
 
+-- name: outbox_insert_retry
+-- A retry of a job already run (same id, its next attempt) that must wait longer than SQS can hide a message. A
+-- second copy for the same id (the original message delivered again) is the same retry: nothing is added.
+INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at, created_at, attempt)
+VALUES (%(id)s, %(job_name)s, %(queue)s, %(payload)s::json, statement_timestamp() + %(delay)s::interval,
+        coalesce(%(created_at)s, statement_timestamp()), %(attempt)s)
+ON CONFLICT (id) DO NOTHING;
+
 -- name: outbox_find_dedup
 SELECT id FROM conveyor.outbox WHERE job_name = %(job_name)s AND dedup_key = %(dedup_key)s;
 
@@ -45,7 +53,7 @@ UPDATE conveyor.outbox o
 SET claim_token = %(token)s, locked_until = now() + %(lease)s::interval
 FROM due
 WHERE o.id = due.id
-RETURNING o.id, o.job_name, o.queue, o.payload::text AS payload, o.created_at, o.publish_attempts;
+RETURNING o.id, o.job_name, o.queue, o.payload::text AS payload, o.created_at, o.attempt;
 
 -- name: outbox_mark_published
 -- Published rows leave the outbox and enter the run ledger. Deleted whoever holds the lease now: SQS has the
@@ -71,10 +79,11 @@ WITH failed AS (
     USING failed f
     WHERE o.id = f.id AND o.claim_token = %(token)s
       AND (f.permanent OR o.publish_attempts + 1 >= %(max_attempts)s)
-    RETURNING o.id, o.job_name, o.queue, o.payload, o.run_at, o.created_at, o.dedup_key, o.publish_attempts + 1 AS attempts, f.error
+    RETURNING o.id, o.job_name, o.queue, o.payload, o.run_at, o.created_at, o.dedup_key, o.publish_attempts + 1 AS attempts,
+              o.attempt, f.error
 ), buried AS (
-    INSERT INTO conveyor.outbox_dead (id, job_name, queue, payload, run_at, created_at, dedup_key, publish_attempts, last_error)
-    SELECT id, job_name, queue, payload, run_at, created_at, dedup_key, attempts, error FROM dead
+    INSERT INTO conveyor.outbox_dead (id, job_name, queue, payload, run_at, created_at, dedup_key, publish_attempts, attempt, last_error)
+    SELECT id, job_name, queue, payload, run_at, created_at, dedup_key, attempts, attempt, error FROM dead
     RETURNING id
 ), retried AS (
     UPDATE conveyor.outbox o

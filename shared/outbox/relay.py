@@ -70,11 +70,13 @@ class ClaimedJob:
     queue: str
     payload: str
     created_at: Any
-    publish_attempts: int = 0
+    attempt: int = 1
 
     @cached_property
     def attributes(self) -> dict[str, dict[str, str]]:
-        return message_attributes(job_id=str(self.id), job_name=self.job_name, attempt=1, enqueued_at=self.created_at)
+        return message_attributes(
+            job_id=str(self.id), job_name=self.job_name, attempt=self.attempt, enqueued_at=self.created_at
+        )
 
     @property
     def message_bytes(self) -> int:

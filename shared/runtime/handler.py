@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -38,7 +38,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.database import Database
 from shared.envelope import Delivery
-from shared.outbox import describe_validation_error, enqueue
+from shared.outbox import describe_validation_error, enqueue_retry
 from shared.queues import QueueDirectory
 from shared.registry import (
     RECORD_MARGIN_SECONDS,
@@ -76,7 +76,7 @@ class RunReport:
     queue: str | None = None
     # From enqueue (or SQS send, for foreign producers) to the end of this run: what a user waits for.
     latency_ms: float | None = None
-    # The new job that retries this one from the outbox, for a RetryAfter longer than SQS can hold.
+    # The job's id when its next attempt waits in the outbox (a RetryAfter longer than SQS can hold).
     rescheduled_as: str | None = None
 
 
@@ -104,7 +104,7 @@ class RecordNotStarted(Exception):
 @dataclass(frozen=True)
 class Retry:
     """How a failed run comes back: after ``delay`` seconds hidden on its queue (None: after the queue's visibility
-    timeout, because SQS did not take the delay), or as the new job ``rescheduled_as``, waiting in the outbox."""
+    timeout, because SQS did not take the delay), or as ``rescheduled_as``: the job's next attempt, waiting in the outbox."""
 
     delay: int | None
     rescheduled_as: str | None = None
@@ -298,7 +298,7 @@ class JobHandler:
 
         SQS hides a message at most 12 h after the receive that made it invisible. A backoff (``exact=False``) fits
         by the registry's rule and is shortened to what SQS allows if it ever does not; a ``RetryAfter``
-        (``exact=True``) is never shortened: what SQS cannot hold goes back through the outbox as a new job, due
+        (``exact=True``) is never shortened: what SQS cannot hold waits in the outbox as the job's next attempt, due
         when the delay ends, and this message is deleted.
         """
         room = self._visibility_room(delivery, invocation)
@@ -339,16 +339,17 @@ class JobHandler:
         )
 
     def _reschedule(self, delivery: Delivery, seconds: int, *, fallback: int | None) -> Retry:
-        """Enqueue the same payload as a new job due in ``seconds`` (on the same queue), committed before this
-        message is deleted. The dedup key holds while the copy waits, so a redelivery of this message (the
-        invocation died before deleting it) finds the pending copy instead of adding a second one."""
+        """Hold the job's next attempt in the outbox, due in ``seconds`` (on the same queue), committed before this
+        message is deleted. It keeps the job id and counts on from this attempt, so a job that keeps asking for
+        long delays still reaches its DLQ after ``max_attempts``; a redelivery of this message (the invocation
+        died before deleting it) finds the waiting retry by its id and adds nothing."""
         try:
-            payload = self.job.payload.model_validate_json(delivery.body)
             conn = self.database.connection()
             with conn.transaction():
-                job_id = enqueue(
-                    conn, self.job, payload, delay=seconds, queue=self._queue_label(delivery),
-                    dedup_key=f"conveyor.retry-after:{delivery.job_id}", registry=self.registry,
+                job_id = enqueue_retry(
+                    conn, self.job, delivery.body, job_id=delivery.job_id, attempt=delivery.attempt + 1,
+                    queue=self._queue_label(delivery), delay=timedelta(seconds=seconds),
+                    enqueued_at=delivery.enqueued_at,
                 )  # fmt: skip
         except Exception:  # noqa: BLE001 - the database is down or refused: keep the message on SQS instead
             self.logger.warning("could not reschedule the retry through the outbox", exc_info=True)

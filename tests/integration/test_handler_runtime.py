@@ -245,6 +245,15 @@ def test_retry_after_longer_than_sqs_can_hold_goes_back_through_the_outbox(items
     assert before + 43_200_000 <= float(run_at) <= after + 43_200_000
     [report] = handler.reports
     assert (report.outcome, report.retry_in, report.rescheduled_as) == ("retrying", 43_200, str(job_id))
+    # The same job, counting on: its next message starts at attempt 2, so it still reaches the DLQ in the end.
+    assert str(job_id) == report.job_id
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT attempt FROM conveyor.outbox").fetchone()[0] == 2
+    # The invocation died before Lambda deleted the original: its redelivery adds no second retry.
+    assert handler(event, FakeLambdaContext("items")) == {"batchItemFailures": []}
+    assert outbox_rows(db_url) == [(job_id, job_name, queue, payload, run_at)]
 
 
 def test_retry_after_that_sqs_refuses_goes_back_through_the_outbox(items_queue, bind, sqs, db_url):

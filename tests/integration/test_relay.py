@@ -499,3 +499,25 @@ def test_send_now_publishes_straight_to_the_routed_queue(sqs, stage, queues):
     with pytest.raises(InvalidPayload, match="to:"):
         send_now(EMAIL_SEND, {**WELCOME, "to": "nobody"}, sqs=sqs, directory=directory)
     assert receive_all(sqs, queues["email-default"][0]) == []
+
+
+def test_a_retry_waiting_in_the_outbox_is_published_as_the_same_job_at_its_next_attempt(conn, db_url, sqs, stage, queues):
+    from datetime import UTC, datetime, timedelta
+
+    from shared.outbox import enqueue_retry
+
+    job_id = "0196f0c5-0000-7000-8000-000000000042"
+    enqueued = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    body = json.dumps(WELCOME)
+    enqueue_retry(conn, EMAIL_SEND, body, job_id=job_id, attempt=3, queue="email-default", delay=timedelta(0), enqueued_at=enqueued)
+    relay = make_relay(db_url, sqs, stage)
+    try:
+        assert relay.run_once().published == 1
+    finally:
+        relay.close()
+    [message] = receive_all(sqs, queues["email-default"][0], expected=1)
+    attrs = message["MessageAttributes"]
+    assert attrs[ATTR_JOB_ID]["StringValue"] == job_id
+    assert attrs[ATTR_ATTEMPT]["StringValue"] == "3"
+    assert attrs[ATTR_ENQUEUED_AT]["StringValue"] == enqueued.isoformat()
+    assert message["Body"] == body
