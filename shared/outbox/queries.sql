@@ -38,8 +38,11 @@ SELECT dedup_key, id FROM conveyor.outbox WHERE job_name = %(job_name)s AND dedu
 -- Lease due rows, oldest first, in one short statement: rows another relay is claiming right now are skipped
 -- (SKIP LOCKED), rows leased by a relay that is still within its lease are not due. No lock outlives the statement;
 -- the lease (claim_token, locked_until) keeps other relays off while this one publishes.
-WITH due AS (
-    SELECT id
+UPDATE conveyor.outbox o
+SET claim_token = %(token)s, locked_until = now() + %(lease)s::interval
+-- By ctid, so the update visits exactly the rows the index scan locked (a join by id would scan the whole table).
+WHERE o.ctid = ANY (ARRAY(
+    SELECT ctid
     FROM conveyor.outbox
     WHERE run_at <= now()
       AND (next_attempt_at IS NULL OR next_attempt_at <= now())
@@ -48,11 +51,7 @@ WITH due AS (
     ORDER BY run_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-)
-UPDATE conveyor.outbox o
-SET claim_token = %(token)s, locked_until = now() + %(lease)s::interval
-FROM due
-WHERE o.id = due.id
+))
 RETURNING o.id, o.job_name, o.queue, o.payload::text AS payload, o.created_at, o.attempt;
 
 -- name: outbox_mark_published
@@ -60,12 +59,13 @@ RETURNING o.id, o.job_name, o.queue, o.payload::text AS payload, o.created_at, o
 -- message, so a relay that took the row over after our lease ran out must not publish it again.
 WITH published AS (
     DELETE FROM conveyor.outbox o
-    USING unnest(%(ids)s::uuid[], %(message_ids)s::text[]) AS p(id, message_id)
-    WHERE o.id = p.id
-    RETURNING o.id, o.job_name, o.queue, o.payload, o.dedup_key, o.created_at, o.run_at, p.message_id
+    WHERE o.id = ANY(%(ids)s::uuid[])
+    RETURNING o.id, o.job_name, o.queue, o.payload, o.dedup_key, o.created_at, o.run_at
 )
 INSERT INTO conveyor.runs (id, job_name, queue, payload, dedup_key, status, created_at, run_at, published_at, message_id)
-SELECT id, job_name, queue, payload, dedup_key, 'queued', created_at, run_at, now(), message_id FROM published
+SELECT p.id, p.job_name, p.queue, p.payload, p.dedup_key, 'queued', p.created_at, p.run_at, now(), m.message_id
+FROM published p
+JOIN unnest(%(ids)s::uuid[], %(message_ids)s::text[]) AS m(id, message_id) ON m.id = p.id
 ON CONFLICT (id) DO NOTHING;
 
 -- name: outbox_mark_failed
