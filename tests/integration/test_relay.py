@@ -197,18 +197,23 @@ def test_entries_sqs_refuses_stay_pending_with_the_error(conn, db_url, sqs, stag
     assert attempts == 1 and "does not exist" in error and delayed
 
 
+class FlakyConnect:
+    """connect() that refuses the next ``refusals`` calls, as a restarting database does."""
+
+    def __init__(self, settings, refusals=0):
+        self.settings, self.refusals = settings, refusals
+
+    def __call__(self):
+        if self.refusals:
+            self.refusals -= 1
+            raise psycopg.OperationalError("connection refused (simulated outage)")
+        return connect(self.settings)
+
+
 def test_relay_survives_a_database_outage(db_url, sqs, stage, queues, conn):
     """run() keeps going through connection errors; jobs enqueued meanwhile are published afterwards."""
     settings = Settings(stage=stage, database_url=db_url)
-    broken = {"left": 2}
-
-    def flaky_connect():
-        if broken["left"]:
-            broken["left"] -= 1
-            raise psycopg.OperationalError("connection refused (simulated outage)")
-        return connect(settings)
-
-    relay = Relay(flaky_connect, sqs, QueueDirectory(sqs, settings))
+    relay = Relay(FlakyConnect(settings, refusals=2), sqs, QueueDirectory(sqs, settings))
     enqueue(conn, EMAIL_SEND, WELCOME)
     stop = threading.Event()
     thread = threading.Thread(target=relay.run, args=(stop,), kwargs={"idle_interval": 0.01})
@@ -402,20 +407,13 @@ def test_the_lambda_relay_has_timeouts_shorter_than_its_lease():
 def test_drain_survives_the_database_dropping_mid_drain(conn, db_url, sqs, stage, queues):
     """drain() is what the Lambda runs: one dropped connection used to end the invocation with an error."""
     settings = Settings(stage=stage, database_url=db_url)
-    refusals = {"left": 0}
-
-    def flaky_connect():
-        if refusals["left"]:
-            refusals["left"] -= 1
-            raise psycopg.OperationalError("connection refused (simulated restart)")
-        return connect(settings)
-
-    relay = Relay(flaky_connect, sqs, QueueDirectory(sqs, settings))
+    flaky = FlakyConnect(settings)
+    relay = Relay(flaky, sqs, QueueDirectory(sqs, settings))
     enqueue(conn, EMAIL_SEND, WELCOME)
     try:
         assert relay.drain(5).published == 1
         conn.execute("SELECT pg_terminate_backend(%s)", (relay._conn.info.backend_pid,))
-        refusals["left"] = 2
+        flaky.refusals = 2
         enqueue(conn, EMAIL_SEND, WELCOME)
         stats = relay.drain(10, stay=False)
     finally:
