@@ -14,10 +14,15 @@ ALTER TABLE conveyor.outbox
     ADD COLUMN claim_token  uuid,
     ADD COLUMN locked_until timestamptz;
 
--- The attempt the published message starts at (its conveyor.attempt). 1 for a new job; higher for a retry that
--- waits here because SQS cannot hide a message that long (a RetryAfter over SQS's 12 hours): the retry keeps the
--- job's id and its attempt count, so it still reaches the dead-letter queue after its last attempt.
-ALTER TABLE conveyor.outbox ADD COLUMN attempt integer NOT NULL DEFAULT 1 CHECK (attempt >= 1);
+-- A retry that waits here because SQS cannot hide a message that long (a RetryAfter over SQS's 12 hours) is a row
+-- of its own (its own row id, so publishing or dead-lettering one row never touches another) that carries the job's
+-- id in job_id and the attempt its message starts at: the job keeps its identity and its attempt count, and still
+-- reaches the dead-letter queue after its last attempt. For every other row job_id is NULL: the row id is the job id.
+ALTER TABLE conveyor.outbox
+    ADD COLUMN job_id  uuid,
+    ADD COLUMN attempt integer NOT NULL DEFAULT 1 CHECK (attempt >= 1);
+-- One waiting retry per (job, attempt): the original message delivered twice adds no second retry.
+CREATE UNIQUE INDEX outbox_retry ON conveyor.outbox (job_id, attempt) WHERE job_id IS NOT NULL;
 
 -- The same key rules as enqueue() in Python, for every writer (conveyor.add_job, hand-written INSERTs). NOT VALID:
 -- rows already pending are not re-checked, so the migration cannot fail on old data.
@@ -30,6 +35,7 @@ ALTER TABLE conveyor.outbox
 -- go back with conveyor.requeue_dead_outbox() (or `conveyor outbox --requeue`) once the cause is fixed.
 CREATE TABLE conveyor.outbox_dead (
     id               uuid PRIMARY KEY,
+    job_id           uuid,
     job_name         text NOT NULL,
     queue            text NOT NULL,
     payload          json NOT NULL,
@@ -123,21 +129,31 @@ END;
 $$;
 
 -- Put rows the relay gave up on back in the outbox, due now, with a fresh attempt count. Returns how many moved.
--- A row whose dedup key is meanwhile held by a pending job stays where it is (enqueue would have returned that job).
+-- Of several dead rows with one dedup key, the newest goes back (the key allows one pending job); a row whose key a
+-- pending job holds stays where it is (enqueue would have returned that job). Both stay listed for the operator.
 CREATE FUNCTION conveyor.requeue_dead_outbox(ids uuid[] DEFAULT NULL) RETURNS integer
 LANGUAGE sql
 AS $$
-    WITH moved AS (
-        DELETE FROM conveyor.outbox_dead d
+    WITH chosen AS (
+        SELECT DISTINCT ON (d.job_name, coalesce(d.dedup_key, d.id::text)) d.id
+        FROM conveyor.outbox_dead d
         WHERE (requeue_dead_outbox.ids IS NULL OR d.id = ANY (requeue_dead_outbox.ids))
           AND NOT EXISTS (
               SELECT 1 FROM conveyor.outbox o
               WHERE o.job_name = d.job_name AND o.dedup_key = d.dedup_key
           )
+          AND NOT EXISTS (
+              SELECT 1 FROM conveyor.outbox o WHERE o.job_id = d.job_id AND o.attempt = d.attempt
+          )
+        ORDER BY d.job_name, coalesce(d.dedup_key, d.id::text), d.failed_at DESC
+    ), moved AS (
+        DELETE FROM conveyor.outbox_dead d
+        USING chosen c
+        WHERE d.id = c.id
         RETURNING d.*
     ), inserted AS (
-        INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at, created_at, dedup_key, attempt)
-        SELECT id, job_name, queue, payload, statement_timestamp(), created_at, dedup_key, attempt FROM moved
+        INSERT INTO conveyor.outbox (id, job_id, job_name, queue, payload, run_at, created_at, dedup_key, attempt)
+        SELECT id, job_id, job_name, queue, payload, statement_timestamp(), created_at, dedup_key, attempt FROM moved
         RETURNING 1
     )
     SELECT count(*)::integer FROM inserted;

@@ -286,7 +286,8 @@ def enqueue_retry(
 ) -> uuid.UUID:
     """Hold the next attempt of a job that already ran in the outbox for ``delay`` (longer than SQS can hide a
     message). The job keeps its id, its enqueue time and its attempt count, so it still reaches the dead-letter
-    queue after ``max_attempts``. For the handler runtime; applications use :func:`enqueue`. Never commits."""
+    queue after ``max_attempts``; the same retry asked for twice (the message delivered again) is written once.
+    Returns the job's id. For the handler runtime; applications use :func:`enqueue`. Never commits."""
     if delay > MAX_DELAY:
         raise EnqueueError(f"retry delay must be at most 100 years, got {delay.days} days")
     try:
@@ -296,8 +297,8 @@ def enqueue_retry(
     check_payload_size(job.name, body)
     conn.execute(
         QUERIES["outbox_insert_retry"],
-        {"id": identity, "job_name": job.name, "queue": queue, "payload": body, "delay": delay,
-         "created_at": enqueued_at, "attempt": attempt},
+        {"id": new_job_id(), "job_id": identity, "job_name": job.name, "queue": queue, "payload": body,
+         "delay": delay, "created_at": enqueued_at, "attempt": attempt},
     )  # fmt: skip
     return identity
 

@@ -19,6 +19,7 @@ from shared.outbox import QUERIES
 @dataclass(frozen=True)
 class DeadRow:
     id: uuid.UUID
+    job_id: uuid.UUID
     job_name: str
     queue: str
     publish_attempts: int

@@ -9,12 +9,12 @@ ON CONFLICT (job_name, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
 RETURNING id;
 
 -- name: outbox_insert_retry
--- A retry of a job already run (same id, its next attempt) that must wait longer than SQS can hide a message. A
--- second copy for the same id (the original message delivered again) is the same retry: nothing is added.
-INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at, created_at, attempt)
-VALUES (%(id)s, %(job_name)s, %(queue)s, %(payload)s::json, statement_timestamp() + %(delay)s::interval,
+-- A retry of a job already run (its id, its next attempt) that must wait longer than SQS can hide a message, as a
+-- row of its own. The original message delivered again finds the same retry waiting and adds nothing.
+INSERT INTO conveyor.outbox (id, job_id, job_name, queue, payload, run_at, created_at, attempt)
+VALUES (%(id)s, %(job_id)s, %(job_name)s, %(queue)s, %(payload)s::json, statement_timestamp() + %(delay)s::interval,
         coalesce(%(created_at)s, statement_timestamp()), %(attempt)s)
-ON CONFLICT (id) DO NOTHING;
+ON CONFLICT (job_id, attempt) WHERE job_id IS NOT NULL DO NOTHING;
 
 -- name: outbox_find_dedup
 SELECT id FROM conveyor.outbox WHERE job_name = %(job_name)s AND dedup_key = %(dedup_key)s;
@@ -52,20 +52,21 @@ WHERE o.ctid = ANY (ARRAY(
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ))
-RETURNING o.id, o.job_name, o.queue, o.payload::text AS payload, o.created_at, o.attempt;
+RETURNING o.id, o.job_name, o.queue, o.payload::text AS payload, o.created_at, o.attempt, coalesce(o.job_id, o.id) AS job_id;
 
 -- name: outbox_mark_published
--- Published rows leave the outbox and enter the run ledger. Deleted whoever holds the lease now: SQS has the
--- message, so a relay that took the row over after our lease ran out must not publish it again.
+-- Published rows leave the outbox and enter the run ledger (keyed by job id). Deleted whoever holds the lease now:
+-- SQS has the message, so a relay that took the row over after our lease ran out must not publish it again. Row ids
+-- are never reused, so this deletes exactly the rows that were sent.
 WITH published AS (
     DELETE FROM conveyor.outbox o
     WHERE o.id = ANY(%(ids)s::uuid[])
-    RETURNING o.id, o.job_name, o.queue, o.payload, o.dedup_key, o.created_at, o.run_at
+    RETURNING o.id AS row_id, coalesce(o.job_id, o.id) AS id, o.job_name, o.queue, o.payload, o.dedup_key, o.created_at, o.run_at
 )
 INSERT INTO conveyor.runs (id, job_name, queue, payload, dedup_key, status, created_at, run_at, published_at, message_id)
 SELECT p.id, p.job_name, p.queue, p.payload, p.dedup_key, 'queued', p.created_at, p.run_at, now(), m.message_id
 FROM published p
-JOIN unnest(%(ids)s::uuid[], %(message_ids)s::text[]) AS m(id, message_id) ON m.id = p.id
+JOIN unnest(%(ids)s::uuid[], %(message_ids)s::text[]) AS m(id, message_id) ON m.id = p.row_id
 ON CONFLICT (id) DO NOTHING;
 
 -- name: outbox_mark_failed
@@ -79,11 +80,11 @@ WITH failed AS (
     USING failed f
     WHERE o.id = f.id AND o.claim_token = %(token)s
       AND (f.permanent OR o.publish_attempts + 1 >= %(max_attempts)s)
-    RETURNING o.id, o.job_name, o.queue, o.payload, o.run_at, o.created_at, o.dedup_key, o.publish_attempts + 1 AS attempts,
-              o.attempt, f.error
+    RETURNING o.id, o.job_id, o.job_name, o.queue, o.payload, o.run_at, o.created_at, o.dedup_key,
+              o.publish_attempts + 1 AS attempts, o.attempt, f.error
 ), buried AS (
-    INSERT INTO conveyor.outbox_dead (id, job_name, queue, payload, run_at, created_at, dedup_key, publish_attempts, attempt, last_error)
-    SELECT id, job_name, queue, payload, run_at, created_at, dedup_key, attempts, attempt, error FROM dead
+    INSERT INTO conveyor.outbox_dead (id, job_id, job_name, queue, payload, run_at, created_at, dedup_key, publish_attempts, attempt, last_error)
+    SELECT id, job_id, job_name, queue, payload, run_at, created_at, dedup_key, attempts, attempt, error FROM dead
     RETURNING id
 ), retried AS (
     UPDATE conveyor.outbox o
@@ -127,7 +128,7 @@ WHERE run_at <= now();
 SELECT count(*) FROM conveyor.outbox_dead;
 
 -- name: outbox_dead_list
-SELECT id, job_name, queue, publish_attempts, failed_at, last_error, octet_length(payload::text) AS payload_bytes
+SELECT id, coalesce(job_id, id), job_name, queue, publish_attempts, failed_at, last_error, octet_length(payload::text) AS payload_bytes
 FROM conveyor.outbox_dead
 ORDER BY failed_at DESC
 LIMIT %(limit)s;

@@ -57,6 +57,25 @@ def relay_client_config() -> Any:
     return Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 3})
 
 
+# Request-level errors that say nothing about the messages or their queue: SQS or the network is unwell. The rows
+# are released untouched (no attempt counted), and the cycle counts as failed so the loop backs off.
+TRANSIENT_SQS_ERRORS = frozenset({
+    "Throttling", "ThrottlingException", "RequestThrottled", "RequestThrottledException", "SlowDown",
+    "ServiceUnavailable", "InternalError", "InternalFailure", "RequestTimeout", "RequestTimeoutException",
+    "ExpiredToken", "ExpiredTokenException", "RequestExpired",
+})
+
+
+def _is_transient(exc: Exception) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return _error_code(exc) in TRANSIENT_SQS_ERRORS or status >= 500
+    # Connection refused or reset, timeouts, DNS: botocore's own errors, raised before SQS could judge the request.
+    return isinstance(exc, BotoCoreError)
+
+
 def _error_code(exc: Exception) -> str | None:
     """The AWS error code of a botocore ClientError, if it is one."""
     response = getattr(exc, "response", None)
@@ -71,11 +90,13 @@ class ClaimedJob:
     payload: str
     created_at: Any
     attempt: int = 1
+    # The job's id: the row's own, except for a retry waiting in the outbox (a row of its own for the same job).
+    job_id: Any = None
 
     @cached_property
     def attributes(self) -> dict[str, dict[str, str]]:
         return message_attributes(
-            job_id=str(self.id), job_name=self.job_name, attempt=self.attempt, enqueued_at=self.created_at
+            job_id=str(self.job_id or self.id), job_name=self.job_name, attempt=self.attempt, enqueued_at=self.created_at
         )
 
     @property
@@ -99,6 +120,8 @@ class RelayStats:
     failed: int = 0
     # Rows moved to conveyor.outbox_dead this time (a subset of ``failed``).
     dead: int = 0
+    # Rows released without an attempt: SQS or the network failed the request, or the lease ran short.
+    unsent: int = 0
     cycles: int = 0
     # Cycles that failed as a whole (the database or SQS unreachable); their rows stay in the outbox.
     cycle_errors: int = 0
@@ -108,6 +131,7 @@ class RelayStats:
         self.published += other.published
         self.failed += other.failed
         self.dead += other.dead
+        self.unsent += other.unsent
         self.cycles += other.cycles
         self.cycle_errors += other.cycle_errors
         self.errors.extend(other.errors)
@@ -174,14 +198,14 @@ class Relay:
         jobs = [ClaimedJob(*row) for row in rows]
         published, refused, unsent = self._publish(jobs, send_until)
         dead = self._mark(token, published, refused, unsent)
-        stats = RelayStats(published=len(published), failed=len(refused), dead=dead, cycles=1)
+        stats = RelayStats(published=len(published), failed=len(refused), dead=dead, unsent=len(unsent), cycles=1)
         if refused:
             stats.errors = sorted({r.error for r in refused})
             log.warning("relay: SQS refused %d of %d jobs: %s", len(refused), len(jobs), "; ".join(stats.errors[:3]))
         if dead:
             log.error("relay: %d job(s) can never be published; moved to conveyor.outbox_dead (`conveyor outbox --failed`)", dead)
         if unsent:
-            log.warning("relay: the lease ran short; %d job(s) released unsent for the next cycle", len(unsent))
+            log.warning("relay: %d job(s) released unsent (SQS unreachable or the lease ran short); retrying", len(unsent))
         return stats
 
     def _publish(
@@ -214,8 +238,7 @@ class Relay:
         def send(batch: list[ClaimedJob]) -> tuple[list[tuple[Any, str]], list[Refusal], list[Any]]:
             if time.monotonic() > send_until:
                 return [], [], [job.id for job in batch]
-            ok, bad = self._send_batch(batch)
-            return ok, bad, []
+            return self._send_batch(batch)
 
         for ok, bad, skipped in self._pool.map(send, batches):
             published.extend(ok)
@@ -223,7 +246,8 @@ class Relay:
             unsent.extend(skipped)
         return published, refused, unsent
 
-    def _send_batch(self, batch: list[ClaimedJob]) -> tuple[list[tuple[Any, str]], list[Refusal]]:
+    def _send_batch(self, batch: list[ClaimedJob]) -> tuple[list[tuple[Any, str]], list[Refusal], list[Any]]:
+        """(published, refused, unsent) for one SendMessageBatch."""
         try:
             url = self.directory.url(batch[0].queue)
             response = self.sqs.send_message_batch(
@@ -239,12 +263,15 @@ class Relay:
                 # SQS counts size a little differently from our estimate, or one entry spoils the request: halve the
                 # batch until the culprit stands alone, rather than retry the whole batch forever.
                 middle = len(batch) // 2
-                first_ok, first_bad = self._send_batch(batch[:middle])
-                second_ok, second_bad = self._send_batch(batch[middle:])
-                return first_ok + second_ok, first_bad + second_bad
+                first = self._send_batch(batch[:middle])
+                second = self._send_batch(batch[middle:])
+                return first[0] + second[0], first[1] + second[1], first[2] + second[2]
+            if _is_transient(exc):
+                log.warning("relay: SQS request failed (%s: %s); the batch stays pending", type(exc).__name__, exc)
+                return [], [], [job.id for job in batch]
+            # The queue itself is refused (missing, no permission) or something unexpected: counts as an attempt.
             error = f"{type(exc).__name__}: {exc}"
-            permanent = code in PERMANENT_SQS_ERRORS
-            return [], [Refusal(job.id, error, permanent) for job in batch]
+            return [], [Refusal(job.id, error, code in PERMANENT_SQS_ERRORS) for job in batch], []
         ok = [(batch[int(entry["Id"])].id, entry["MessageId"]) for entry in response.get("Successful", [])]
         bad = [
             Refusal(
@@ -254,7 +281,7 @@ class Relay:
             )
             for entry in response.get("Failed", [])
         ]
-        return ok, bad
+        return ok, bad, []
 
     def _mark(self, token: uuid.UUID, published: list[tuple[Any, str]], refused: list[Refusal], unsent: list[Any]) -> int:
         """Record the outcome in one short transaction; returns how many rows went to ``outbox_dead``.
@@ -325,6 +352,11 @@ class Relay:
             return None
 
     @staticmethod
+    def _stalled(stats: RelayStats) -> bool:
+        """A cycle that claimed rows but could send none of them (SQS unreachable): back off as after an error."""
+        return stats.unsent > 0 and stats.published == 0 and stats.failed == 0
+
+    @staticmethod
     def _backoff(failures: int) -> float:
         return min(0.1 * 2**failures, 5.0)
 
@@ -341,13 +373,14 @@ class Relay:
         failures = 0
         while (remaining := deadline - time.monotonic()) > 0:
             stats = self._safe_cycle()
-            if stats is None:
+            if stats is not None:
+                total.add(stats)
+            if stats is None or self._stalled(stats):
                 failures += 1
                 total.cycle_errors += 1
                 time.sleep(min(self._backoff(failures), max(deadline - time.monotonic(), 0)))
                 continue
             failures = 0
-            total.add(stats)
             if stats.published + stats.failed < self.batch_size:
                 if not stay:
                     break
@@ -365,7 +398,7 @@ class Relay:
         failures = 0
         while not stop.is_set():
             stats = self._safe_cycle()
-            if stats is None:
+            if stats is None or self._stalled(stats):
                 failures += 1
                 stop.wait(self._backoff(failures))
                 continue

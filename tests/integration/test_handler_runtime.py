@@ -227,7 +227,7 @@ def outbox_rows(db_url):
 
     with psycopg.connect(db_url) as conn:
         return conn.execute(
-            "SELECT id, job_name, queue, payload::text, extract(epoch FROM run_at) * 1000 FROM conveyor.outbox"
+            "SELECT coalesce(job_id, id), job_name, queue, payload::text, extract(epoch FROM run_at) * 1000 FROM conveyor.outbox"
         ).fetchall()
 
 

@@ -519,3 +519,64 @@ def test_a_retry_waiting_in_the_outbox_is_published_as_the_same_job_at_its_next_
     assert attrs[ATTR_ATTEMPT]["StringValue"] == "3"
     assert attrs[ATTR_ENQUEUED_AT]["StringValue"] == enqueued.isoformat()
     assert message["Body"] == body
+
+
+def test_a_retry_written_while_its_job_is_being_published_survives_the_mark(conn, db_url, sqs, stage, queues):
+    """The handler can run a job, and park its next attempt in the outbox, before the relay that published it has
+    marked it. Marking the published row must not take the parked retry with it: that lost the job."""
+    from datetime import timedelta
+
+    from shared.outbox import enqueue_retry
+
+    job_id = enqueue(conn, EMAIL_SEND, WELCOME)
+
+    def handler_runs_and_parks_a_retry(_kwargs):
+        with psycopg.connect(db_url, autocommit=True) as other, other.transaction():
+            enqueue_retry(other, EMAIL_SEND, json.dumps(WELCOME), job_id=str(job_id), attempt=2,
+                          queue="email-default", delay=timedelta(hours=13))  # fmt: skip
+
+    settings = Settings(stage=stage, database_url=db_url)
+    relay = Relay(lambda: connect(settings), InterceptedSQS(sqs, after=handler_runs_and_parks_a_retry), QueueDirectory(sqs, settings))
+    try:
+        assert relay.run_once().published == 1
+    finally:
+        relay.close()
+    assert conn.execute("SELECT job_id, attempt FROM conveyor.outbox").fetchall() == [(job_id, 2)]
+
+
+def test_transport_errors_are_not_publish_attempts(conn, db_url, sqs, stage, queues):
+    """An hour of SQS being unreachable (or throttling, or 5xx) must not move the whole outbox to outbox_dead: only
+    refusals of the messages or of their queue count towards the attempt limit."""
+    from botocore.exceptions import EndpointConnectionError
+
+    job_id = enqueue(conn, EMAIL_SEND, WELCOME)
+
+    def unreachable(_kwargs):
+        raise EndpointConnectionError(endpoint_url="https://sqs.example")
+
+    settings = Settings(stage=stage, database_url=db_url)
+    relay = Relay(lambda: connect(settings), InterceptedSQS(sqs, before=unreachable), QueueDirectory(sqs, settings),
+                  max_publish_attempts=2)  # fmt: skip
+    try:
+        for _ in range(3):
+            stats = relay.run_once()
+            assert (stats.published, stats.failed, stats.dead, stats.unsent) == (0, 0, 0, 1)
+        assert relay.drain(0.5).cycle_errors >= 1  # the loops back off as for any failed cycle
+    finally:
+        relay.close()
+    assert conn.execute("SELECT id, publish_attempts, claim_token FROM conveyor.outbox").fetchall() == [(job_id, 0, None)]
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox_dead").fetchone()[0] == 0
+
+
+def test_requeue_takes_one_dead_row_per_dedup_key(conn):
+    for age in (3, 2, 1):
+        conn.execute(
+            "INSERT INTO conveyor.outbox_dead (id, job_name, queue, payload, run_at, created_at, dedup_key, publish_attempts, "
+            "last_error, failed_at) VALUES (gen_random_uuid(), 'email.send', 'email-default', %s, now(), now(), 'store-sync:42', "
+            "20, 'QueueDoesNotExist', now() - %s * interval '1 minute')",
+            (json.dumps({**WELCOME, "subject": f"{age} min ago"}), age),
+        )
+    assert conn.execute("SELECT conveyor.requeue_dead_outbox()").fetchone()[0] == 1
+    assert conn.execute("SELECT payload->>'subject' FROM conveyor.outbox").fetchall() == [("1 min ago",)]
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox_dead").fetchone()[0] == 2
+    assert conn.execute("SELECT conveyor.requeue_dead_outbox()").fetchone()[0] == 0  # the key is pending now
