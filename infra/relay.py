@@ -30,6 +30,7 @@ from infra.lambda_defaults import FunctionFactory
 from infra.scheduling import Scheduling
 from shared import settings as env
 from shared.names import system_function_name, system_schedule_name
+from shared.outbox.relay import SEND_BUDGET
 
 RESIDENT_DRAIN_SECONDS = 65
 ON_DEMAND_DRAIN_SECONDS = 50
@@ -57,7 +58,9 @@ class OutboxRelay(Construct):
             function_name=self.function_name,
             handler="functions.relay.handler.handler",
             description=f"Conveyor: publishes due outbox rows to SQS ({config.mode})",
-            timeout=Duration.seconds(drain + 15),
+            # Past the drain: one SendMessageBatch started just before it ends may take SEND_BUDGET (the relay starts
+            # no send after the drain's end), and a final lag read.
+            timeout=Duration.seconds(drain + int(SEND_BUDGET.total_seconds()) + 10),
             memory=256,
             reserved_concurrency=config.reserved_concurrency,
             environment={

@@ -23,7 +23,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     registry = default_registry()
     with connect() as conn:
         result = migrate(conn)
-        sync_registry(conn, registry)
+        warnings = sync_registry(conn, registry)
     applied = [f"{m.component}/{m.version:04d}_{m.name}" for m in result.applied]
     logger.info("migrations applied", extra={"applied": applied, "jobs": len(registry)})
-    return {"applied": applied, "jobs": [job.name for job in registry]}
+    for warning in warnings:  # outbox rows no function will take: an operator must decide their fate
+        logger.error("outbox rows will never run", extra={"warning": warning})
+    return {"applied": applied, "jobs": [job.name for job in registry], "warnings": warnings}

@@ -8,8 +8,9 @@ Two modes (``CONVEYOR_RELAY_MODE``):
 * ``on-demand``: each run publishes what is due and returns. Almost free when idle, but a job committed just after
   a run waits for the next one (up to a minute).
 
-The drain stops well before the function's own timeout so a run never dies mid-batch (which would only cause
-duplicates, but costs a retry). After the drain it reports the relay lag (age of the oldest due job) as a metric
+No send starts after the drain's end, and the function's timeout leaves room past it for one send's worst case
+(``SEND_BUDGET``), so a run never dies mid-publish (which would only cause duplicates, after the lease). A drain
+survives database and SQS outages, retrying with backoff until its budget ends. After the drain it reports the relay lag (age of the oldest due job) as a metric
 for the lag alarm.
 """
 

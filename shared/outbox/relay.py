@@ -182,13 +182,15 @@ class Relay:
 
     # -- one cycle -------------------------------------------------------------------------------------------
 
-    def run_once(self) -> RelayStats:
+    def run_once(self, *, send_until: float | None = None) -> RelayStats:
         """Lease, publish and mark one batch. Returns what happened; raises on database errors (rows already
-        published then come back after the lease: duplicates, never losses)."""
+        published then come back after the lease: duplicates, never losses). No send starts after ``send_until``
+        (``time.monotonic()``; a drain's end), so an invocation's last cycle cannot outlive its function."""
         skip = [q for q in self.known_queues if self.admit and not self.admit(q)]
         token = uuid.uuid4()
         # Send only while the slowest call still ends inside the lease, measured from before the claim.
-        send_until = time.monotonic() + (self.lease - self.send_budget).total_seconds()
+        lease_ends = time.monotonic() + (self.lease - self.send_budget).total_seconds()
+        send_until = lease_ends if send_until is None else min(send_until, lease_ends)
         rows = self._connection().execute(
             QUERIES["outbox_claim"],
             {"limit": self.batch_size, "skip_queues": skip, "token": token, "lease": self.lease},
@@ -339,10 +341,10 @@ class Relay:
 
     # -- loops -----------------------------------------------------------------------------------------------
 
-    def _safe_cycle(self) -> RelayStats | None:
+    def _safe_cycle(self, send_until: float | None = None) -> RelayStats | None:
         """One cycle that never raises: a relay must outlive any one failure (the outbox keeps every job)."""
         try:
-            return self.run_once()
+            return self.run_once(send_until=send_until)
         except Exception as exc:  # noqa: BLE001
             if isinstance(exc, psycopg.Error):
                 log.error("relay: database error (%s); reconnecting", str(exc).strip().replace("\n", " "))
@@ -366,13 +368,14 @@ class Relay:
         By default it returns as soon as nothing is due. With ``stay=True`` it keeps polling until the deadline,
         so a relay started every minute keeps commit-to-SQS latency sub-second without an always-on server.
         Failed cycles (the database restarting, SQS unreachable) are retried with a capped backoff until the
-        deadline, exactly as in :meth:`run`.
+        deadline, exactly as in :meth:`run`. No send starts after the deadline: rows claimed too late are released
+        for the next run, so the caller's own timeout needs only ``send_budget`` beyond ``max_seconds``.
         """
         total = RelayStats()
         deadline = time.monotonic() + max_seconds
         failures = 0
         while (remaining := deadline - time.monotonic()) > 0:
-            stats = self._safe_cycle()
+            stats = self._safe_cycle(send_until=deadline)
             if stats is not None:
                 total.add(stats)
             if stats is None or self._stalled(stats):

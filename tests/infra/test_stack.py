@@ -178,6 +178,12 @@ def test_relay_may_only_send_to_job_queues(synth):
     assert invoke_config["Properties"]["MaximumRetryAttempts"] == 0
     assert invoke_config["Properties"]["MaximumEventAgeInSeconds"] == 90
     assert relay["Properties"]["Environment"]["Variables"]["CONVEYOR_RELAY_MODE"] == "resident"
+    # A send started just before the drain ends may take the relay's whole send budget: the function outlives it,
+    # so a run is never killed mid-publish (which would only duplicate, but after a 60 s lease).
+    from shared.outbox.relay import SEND_BUDGET
+
+    drain = float(relay["Properties"]["Environment"]["Variables"]["CONVEYOR_RELAY_DRAIN_SECONDS"])
+    assert relay["Properties"]["Timeout"] >= drain + SEND_BUDGET.total_seconds() + 5
 
 
 def test_no_policy_grants_a_wildcard_action(synth):

@@ -580,3 +580,17 @@ def test_requeue_takes_one_dead_row_per_dedup_key(conn):
     assert conn.execute("SELECT payload->>'subject' FROM conveyor.outbox").fetchall() == [("1 min ago",)]
     assert conn.execute("SELECT count(*) FROM conveyor.outbox_dead").fetchone()[0] == 2
     assert conn.execute("SELECT conveyor.requeue_dead_outbox()").fetchone()[0] == 0  # the key is pending now
+
+
+def test_no_send_starts_after_the_drain_deadline(conn, db_url, sqs, stage, queues):
+    """A cycle claimed at the very end of an invocation releases its rows rather than publishing past the
+    function's budget (where Lambda would kill it mid-publish)."""
+    enqueue(conn, EMAIL_SEND, WELCOME)
+    relay = make_relay(db_url, sqs, stage)
+    try:
+        stats = relay.run_once(send_until=time.monotonic())
+        assert (stats.published, stats.unsent) == (0, 1)
+        assert conn.execute("SELECT claim_token FROM conveyor.outbox").fetchone()[0] is None
+        assert relay.run_once().published == 1
+    finally:
+        relay.close()
