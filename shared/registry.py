@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, ValidationError
 
 from shared.names import JOB_NAME_RE, ResourceNameError, check_queue_label, module_name, schedule_name, slug
 from shared.schedule import Schedule, ScheduleError, parse_schedule
@@ -66,6 +66,35 @@ class JobPayload(BaseModel):
     """Base for payload models: immutable, and unknown fields are an error rather than silently dropped."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def wire_name_problems(model: type[BaseModel], path: str = "", seen: frozenset[type] = frozenset()) -> list[str]:
+    """Fields whose name on the wire (what ``model_dump_json(by_alias=True)`` writes, and so what the relay sends)
+    is not a name the model accepts when the handler validates the body. Such a payload would be enqueued fine and
+    dead-lettered by its handler (``PayloadInvalid: from: Field required``)."""
+    import typing
+
+    problems: list[str] = []
+    config = model.model_config
+    by_name = bool(config.get("populate_by_name") or config.get("validate_by_name"))
+    for name, field in model.model_fields.items():
+        sent = field.serialization_alias or field.alias or name
+        accepted = field.validation_alias
+        if accepted is not None:
+            choices = accepted.choices if isinstance(accepted, AliasChoices) else [accepted]
+            names = {c if isinstance(c, str) else (c.path[0] if isinstance(c, AliasPath) and len(c.path) == 1 else None) for c in choices}
+            ok = sent in names or (by_name and sent == name)
+        else:
+            ok = sent == (field.alias or name) or (by_name and sent == name)
+        if not ok:
+            problems.append(f"{path}{name} is sent as {sent!r} but read back only as {accepted or field.alias or name!r}")
+        stack = [field.annotation]
+        while stack:
+            annotation = stack.pop()
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation not in seen:
+                problems += wire_name_problems(annotation, f"{path}{name}.", seen | {model})
+            stack.extend(typing.get_args(annotation))
+    return problems
 
 
 class Backoff(StrEnum):
@@ -220,6 +249,12 @@ class JobSpec:
             fail(
                 f"payload model {self.payload.__name__} must be frozen with extra='forbid' "
                 "(subclass shared.registry.JobPayload)"
+            )
+        wire = wire_name_problems(self.payload)
+        if wire:
+            fail(
+                f"payload model {self.payload.__name__} cannot read back what it sends: {'; '.join(wire)}. Use "
+                "alias= (one name both ways) or make validation_alias accept the serialized name"
             )
         object.__setattr__(self, "queues", tuple(self.queues))
         for queue in self.all_queues:

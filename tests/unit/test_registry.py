@@ -214,3 +214,30 @@ def test_a_backoff_sqs_cannot_hold_after_a_whole_batch_is_refused():
     assert spec(retry=RetryPolicy(max_delay=most)).retry.max_delay == most
     with pytest.raises(RegistryError, match=rf"job 'a\.job': retry max_delay {most + 1} s .* use max_delay <= {most}"):
         spec(retry=RetryPolicy(max_delay=most + 1))
+
+
+def test_a_payload_model_that_cannot_read_back_what_it_sends_is_refused():
+    """The relay sends the model's JSON by alias; a field read under another name would be dead-lettered by its own
+    handler (`PayloadInvalid: from: Field required`)."""
+    from pydantic import AliasChoices, Field
+
+    from shared.registry import JobPayload, JobSpec, RegistryError
+
+    class OneWay(JobPayload):
+        from_: str = Field(validation_alias="from")
+
+    class Inner(JobPayload):
+        reply: str = Field(serialization_alias="reply-to")
+
+    class Outer(JobPayload):
+        inner: list[Inner]
+
+    class Fine(JobPayload):
+        from_: str = Field(alias="from")
+        to: str = Field(validation_alias=AliasChoices("to", "recipient"))
+
+    with pytest.raises(RegistryError, match=r"job 'x\.one': payload model OneWay cannot read back what it sends: from_ is sent as 'from_'"):
+        JobSpec(name="x.one", payload=OneWay, queue="a")
+    with pytest.raises(RegistryError, match=r"inner\.reply is sent as 'reply-to' but read back only as 'reply'"):
+        JobSpec(name="x.two", payload=Outer, queue="a")
+    JobSpec(name="x.three", payload=Fine, queue="a")
