@@ -430,8 +430,15 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
     with _connect(_database_url(args.database_url)) as conn:
         if args.requeue or args.requeue_all:
+            import psycopg
+
             ids = None if args.requeue_all else args.requeue
-            moved = requeue_dead(conn, ids)
+            try:
+                moved = requeue_dead(conn, ids)
+            except psycopg.errors.UniqueViolation:
+                raise CliError(
+                    "a job with the same dedup key was enqueued meanwhile; nothing was requeued, run the command again"
+                ) from None
             print(f"requeued {moved} job(s)")
             if ids is not None and moved < len(set(ids)):
                 raise CliError(
