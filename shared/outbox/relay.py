@@ -384,7 +384,7 @@ class Relay:
                 time.sleep(min(self._backoff(failures), max(deadline - time.monotonic(), 0)))
                 continue
             failures = 0
-            if stats.published + stats.failed < self.batch_size:
+            if stats.published + stats.failed + stats.unsent < self.batch_size:
                 if not stay:
                     break
                 time.sleep(min(idle_interval, max(remaining, 0)))
@@ -408,7 +408,7 @@ class Relay:
             failures = 0
             if on_cycle and (stats.published or stats.failed):
                 on_cycle(stats)
-            if stats.published + stats.failed < self.batch_size:
+            if stats.published + stats.failed + stats.unsent < self.batch_size:
                 stop.wait(idle_interval)
 
     # -- connection --------------------------------------------------------------------------------------------

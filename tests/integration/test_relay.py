@@ -594,3 +594,20 @@ def test_no_send_starts_after_the_drain_deadline(conn, db_url, sqs, stage, queue
         assert relay.run_once().published == 1
     finally:
         relay.close()
+
+
+def test_drain_goes_on_after_a_cycle_whose_lease_ran_short(conn, db_url, sqs, stage, queues):
+    """A slow SQS (moto under load, a throttled account) can outlast a cycle's lease; the rows left unsent are more
+    work, not a sign the outbox is empty, so drain() must not stop there."""
+    from datetime import timedelta
+
+    enqueue_many(conn, EMAIL_SEND, [WELCOME] * 30)
+    settings = Settings(stage=stage, database_url=db_url)
+    slow = InterceptedSQS(sqs, before=lambda _kwargs: time.sleep(0.15))
+    relay = Relay(lambda: connect(settings), slow, QueueDirectory(sqs, settings), batch_size=30, publishers=1,
+                  lease=timedelta(seconds=1.25), send_budget=timedelta(seconds=1))  # fmt: skip
+    try:
+        stats = relay.drain(30)
+    finally:
+        relay.close()
+    assert stats.unsent > 0 and stats.published == 30
