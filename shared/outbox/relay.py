@@ -353,6 +353,11 @@ class Relay:
                 log.exception("relay: cycle failed; retrying")
             return None
 
+    def _idle(self, stats: RelayStats) -> bool:
+        """Nothing more is due: the cycle claimed less than a full batch and sent all it claimed (rows released
+        unsent are more work, whatever the batch's size)."""
+        return stats.unsent == 0 and stats.published + stats.failed < self.batch_size
+
     @staticmethod
     def _stalled(stats: RelayStats) -> bool:
         """A cycle that claimed rows but could send none of them (SQS unreachable): back off as after an error."""
@@ -384,7 +389,7 @@ class Relay:
                 time.sleep(min(self._backoff(failures), max(deadline - time.monotonic(), 0)))
                 continue
             failures = 0
-            if stats.published + stats.failed + stats.unsent < self.batch_size:
+            if self._idle(stats):
                 if not stay:
                     break
                 time.sleep(min(idle_interval, max(remaining, 0)))
@@ -408,7 +413,7 @@ class Relay:
             failures = 0
             if on_cycle and (stats.published or stats.failed):
                 on_cycle(stats)
-            if stats.published + stats.failed + stats.unsent < self.batch_size:
+            if self._idle(stats):
                 stop.wait(idle_interval)
 
     # -- connection --------------------------------------------------------------------------------------------

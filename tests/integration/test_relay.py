@@ -604,7 +604,7 @@ def test_drain_goes_on_after_a_cycle_whose_lease_ran_short(conn, db_url, sqs, st
     enqueue_many(conn, EMAIL_SEND, [WELCOME] * 30)
     settings = Settings(stage=stage, database_url=db_url)
     slow = InterceptedSQS(sqs, before=lambda _kwargs: time.sleep(0.15))
-    relay = Relay(lambda: connect(settings), slow, QueueDirectory(sqs, settings), batch_size=30, publishers=1,
+    relay = Relay(lambda: connect(settings), slow, QueueDirectory(sqs, settings), batch_size=40, publishers=1,
                   lease=timedelta(seconds=1.25), send_budget=timedelta(seconds=1))  # fmt: skip
     try:
         stats = relay.drain(30)
