@@ -52,6 +52,7 @@ def requeue_dead(conn: psycopg.Connection, ids: Sequence[uuid.UUID] | None = Non
 
 
 def dead_count(conn: psycopg.Connection) -> int:
+    """Rows in ``conveyor.outbox_dead``: jobs that will not run until someone requeues them."""
     row = conn.execute(QUERIES["outbox_dead_count"]).fetchone()
     return int(row[0]) if row else 0
 

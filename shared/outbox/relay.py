@@ -37,6 +37,7 @@ import psycopg
 
 from shared.envelope import SQS_MAX_BATCH_BYTES, SQS_MAX_MESSAGE_BYTES, attributes_size, message_attributes
 from shared.outbox import QUERIES
+from shared.outbox.dead import dead_count as count_dead
 from shared.queues import QueueDirectory
 
 log = logging.getLogger("conveyor.relay")
@@ -336,8 +337,7 @@ class Relay:
 
     def dead_count(self) -> int:
         """Rows in ``conveyor.outbox_dead``: jobs that will not run until someone requeues them (an alarm's input)."""
-        row = self._connection().execute(QUERIES["outbox_dead_count"]).fetchone()
-        return int(row[0]) if row else 0
+        return count_dead(self._connection())
 
     # -- loops -----------------------------------------------------------------------------------------------
 
