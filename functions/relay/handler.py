@@ -10,8 +10,8 @@ Two modes (``CONVEYOR_RELAY_MODE``):
 
 No send starts after the drain's end, and the function's timeout leaves room past it for one send's worst case
 (``SEND_BUDGET``), so a run never dies mid-publish (which would only cause duplicates, after the lease). A drain
-survives database and SQS outages, retrying with backoff until its budget ends. After the drain it reports the relay lag (age of the oldest due job) as a metric
-for the lag alarm.
+survives database and SQS outages, retrying with backoff until its budget ends. After the drain it reports the
+relay lag (age of the oldest due job) and the rows in ``conveyor.outbox_dead`` as metrics for their alarms.
 """
 
 from __future__ import annotations

@@ -102,12 +102,13 @@ def _non_finite(value: Any, path: str = "") -> str | None:
 
 
 def payload_body(job: JobSpec, model: BaseModel) -> str:
-    """The exact JSON text the relay will send and the handler will parse, checked so that it parses back.
+    """The exact JSON text the relay will send and the handler will parse, refused where it would not parse back.
 
     By alias, because the handler validates by alias (a field ``from_`` with alias ``from`` must travel as
-    ``from``; the registry refuses a model whose validation aliases do not accept what it writes). NaN and infinity are refused: JSON has no spelling for them and pydantic would write ``null``, which
-    the handler's model then rejects. A NUL character is refused: PostgreSQL text cannot hold it, so the INSERT would
-    fail and abort the caller's whole transaction. The size is measured on this text, which is stored and sent as is.
+    ``from``; the registry refuses a model whose validation aliases do not accept what it writes). NaN and infinity
+    are refused: JSON has no spelling for them and pydantic would write ``null``, which the handler's model then
+    rejects. A NUL character is refused: PostgreSQL text cannot hold it, so the INSERT would fail and abort the
+    caller's whole transaction. The size is measured on this text, which is stored and sent as is.
     """
     body = model.model_dump_json(by_alias=True)
     # pydantic writes NaN and infinity as null, so only a body with a null can hold one: look closer only then.
