@@ -32,9 +32,10 @@ def queues(sqs, stage):
     return ensure_queues(sqs, product, stage=stage)
 
 
-def make_relay(db_url, sqs, stage, **options):
+def make_relay(db_url, sqs, stage, *, client=None, **options):
+    """A relay on the test's database and stage; ``client`` stands in for the SQS client (fault injection)."""
     settings = Settings(stage=stage, database_url=db_url)
-    return Relay(lambda: connect(settings), sqs, QueueDirectory(sqs, settings), **options)
+    return Relay(lambda: connect(settings), client or sqs, QueueDirectory(sqs, settings), **options)
 
 
 def wait_until(predicate, timeout=10.0):
@@ -316,8 +317,7 @@ def test_no_transaction_or_row_lock_is_held_while_sqs_is_called(conn, db_url, sq
             locked = conn.execute("SELECT id FROM conveyor.outbox FOR UPDATE NOWAIT").fetchall()
         seen.append((state, len(locked)))
 
-    settings = Settings(stage=stage, database_url=db_url)
-    relay = Relay(lambda: connect(settings), InterceptedSQS(sqs, before=check), QueueDirectory(sqs, settings))
+    relay = make_relay(db_url, sqs, stage, client=InterceptedSQS(sqs, before=check))
     try:
         assert relay.run_once().published == 3
     finally:
@@ -335,8 +335,7 @@ def test_losing_the_connection_after_publishing_does_not_republish_every_cycle(c
         conn.execute("SELECT pg_terminate_backend(%s)", (relay._conn.info.backend_pid,))
 
     intercepted = InterceptedSQS(sqs, after=kill_relay_connection)
-    settings = Settings(stage=stage, database_url=db_url)
-    relay = Relay(lambda: connect(settings), intercepted, QueueDirectory(sqs, settings))
+    relay = make_relay(db_url, sqs, stage, client=intercepted)
     try:
         for _ in range(3):
             relay.run_once()
@@ -383,10 +382,8 @@ def test_a_cycle_that_starts_too_late_in_its_lease_releases_rows_unsent(conn, db
     from datetime import timedelta
 
     enqueue(conn, EMAIL_SEND, WELCOME)
-    settings = Settings(stage=stage, database_url=db_url)
     # send_budget nearly equal to the lease: no time is left to send by the time the rows are claimed.
-    relay = Relay(lambda: connect(settings), sqs, QueueDirectory(sqs, settings),
-                  lease=timedelta(seconds=30), send_budget=timedelta(seconds=29.999))  # fmt: skip
+    relay = make_relay(db_url, sqs, stage, lease=timedelta(seconds=30), send_budget=timedelta(seconds=29.999))
     try:
         stats = relay.run_once()
     finally:
@@ -446,8 +443,7 @@ def test_rows_sqs_refuses_for_good_are_moved_out_and_the_rest_published(conn, db
     bad = enqueue(conn, EMAIL_SEND, {**WELCOME, "subject": "refused"})
     good = enqueue(conn, EMAIL_SEND, WELCOME)
     intercepted = InterceptedSQS(sqs, refuse=lambda entry: "refused" in entry["MessageBody"])
-    settings = Settings(stage=stage, database_url=db_url)
-    relay = Relay(lambda: connect(settings), intercepted, QueueDirectory(sqs, settings))
+    relay = make_relay(db_url, sqs, stage, client=intercepted)
     try:
         stats = relay.run_once()
     finally:
@@ -535,8 +531,7 @@ def test_a_retry_written_while_its_job_is_being_published_survives_the_mark(conn
             enqueue_retry(other, EMAIL_SEND, json.dumps(WELCOME), job_id=str(job_id), attempt=2,
                           queue="email-default", delay=timedelta(hours=13))  # fmt: skip
 
-    settings = Settings(stage=stage, database_url=db_url)
-    relay = Relay(lambda: connect(settings), InterceptedSQS(sqs, after=handler_runs_and_parks_a_retry), QueueDirectory(sqs, settings))
+    relay = make_relay(db_url, sqs, stage, client=InterceptedSQS(sqs, after=handler_runs_and_parks_a_retry))
     try:
         assert relay.run_once().published == 1
     finally:
@@ -554,9 +549,7 @@ def test_transport_errors_are_not_publish_attempts(conn, db_url, sqs, stage, que
     def unreachable(_kwargs):
         raise EndpointConnectionError(endpoint_url="https://sqs.example")
 
-    settings = Settings(stage=stage, database_url=db_url)
-    relay = Relay(lambda: connect(settings), InterceptedSQS(sqs, before=unreachable), QueueDirectory(sqs, settings),
-                  max_publish_attempts=2)  # fmt: skip
+    relay = make_relay(db_url, sqs, stage, client=InterceptedSQS(sqs, before=unreachable), max_publish_attempts=2)
     try:
         for _ in range(3):
             stats = relay.run_once()
@@ -602,10 +595,9 @@ def test_drain_goes_on_after_a_cycle_whose_lease_ran_short(conn, db_url, sqs, st
     from datetime import timedelta
 
     enqueue_many(conn, EMAIL_SEND, [WELCOME] * 30)
-    settings = Settings(stage=stage, database_url=db_url)
     slow = InterceptedSQS(sqs, before=lambda _kwargs: time.sleep(0.15))
-    relay = Relay(lambda: connect(settings), slow, QueueDirectory(sqs, settings), batch_size=40, publishers=1,
-                  lease=timedelta(seconds=1.25), send_budget=timedelta(seconds=1))  # fmt: skip
+    relay = make_relay(db_url, sqs, stage, client=slow, batch_size=40, publishers=1,
+                       lease=timedelta(seconds=1.25), send_budget=timedelta(seconds=1))  # fmt: skip
     try:
         stats = relay.drain(30)
     finally:
