@@ -19,6 +19,10 @@ ATTR_JOB_ID = "conveyor.job_id"
 ATTR_JOB_NAME = "conveyor.job"
 ATTR_ATTEMPT = "conveyor.attempt"
 ATTR_ENQUEUED_AT = "conveyor.enqueued_at"
+# Sent only when set: the flow a job belongs to, and the period a scheduled run is for. They travel with the message so
+# that a run whose ledger row does not exist yet (its message outran the relay's mark) still knows them.
+ATTR_PARENT_ID = "conveyor.parent_id"
+ATTR_SCHEDULED_FOR = "conveyor.scheduled_for"
 # Set on messages that the runtime moves to a dead-letter queue itself.
 ATTR_ERROR_TYPE = "conveyor.error_type"
 ATTR_ERROR = "conveyor.error"
@@ -84,13 +88,26 @@ def _string(value: str) -> dict[str, str]:
     return {"DataType": "String", "StringValue": value}
 
 
-def message_attributes(*, job_id: str, job_name: str, attempt: int, enqueued_at: datetime) -> dict[str, dict[str, str]]:
-    return {
+def message_attributes(
+    *,
+    job_id: str,
+    job_name: str,
+    attempt: int,
+    enqueued_at: datetime,
+    parent_id: str | None = None,
+    scheduled_for: datetime | None = None,
+) -> dict[str, dict[str, str]]:
+    attributes = {
         ATTR_JOB_ID: _string(job_id),
         ATTR_JOB_NAME: _string(job_name),
         ATTR_ATTEMPT: {"DataType": "Number", "StringValue": str(attempt)},
         ATTR_ENQUEUED_AT: _string(enqueued_at.astimezone(UTC).isoformat()),
     }
+    if parent_id is not None:
+        attributes[ATTR_PARENT_ID] = _string(str(parent_id))
+    if scheduled_for is not None:
+        attributes[ATTR_SCHEDULED_FOR] = _string(scheduled_for.astimezone(UTC).isoformat())
+    return attributes
 
 
 @dataclass(frozen=True)
@@ -109,6 +126,17 @@ class Delivery:
     receive_count: int = 1
     # When SQS first delivered the message (epoch seconds): the time of this receive when receive_count is 1.
     first_received_at: float | None = None
+    # When the message was sent to SQS (epoch seconds).
+    sent_at: float | None = None
+    parent_id: str | None = None
+    scheduled_for: datetime | None = None
+    # A copy the runtime moved to a dead-letter queue, brought back by a redrive: an operator's deliberate retry.
+    redriven: bool = False
+
+    @property
+    def has_job_id(self) -> bool:
+        """Whether the producer named the job (Conveyor's envelope); a foreign message's id is its SQS message id."""
+        return ATTR_JOB_ID in self.attributes
 
     @property
     def queue_resource_name(self) -> str:
@@ -139,6 +167,10 @@ class Delivery:
             attributes=attrs,
             receive_count=receive_count,
             first_received_at=_epoch_ms(system.get("ApproximateFirstReceiveTimestamp")),
+            sent_at=_epoch_ms(system.get("SentTimestamp")),
+            parent_id=attr(ATTR_PARENT_ID),
+            scheduled_for=_timestamp(attr(ATTR_SCHEDULED_FOR)),
+            redriven=attr(ATTR_FAILED_AT) is not None,
         )
 
     def dead_letter_attributes(self, *, job_name: str, error_type: str, error: str) -> dict[str, dict[str, Any]]:
@@ -160,6 +192,10 @@ class Delivery:
             ATTR_ERROR_TYPE: _string(error_type[:256]),
             ATTR_FAILED_AT: _string(datetime.now(UTC).isoformat()),
         }
+        if self.parent_id is not None:
+            attributes[ATTR_PARENT_ID] = _string(self.parent_id)
+        if self.scheduled_for is not None:
+            attributes[ATTR_SCHEDULED_FOR] = _string(self.scheduled_for.astimezone(UTC).isoformat())
         # The copy must fit in one SQS message with the body, or it cannot be sent at all: trim the reason to the
         # bytes that are left (a payload near the limit keeps a short reason rather than none).
         empty_error = attributes_size({ATTR_ERROR: _string("")})

@@ -52,22 +52,39 @@ WHERE o.ctid = ANY (ARRAY(
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ))
-RETURNING o.id, o.job_name, o.queue, o.payload::text AS payload, o.created_at, o.attempt, coalesce(o.job_id, o.id) AS job_id;
+RETURNING o.id, o.job_name, o.queue, o.payload::text AS payload, o.created_at, o.attempt, coalesce(o.job_id, o.id) AS job_id,
+          o.parent_id, o.scheduled_for;
 
 -- name: outbox_mark_published
 -- Published rows leave the outbox and enter the run ledger (keyed by job id). Deleted whoever holds the lease now:
 -- SQS has the message, so a relay that took the row over after our lease ran out must not publish it again. Row ids
 -- are never reused, so this deletes exactly the rows that were sent.
+-- The job may have a ledger row already: a retry or a flow's parent waiting in the outbox (status retrying or
+-- pending: now queued), or a handler that received the message before this statement committed (running or
+-- further: kept). A status the job reached some other way (cancelled while this was in flight, succeeded) is never
+-- overwritten; the handler acknowledges such a message without running it.
 WITH published AS (
     DELETE FROM conveyor.outbox o
     WHERE o.id = ANY(%(ids)s::uuid[])
-    RETURNING o.id AS row_id, coalesce(o.job_id, o.id) AS id, o.job_name, o.queue, o.payload, o.dedup_key, o.created_at, o.run_at
+    RETURNING o.id AS row_id, coalesce(o.job_id, o.id) AS id, o.job_name, o.queue, o.payload, o.dedup_key, o.created_at,
+              o.run_at, o.parent_id, o.scheduled_for
 )
-INSERT INTO conveyor.runs (id, job_name, queue, payload, dedup_key, status, created_at, run_at, published_at, message_id)
-SELECT p.id, p.job_name, p.queue, p.payload, p.dedup_key, 'queued', p.created_at, p.run_at, now(), m.message_id
+INSERT INTO conveyor.runs AS r (id, job_name, queue, payload, dedup_key, status, created_at, run_at, published_at,
+                                message_id, parent_id, scheduled_for)
+SELECT p.id, p.job_name, p.queue, p.payload, p.dedup_key, 'queued', p.created_at, p.run_at, now(), m.message_id,
+       p.parent_id, p.scheduled_for
 FROM published p
 JOIN unnest(%(ids)s::uuid[], %(message_ids)s::text[]) AS m(id, message_id) ON m.id = p.row_id
-ON CONFLICT (id) DO NOTHING;
+ON CONFLICT (id) DO UPDATE
+SET status = CASE WHEN r.status IN ('pending', 'retrying') THEN 'queued' ELSE r.status END,
+    queue = EXCLUDED.queue,
+    run_at = EXCLUDED.run_at,
+    published_at = EXCLUDED.published_at,
+    message_id = CASE WHEN r.status IN ('pending', 'retrying') THEN EXCLUDED.message_id ELSE coalesce(r.message_id, EXCLUDED.message_id) END,
+    dedup_key = coalesce(r.dedup_key, EXCLUDED.dedup_key),
+    parent_id = coalesce(r.parent_id, EXCLUDED.parent_id),
+    scheduled_for = coalesce(r.scheduled_for, EXCLUDED.scheduled_for),
+    updated_at = now();
 
 -- name: outbox_mark_failed
 -- Entries SQS refused: a permanent refusal, or the last allowed attempt, moves the row to conveyor.outbox_dead

@@ -93,11 +93,14 @@ class ClaimedJob:
     attempt: int = 1
     # The job's id: the row's own, except for a retry waiting in the outbox (a row of its own for the same job).
     job_id: Any = None
+    parent_id: Any = None
+    scheduled_for: Any = None
 
     @cached_property
     def attributes(self) -> dict[str, dict[str, str]]:
         return message_attributes(
-            job_id=str(self.job_id or self.id), job_name=self.job_name, attempt=self.attempt, enqueued_at=self.created_at
+            job_id=str(self.job_id or self.id), job_name=self.job_name, attempt=self.attempt, enqueued_at=self.created_at,
+            parent_id=None if self.parent_id is None else str(self.parent_id), scheduled_for=self.scheduled_for,
         )
 
     @property

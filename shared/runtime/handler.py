@@ -19,9 +19,11 @@ What every job gets without writing it:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -36,18 +38,20 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import BaseModel, ValidationError
 
-from shared.database import Database
+from shared.database import Database, DatabaseNotConfigured
 from shared.envelope import Delivery
+from shared.ledger import record as ledger
 from shared.outbox import describe_validation_error, enqueue_retry
 from shared.queues import QueueDirectory
 from shared.registry import (
+    INVOCATION_MARGIN_SECONDS,
     RECORD_MARGIN_SECONDS,
     RETRY_DELAY_SAFETY_SECONDS,
     SQS_MAX_VISIBILITY_SECONDS,
     JobSpec,
     Registry,
 )
-from shared.runtime.context import JobContext
+from shared.runtime.context import JobContext, RunState, RunTakenOver
 from shared.runtime.errors import PayloadInvalid, PermanentJobError, RetryAfter
 
 JobFunction = Callable[[Any, JobContext], Any]
@@ -59,6 +63,14 @@ class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
     RETRYING = "retrying"
     DEAD = "dead"
+    # Acknowledged without running: the ledger says the job already succeeded, was cancelled, or is in its DLQ.
+    NOT_RUN = "not_run"
+    # Handed back to SQS without running: another worker holds the run and is within its time.
+    DEFERRED = "deferred"
+
+    @property
+    def metric(self) -> str:
+        return "Job" + "".join(part.capitalize() for part in self.value.split("_"))
 
 
 @dataclass(frozen=True)
@@ -78,18 +90,47 @@ class RunReport:
     latency_ms: float | None = None
     # The job's id when its next attempt waits in the outbox (a RetryAfter longer than SQS can hold).
     rescheduled_as: str | None = None
+    # The last progress the run reported, and its result (JSON text), as the ledger keeps them.
+    progress: int | None = None
+    result: str | None = None
 
 
 Observer = Callable[[RunReport], None]
 
 
-@dataclass(frozen=True)
+class Plan(StrEnum):
+    """What this delivery does with a record, from the ledger's start statement."""
+
+    RUN = "run"  # taken: this delivery runs the job
+    NOT_RUN = "not_run"  # succeeded, cancelled, skipped or dead already: acknowledge
+    BUSY = "busy"  # another worker runs it within its time: hand back until it would be stale
+    UNLEDGERED = "unledgered"  # the ledger could not be written: run as SQS delivered it
+
+
+@dataclass
+class RecordPlan:
+    plan: Plan
+    claim: ledger.Claim | None = None
+    # Local clock (time.time()) by which this record must have finished: the end of its slot in the batch. A record
+    # that could not start in time (a batch-mate overran) is not started: the ledger would call it abandoned.
+    deadline: float | None = None
+    # This run's outcome, for the batch's outcome statement.
+    outcome: ledger.Outcome | None = None
+
+
+@dataclass
 class Invocation:
-    """One call of the handler: its Lambda context and when it started. Passed down with each record rather than
-    kept on the handler, which the local runtime shares between the pollers of a queue."""
+    """One call of the handler: its Lambda context, when it started, and the ledger's plan for each record. Passed
+    down with each record rather than kept on the handler, which the local runtime shares between the pollers of a
+    queue."""
 
     context: Any = None
     started: float = field(default_factory=time.time)
+    plans: dict[str, RecordPlan] = field(default_factory=dict)
+
+    @property
+    def outcomes(self) -> list[ledger.Outcome]:
+        return [plan.outcome for plan in self.plans.values() if plan.outcome is not None]
 
     def remaining_seconds(self) -> float | None:
         """Seconds until Lambda ends the invocation, or None without a deadline (tests, ``conveyor invoke``)."""
@@ -138,6 +179,8 @@ class JobHandler:
             default_dimensions={"job": job.name},
         )
         self.observers: list[Observer] = []
+        # Runs whose start or outcome the ledger could not take (the database was unreachable); also the LedgerGaps metric.
+        self.ledger_gaps = 0
 
     # boto3 is created on first use, not at import, so `conveyor invoke` and tests can point it at moto first.
     @property
@@ -169,33 +212,155 @@ class JobHandler:
         invocation = Invocation(context) if started is None else Invocation(context, started)
         processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
         try:
+            self._begin(event.get("Records") or [], invocation)
             return process_partial_response(
                 event=event, record_handler=partial(self._process, invocation=invocation), processor=processor,
                 context=context,
             )
         finally:
+            self._finish(invocation)
             if self.metrics.metric_set:
                 self.metrics.flush_metrics(raise_on_empty_metrics=False)
+
+    # -- the ledger: one start statement and one outcome statement per batch -------------------------------------
+
+    def _begin(self, records: list[dict[str, Any]], invocation: Invocation) -> None:
+        """Take the batch's runs in the ledger, and give each record SQS visibility until the end of its slot.
+
+        Records run one after another, so record ``i`` must be done ``(i + 1) × (timeout + 5 s) + 5 s`` from now; its
+        ledger row is stale after that, and its message becomes visible again then. A worker that dies (a crash, a
+        Lambda timeout) is recovered after at most one slot, instead of after the queue's visibility timeout (6 ×
+        the function's), which stays in place for receives that never reach the handler (throttling).
+        """
+        starts: list[ledger.Start] = []
+        slots: list[tuple[Delivery, float]] = []
+        seen: set[uuid.UUID] = set()
+        now = time.time()
+        slot = self.job.timeout + RECORD_MARGIN_SECONDS
+        for record in records:
+            try:
+                delivery = Delivery.from_record(record)
+            except (KeyError, TypeError):
+                continue  # a malformed record fails in _process, where the batch processor reports it
+            job_id = ledger.ledger_id(delivery)
+            if (delivery.job_name or self.job.name) != self.job.name:
+                continue  # misrouted: dead-lettered unrun, with the reason (see _run)
+            if job_id in seen:
+                # The same job twice in one batch (a duplicate send): run it once; the copy comes back later and
+                # finds it done.
+                invocation.plans[delivery.message_id] = RecordPlan(Plan.BUSY, deadline=now + slot)
+                continue
+            seen.add(job_id)
+            stale_after = (len(starts) + 1) * slot + INVOCATION_MARGIN_SECONDS
+            starts.append(ledger.Start(delivery, self.job.name, self._queue_label(delivery), stale_after, uuid.uuid4()))
+            slots.append((delivery, stale_after))
+        if not starts:
+            return
+        try:
+            claims = ledger.start(self.database.connection(), starts)
+        except DatabaseNotConfigured:
+            # No database at all (`conveyor invoke` on a sample event, a job that needs none): nothing to record.
+            self.logger.debug("no database configured: runs are not recorded in the ledger")
+            for start in starts:
+                invocation.plans[start.delivery.message_id] = RecordPlan(Plan.UNLEDGERED)
+            return
+        except Exception:  # noqa: BLE001 - the ledger never decides a job's fate: run as SQS delivered it
+            self._ledger_gap("start", len(starts))
+            for start in starts:
+                invocation.plans[start.delivery.message_id] = RecordPlan(Plan.UNLEDGERED)
+            return
+        visibility: list[tuple[Delivery, int]] = []
+        for delivery, stale_after in slots:
+            claim = claims[ledger.ledger_id(delivery)]
+            if claim.taken:
+                invocation.plans[delivery.message_id] = RecordPlan(Plan.RUN, claim, deadline=now + stale_after)
+                visibility.append((delivery, math.ceil(stale_after)))
+            elif claim.status == "running" or claim.status == "waiting":
+                invocation.plans[delivery.message_id] = RecordPlan(Plan.BUSY, claim)
+                wait = 60 if claim.stale_at is None else (claim.stale_at - datetime.now(UTC)).total_seconds()
+                visibility.append((delivery, min(max(math.ceil(wait) + 1, 1), SQS_MAX_VISIBILITY_SECONDS // 2)))
+            else:
+                invocation.plans[delivery.message_id] = RecordPlan(Plan.NOT_RUN, claim)
+        self._set_visibility(visibility)
+
+    def _set_visibility(self, entries: list[tuple[Delivery, int]]) -> None:
+        """One ChangeMessageVisibilityBatch per queue; a failure only delays recovery to the queue's visibility."""
+        by_queue: dict[str, list[tuple[Delivery, int]]] = {}
+        for delivery, seconds in entries:
+            by_queue.setdefault(self._queue_label(delivery), []).append((delivery, seconds))
+        for queue, items in by_queue.items():
+            try:
+                response = self.sqs.change_message_visibility_batch(
+                    QueueUrl=self.directory.url(queue),
+                    Entries=[
+                        {"Id": str(index), "ReceiptHandle": delivery.receipt_handle, "VisibilityTimeout": seconds}
+                        for index, (delivery, seconds) in enumerate(items)
+                    ],
+                )
+            except Exception:  # noqa: BLE001
+                self.logger.warning("could not set the records' visibility to their slots", exc_info=True)
+                continue
+            if response.get("Failed"):
+                self.logger.warning("SQS did not change the visibility of some records", extra={"failed": response["Failed"][:3]})
+
+    def _finish(self, invocation: Invocation) -> None:
+        if not invocation.outcomes:
+            return
+        try:
+            ledger.finish(self.database.connection(), invocation.outcomes)
+        except Exception:  # noqa: BLE001 - the jobs' fates are already decided on SQS
+            self._ledger_gap("outcome", len(invocation.outcomes))
+
+    def _ledger_gap(self, what: str, records: int) -> None:
+        """The ledger could not be written: the jobs run (or retry) as SQS dictates, and the gap is logged and counted."""
+        self.ledger_gaps += records
+        self.logger.warning(
+            f"run ledger unavailable: the {what} of {records} run(s) is not recorded; the jobs go on as SQS delivers them",
+            exc_info=True,
+        )
+        if not is_metrics_disabled():
+            self.metrics.add_metric(name="LedgerGaps", unit=MetricUnit.Count, value=records)
 
     # -- one record ------------------------------------------------------------------------------------------
 
     def _process(self, record: SQSRecord, invocation: Invocation) -> None:
         delivery = Delivery.from_record(record.raw_event)
         job_name = delivery.job_name or self.job.name
+        plan = invocation.plans.get(delivery.message_id) or RecordPlan(Plan.UNLEDGERED)
+        if plan.claim is not None and plan.plan is Plan.RUN:
+            # The ledger counts runs that started; SQS's receive count also counts receives that never ran.
+            delivery = dataclasses.replace(delivery, attempt=plan.claim.attempt)
         # Thread-local keys: the logger is shared by every handler in the process (one per service name), and the
         # local runtime runs several records at once on different threads.
         self.logger.thread_safe_append_keys(
             job_id=delivery.job_id, job_name=job_name, attempt=delivery.attempt, message_id=delivery.message_id
         )
         try:
-            self._check_time_left(invocation)
-            self._attempt(delivery, job_name, invocation)
+            if plan.plan is Plan.NOT_RUN:
+                assert plan.claim is not None
+                self.logger.info(f"acknowledged without running: the job is already {plan.claim.status}")
+                self._report(delivery, job_name, Outcome.NOT_RUN, time.perf_counter(), plan=plan, error=f"already {plan.claim.status}")
+                return
+            if plan.plan is Plan.BUSY:
+                status = plan.claim.status if plan.claim else "running"
+                self.logger.info(f"handed back without running: another delivery of this job is {status}")
+                self._report(delivery, job_name, Outcome.DEFERRED, time.perf_counter(), plan=plan)
+                raise RecordNotStarted(f"another delivery of job {delivery.job_id} is {status}")
+            try:
+                self._check_time_left(invocation, plan)
+            except RecordNotStarted:
+                self._record(plan, "queued")
+                raise
+            self._attempt(delivery, job_name, invocation, plan)
         finally:
             self.logger.thread_safe_remove_keys(_LOG_KEYS)
 
-    def _check_time_left(self, invocation: Invocation) -> None:
+    def _check_time_left(self, invocation: Invocation, plan: RecordPlan) -> None:
         remaining = invocation.remaining_seconds()
         needed = self.job.timeout + RECORD_MARGIN_SECONDS
+        if plan.deadline is not None and plan.deadline - time.time() < self.job.timeout:
+            # Its slot is nearly over (batch-mates overran): the ledger would soon call this run abandoned.
+            remaining, needed = plan.deadline - time.time(), self.job.timeout
         if remaining is not None and remaining < needed:
             self.logger.warning(
                 "not started: too little time left in this invocation; SQS delivers it again",
@@ -203,13 +368,24 @@ class JobHandler:
             )
             raise RecordNotStarted(f"{remaining:.1f} s left, the job may need {needed} s")
 
-    def _attempt(self, delivery: Delivery, job_name: str, invocation: Invocation) -> None:
+    def _attempt(self, delivery: Delivery, job_name: str, invocation: Invocation, plan: RecordPlan) -> None:
         started = time.perf_counter()
+        state = RunState()
+        if plan.plan is Plan.RUN and plan.claim is not None:
+            state.job_id, state.token = plan.claim.job_id, plan.claim.token
+        started_at = datetime.now(UTC)
         try:
-            self._run(delivery, job_name, invocation)
+            value = self._run(delivery, job_name, invocation, plan, state)
+        except RunTakenOver:
+            self.logger.warning("another delivery took this run over; its transaction was rolled back, the message is left on SQS")
+            raise RecordNotStarted(f"job {delivery.job_id} was taken over by another delivery") from None
         except (PermanentJobError, PayloadInvalid) as exc:
-            self._dead_letter(delivery, job_name, type(exc).__name__, exc.reason, started)
+            if state.committed:
+                return self._succeeded_despite(delivery, job_name, exc, started, plan, state, started_at)
+            self._dead_letter(delivery, job_name, type(exc).__name__, exc.reason, started, plan=plan, state=state, started_at=started_at)
         except Exception as exc:
+            if state.committed:
+                return self._succeeded_despite(delivery, job_name, exc, started, plan, state, started_at)
             error = f"{type(exc).__name__}: {exc}"
             if delivery.attempt >= self.job.retry.max_attempts:
                 self._dead_letter(
@@ -219,6 +395,9 @@ class JobHandler:
                     f"attempt {delivery.attempt} of {self.job.retry.max_attempts} failed: {error}",
                     started,
                     exc_info=True,
+                    plan=plan,
+                    state=state,
+                    started_at=started_at,
                 )
                 return
             if isinstance(exc, RetryAfter):
@@ -231,16 +410,35 @@ class JobHandler:
                 exc_info=not isinstance(exc, RetryAfter),
             )
             self._report(
-                delivery, job_name, Outcome.RETRYING, started,
-                error=error, retry_in=retry.delay, rescheduled_as=retry.rescheduled_as,
+                delivery, job_name, Outcome.RETRYING, started, plan=plan, state=state, started_at=started_at,
+                error=error, error_type=type(exc).__name__, retry_in=retry.delay, rescheduled_as=retry.rescheduled_as,
             )  # fmt: skip
             if retry.rescheduled_as is None:
                 raise  # a batch item failure: SQS delivers it again when its visibility ends
             # Otherwise the copy in the outbox is the retry: the batch processor deletes this message.
         else:
-            self._report(delivery, job_name, Outcome.SUCCEEDED, started)
+            if value is not None and state.result is None:
+                try:
+                    state.result = ledger.result_json(value)
+                except ValueError as exc:
+                    self.logger.warning(f"result not kept: {exc}")
+            self._report(delivery, job_name, Outcome.SUCCEEDED, started, plan=plan, state=state, started_at=started_at)
 
-    def _run(self, delivery: Delivery, job_name: str, invocation: Invocation) -> None:
+    def _succeeded_despite(
+        self, delivery: Delivery, job_name: str, exc: Exception, started: float, plan: RecordPlan, state: RunState,
+        started_at: datetime,
+    ) -> None:
+        """The job's transaction committed (the run is succeeded in the ledger), then the job raised: its database
+        work is done and must not run again, so the message is acknowledged and the error only logged."""
+        self.logger.error(
+            "job raised after its transaction committed; the run stays succeeded and is not retried",
+            extra={"error": f"{type(exc).__name__}: {exc}"},
+            exc_info=True,
+        )
+        self._report(delivery, job_name, Outcome.SUCCEEDED, started, plan=plan, state=state, started_at=started_at,
+                     error=f"{type(exc).__name__} after commit: {exc}", error_type=type(exc).__name__)  # fmt: skip
+
+    def _run(self, delivery: Delivery, job_name: str, invocation: Invocation, plan: RecordPlan, state: RunState) -> Any:
         if job_name != self.job.name:
             raise PermanentJobError(
                 f"message for job {job_name!r} was delivered to the handler of {self.job.name!r}; "
@@ -250,6 +448,7 @@ class JobHandler:
             payload: BaseModel = self.job.payload.model_validate_json(delivery.body)
         except ValidationError as exc:
             raise PayloadInvalid(f"invalid payload for job {self.job.name!r}: {describe_validation_error(exc)}") from exc
+        claim = plan.claim
         ctx = JobContext(
             job_id=delivery.job_id,
             job_name=job_name,
@@ -261,8 +460,11 @@ class JobHandler:
             database=self.database,
             registry=self.registry,
             lambda_context=invocation.context,
+            scheduled_for=(claim.scheduled_for if claim and claim.scheduled_for else delivery.scheduled_for),
+            parent_id=(str(claim.parent_id) if claim and claim.parent_id else delivery.parent_id),
+            run=state,
         )
-        self.fn(payload, ctx)
+        return self.fn(payload, ctx)
 
     # -- outcomes ----------------------------------------------------------------------------------------------
 
@@ -271,7 +473,17 @@ class JobHandler:
         return label if label in self.job.all_queues else self.job.queue
 
     def _dead_letter(
-        self, delivery: Delivery, job_name: str, error_type: str, reason: str, started: float, *, exc_info: bool = False
+        self,
+        delivery: Delivery,
+        job_name: str,
+        error_type: str,
+        reason: str,
+        started: float,
+        *,
+        exc_info: bool = False,
+        plan: RecordPlan | None = None,
+        state: RunState | None = None,
+        started_at: datetime | None = None,
     ) -> None:
         """Copy the message to the DLQ with the reason, then let the batch processor delete the original.
 
@@ -291,7 +503,10 @@ class JobHandler:
             extra={"error_type": error_type, "error": reason, **({"attributes_not_kept": dropped} if dropped else {})},
             exc_info=exc_info,
         )
-        self._report(delivery, job_name, Outcome.DEAD, started, error=f"{error_type}: {reason}")
+        self._report(
+            delivery, job_name, Outcome.DEAD, started, plan=plan, state=state, started_at=started_at,
+            error=f"{error_type}: {reason}", error_type=error_type,
+        )  # fmt: skip
 
     def _delay_retry(self, delivery: Delivery, seconds: int, invocation: Invocation, *, exact: bool) -> Retry:
         """Keep the message hidden for ``seconds``, as far as SQS allows.
@@ -372,15 +587,24 @@ class JobHandler:
         outcome: Outcome,
         started: float,
         *,
+        plan: RecordPlan | None = None,
+        state: RunState | None = None,
+        started_at: datetime | None = None,
         error: str | None = None,
+        error_type: str | None = None,
         retry_in: int | None = None,
         rescheduled_as: str | None = None,
     ) -> None:
         duration_ms = (time.perf_counter() - started) * 1000
+        if outcome in _LEDGER_STATUS and plan is not None:
+            # A retry held in the outbox is 'pending' again: only its new message may run it, not this one delivered twice.
+            status = "pending" if rescheduled_as is not None else _LEDGER_STATUS[outcome]
+            self._record(plan, status, state=state, started_at=started_at, error=error, error_type=error_type)
         # Checked here because Powertools, when disabled, still prints once 100 values pile up unflushed.
         if not is_metrics_disabled():
-            self.metrics.add_metric(name=f"Job{outcome.value.capitalize()}", unit=MetricUnit.Count, value=1)
-            self.metrics.add_metric(name="JobDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
+            self.metrics.add_metric(name=outcome.metric, unit=MetricUnit.Count, value=1)
+            if outcome in _LEDGER_STATUS:
+                self.metrics.add_metric(name="JobDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
         if outcome is Outcome.SUCCEEDED:
             self.logger.info("job succeeded", extra={"duration_ms": round(duration_ms, 1)})
         latency_ms = None
@@ -389,12 +613,37 @@ class JobHandler:
         report = RunReport(
             job_name, delivery.job_id, delivery.attempt, outcome, duration_ms, error, retry_in,
             queue=delivery.queue_resource_name, latency_ms=latency_ms, rescheduled_as=rescheduled_as,
+            progress=state.progress if state else None, result=state.result if state else None,
         )  # fmt: skip
         for observer in self.observers:
             try:
                 observer(report)
             except Exception:  # noqa: BLE001 - an observer must never change a job's outcome
                 self.logger.warning("run observer failed", exc_info=True)
+
+    @staticmethod
+    def _record(
+        plan: RecordPlan,
+        status: str,
+        *,
+        state: RunState | None = None,
+        started_at: datetime | None = None,
+        error: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        """Queue this run's outcome for the batch's outcome statement (runs this delivery did not take have none)."""
+        claim = plan.claim
+        if plan.plan is not Plan.RUN or claim is None or claim.token is None:
+            return
+        plan.outcome = ledger.Outcome(
+            claim.job_id, claim.token, status, started_at=started_at, error_type=error_type, error=error,
+            result=state.result if state else None, progress=state.progress if state else None,
+            progress_message=state.progress_message if state else None,
+        )  # fmt: skip
+
+
+# The ledger status each outcome writes; the others leave the ledger as it is.
+_LEDGER_STATUS = {Outcome.SUCCEEDED: "succeeded", Outcome.RETRYING: "retrying", Outcome.DEAD: "dead"}
 
 
 def job_handler(job: JobSpec, fn: JobFunction | None = None, **options: Any) -> Any:

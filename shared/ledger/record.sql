@@ -1,0 +1,97 @@
+-- What the handler runtime writes to the run ledger. Loaded by shared.sqlfile; each block starts with a "-- name:" line.
+
+-- name: runs_start
+-- Take the runs of one batch, one statement for the whole batch. A run is taken (status running, attempt + 1, a new
+-- run token, stale_at) when it is waiting to run: queued, retrying, pending (a retry or a flow's parent in the
+-- outbox whose new message outran the relay's mark; the old message of a retry moved to the outbox is not taken),
+-- or running past its stale_at (the worker died: this delivery takes it over and counts the lost run as failed).
+-- Anything else is returned unchanged, and the caller sees from the token that it did not take it: succeeded or
+-- cancelled (acknowledge without running), running elsewhere (come back later), dead (a late duplicate of the
+-- message that went to the DLQ; a redriven copy is restarted by runs_restart).
+-- A message without a ledger row (a foreign producer's, or one that outran the relay's mark) gets one here.
+INSERT INTO conveyor.runs AS r (id, job_name, queue, payload, status, created_at, run_at, published_at, message_id,
+                                attempt, first_started_at, last_started_at, stale_at, run_token, parent_id,
+                                scheduled_for, updated_at)
+SELECT i.id, i.job_name, i.queue, i.payload::json, 'running', coalesce(i.enqueued_at, i.sent_at, now()),
+       coalesce(i.sent_at, now()), i.sent_at, i.message_id, 1, now(), now(),
+       now() + i.stale_after * interval '1 second', i.token, i.parent_id, i.scheduled_for, now()
+FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[], %(job_names)s::text[], %(queues)s::text[], %(payloads)s::text[],
+            %(message_ids)s::text[], %(enqueued_at)s::timestamptz[], %(sent_at)s::timestamptz[],
+            %(stale_after)s::float8[], %(parent_ids)s::uuid[], %(scheduled_for)s::timestamptz[])
+     AS i(id, token, job_name, queue, payload, message_id, enqueued_at, sent_at, stale_after, parent_id, scheduled_for)
+ON CONFLICT (id) DO UPDATE
+SET (status, attempt, run_token, stale_at, last_started_at, first_started_at, message_id, last_error_type, last_error) =
+    (SELECT 'running', r.attempt + 1, EXCLUDED.run_token, EXCLUDED.stale_at, now(),
+            coalesce(r.first_started_at, now()), EXCLUDED.message_id,
+            CASE WHEN r.status = 'running' THEN 'Abandoned' ELSE r.last_error_type END,
+            CASE WHEN r.status = 'running'
+                 THEN 'attempt ' || r.attempt || ' reported no outcome by ' || r.stale_at || ' (its worker died or overran its timeout)'
+                 ELSE r.last_error END
+     WHERE r.status IN ('queued', 'retrying') OR (r.status = 'running' AND r.stale_at <= now())
+        OR (r.status = 'pending' AND r.message_id IS DISTINCT FROM EXCLUDED.message_id)
+     UNION ALL
+     SELECT r.status, r.attempt, r.run_token, r.stale_at, r.last_started_at, r.first_started_at, r.message_id,
+            r.last_error_type, r.last_error
+     WHERE NOT (r.status IN ('queued', 'retrying') OR (r.status = 'running' AND r.stale_at <= now())
+                OR (r.status = 'pending' AND r.message_id IS DISTINCT FROM EXCLUDED.message_id))),
+    parent_id = coalesce(r.parent_id, EXCLUDED.parent_id),
+    scheduled_for = coalesce(r.scheduled_for, EXCLUDED.scheduled_for),
+    updated_at = now()
+RETURNING r.id, r.status, r.attempt, r.run_token, r.stale_at, r.parent_id, r.scheduled_for;
+
+-- name: runs_restart
+-- A copy brought back from the dead-letter queue (a redrive): the job starts over with a fresh attempt count.
+UPDATE conveyor.runs r
+SET status = 'running', attempt = 1, run_token = i.token, stale_at = now() + i.stale_after * interval '1 second',
+    last_started_at = now(), finished_at = NULL, message_id = i.message_id, updated_at = now()
+FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[], %(message_ids)s::text[], %(stale_after)s::float8[])
+     AS i(id, token, message_id, stale_after)
+WHERE r.id = i.id AND r.status IN ('dead', 'failed')
+RETURNING r.id, r.status, r.attempt, r.run_token, r.stale_at, r.parent_id, r.scheduled_for;
+
+-- name: runs_finish
+-- The outcomes of one batch, one statement. Only the holder of the run's current token reports: a worker whose run
+-- was taken over (it overran its stale_at) changes nothing. A run its own transaction already marked succeeded
+-- (ctx.transaction) keeps that status; its result and progress are still written. 'queued' means not started (too
+-- little time left in the invocation): the attempt the start statement counted is given back.
+UPDATE conveyor.runs r
+SET status = CASE WHEN r.status = 'running' THEN o.status ELSE r.status END,
+    attempt = CASE WHEN r.status = 'running' AND o.status = 'queued' THEN r.attempt - 1 ELSE r.attempt END,
+    finished_at = CASE WHEN r.status = 'running' AND o.status IN ('succeeded', 'dead') THEN now() ELSE r.finished_at END,
+    stale_at = CASE WHEN r.status = 'running' THEN NULL ELSE r.stale_at END,
+    -- The start statement stamps the batch's start; each record's own start is known only now.
+    first_started_at = CASE WHEN r.first_started_at = r.last_started_at
+                            THEN CASE WHEN o.status = 'queued' AND r.attempt = 1 THEN NULL ELSE coalesce(o.started_at, r.first_started_at) END
+                            ELSE r.first_started_at END,
+    last_started_at = coalesce(o.started_at, r.last_started_at),
+    last_error_type = coalesce(o.error_type, r.last_error_type),
+    last_error = coalesce(left(o.error, 4000), r.last_error),
+    result = coalesce(o.result::json, r.result),
+    progress = CASE WHEN o.progress IS NULL THEN r.progress ELSE greatest(coalesce(r.progress, 0), o.progress) END,
+    progress_message = coalesce(left(o.progress_message, 500), r.progress_message),
+    updated_at = now()
+FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[], %(statuses)s::text[], %(started_at)s::timestamptz[],
+            %(error_types)s::text[], %(errors)s::text[], %(results)s::text[], %(progress)s::int[],
+            %(progress_messages)s::text[])
+     AS o(id, token, status, started_at, error_type, error, result, progress, progress_message)
+WHERE r.id = o.id AND r.run_token = o.token
+RETURNING r.id, r.status;
+
+-- name: run_succeeded
+-- Inside the job's own transaction (ctx.transaction): the run is succeeded if and only if that transaction commits.
+-- Matches nothing when another delivery took the run over, and the caller then rolls the job's work back.
+UPDATE conveyor.runs
+SET status = 'succeeded', finished_at = now(), stale_at = NULL, updated_at = now(),
+    result = coalesce(%(result)s::json, result),
+    progress = CASE WHEN %(progress)s::int IS NULL THEN progress ELSE greatest(coalesce(progress, 0), %(progress)s::int) END,
+    progress_message = coalesce(left(%(progress_message)s::text, 500), progress_message)
+WHERE id = %(id)s AND run_token = %(token)s AND status = 'running'
+RETURNING id;
+
+-- name: run_progress
+-- Progress never goes backwards, and only the current holder of the run writes it.
+UPDATE conveyor.runs
+SET progress = greatest(coalesce(progress, 0), %(progress)s::int),
+    progress_message = coalesce(left(%(progress_message)s::text, 500), progress_message),
+    updated_at = now()
+WHERE id = %(id)s AND run_token = %(token)s AND status = 'running';
