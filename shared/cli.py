@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--delay", type=parse_duration, help="run after this long, e.g. 30s, 10m, 2d")
     when.add_argument("--run-at", type=parse_datetime, help="run at this time (ISO 8601 with offset)")
     enqueue.add_argument("--dedup-key", help="at most one pending job per (job, key)")
+    enqueue.add_argument(
+        "--dedup", choices=("keep", "replace"), default="keep",
+        help="when a pending job holds the key: keep it (default) or replace its payload and run time",
+    )  # fmt: skip
+    enqueue.add_argument(
+        "--dedup-active", action="store_true",
+        help="a published job with the key that is queued, running or retrying holds it too",
+    )  # fmt: skip
     enqueue.add_argument("--queue", help="one of the job's queues, overriding its route")
     enqueue.add_argument("--database-url")
 
@@ -313,7 +321,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         with conn.transaction():
             job_id = enqueue(
                 conn, job, payload, delay=args.delay, run_at=args.run_at, dedup_key=args.dedup_key,
-                queue=args.queue, registry=registry,
+                dedup=args.dedup, dedup_active=args.dedup_active, queue=args.queue, registry=registry,
             )
     print(job_id)
     return 0

@@ -4,10 +4,34 @@
 caller's transaction commits: a rolled-back order never sends its confirmation email, and a committed one always
 does (the relay publishes it). Payloads are validated against the job's model before anything is written.
 
-Dedup keys: while a job with the same (job name, dedup key) is still pending in the outbox (not yet published to
-SQS), enqueueing it again writes nothing and returns the pending job's id. Once published, the key is free again,
-so a periodic "sync store 42" can be enqueued each period but never piles up while one is waiting. The same rule
-as graphile-worker's ``job_key`` in its default mode and pg-boss's ``singletonKey`` for created jobs.
+Dedup keys: at most one job per (job name, dedup key) is pending in the outbox (not yet published to SQS). Once
+published, the key is free again, so a periodic "sync store 42" can be enqueued each period but never piles up
+while one is waiting. What enqueueing a key that a pending job holds does is the ``dedup`` policy:
+
+* ``Dedup.KEEP`` (the default): the pending job wins. Nothing is written; its id is returned, its payload, queue and
+  run_at stay. pg-boss's ``singletonKey`` on a ``short`` queue (one queued job per key), except that pg-boss
+  answers null where we answer the pending job's id.
+* ``Dedup.REPLACE``: the pending job takes the new payload, queue and run_at (its publish failures are forgotten)
+  and keeps its id, which is returned: the latest enqueue decides what runs (debouncing, rescheduling). If a relay
+  has claimed the row, its old payload may already be on SQS, so the replacement becomes a job of its own with a
+  new id (returned), published after it; nothing is lost. This is graphile-worker's ``job_key`` in its default
+  ``replace`` mode ("locked jobs will cause a new job to be scheduled instead"); its ``preserve_run_at`` mode
+  (keep the pending run_at) has no counterpart here.
+
+``dedup_active=True`` extends the key to jobs already published and not finished: a job of the ledger
+(``conveyor.runs``) with the key whose status is queued, running or retrying (or waiting/pending, a flow's parent)
+makes the enqueue write nothing and return that job's id, whatever the policy, when no pending job holds the key
+(a pending one is kept or replaced first, by the policy). REPLACE cannot change a message already on SQS, so the
+live job wins, as River's unique jobs return the existing job. This is River's ``UniqueOpts.ByState`` over its
+live states (River's default also counts completed jobs) and pg-boss's ``exclusive`` policy (one job queued or
+active per key). Succeeded, failed, dead, cancelled and skipped jobs never hold a key.
+
+With ``dedup_active`` the ledger check and the write are one statement. A pending job can still be published
+(moved to the ledger) between that statement's snapshot and its INSERT: the snapshot saw it pending, the INSERT finds
+the key free and adds a row. A second statement, run only then, sees the ledger row under READ COMMITTED (each
+statement its own snapshot), takes our row back and returns the live job. What is left open: a job both enqueued by
+another transaction and published after our statement began and before its INSERT (one statement's duration); and,
+under REPEATABLE READ or SERIALIZABLE, the whole race, since the second statement sees the first one's snapshot.
 """
 
 from __future__ import annotations
@@ -16,9 +40,10 @@ import math
 import re
 import uuid
 from collections.abc import Iterable, Sequence
-from decimal import Decimal
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 import psycopg
@@ -43,6 +68,13 @@ class InvalidPayload(ValueError):
 
 class EnqueueError(ValueError):
     """Enqueue options that cannot work (both delay and run_at, a naive run_at, …). Nothing was written."""
+
+
+class Dedup(StrEnum):
+    """What enqueueing a dedup key that a pending job holds does (see the module docstring for the peers matched)."""
+
+    KEEP = "keep"  # the pending job wins, unchanged
+    REPLACE = "replace"  # the pending job takes the new payload, queue and run_at
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -153,6 +185,17 @@ def _check_dedup_key(dedup_key: str | None) -> None:
         raise EnqueueError(f"dedup_key must be a non-empty string of at most 512 characters, got {dedup_key!r}")
 
 
+def _dedup_policy(dedup: Dedup | str, dedup_active: bool) -> Dedup:
+    if not isinstance(dedup_active, bool):
+        raise EnqueueError(f"dedup_active must be True or False, got {dedup_active!r}")
+    if isinstance(dedup, str):  # a Dedup is a str too
+        try:
+            return Dedup(dedup)
+        except ValueError:
+            pass
+    raise EnqueueError(f"dedup must be 'keep' or 'replace' (Dedup.KEEP or Dedup.REPLACE), got {dedup!r}")
+
+
 def enqueue(
     conn: psycopg.Connection,
     job: JobSpec | str,
@@ -161,20 +204,29 @@ def enqueue(
     delay: timedelta | float | None = None,
     run_at: datetime | None = None,
     dedup_key: str | None = None,
+    dedup: Dedup | str = Dedup.KEEP,
+    dedup_active: bool = False,
     queue: str | None = None,
     registry: Registry | None = None,
 ) -> uuid.UUID:
     """Add a job to the outbox in the caller's transaction and return its id. Never commits.
 
     ``delay``/``run_at`` may be any length (the relay publishes when due; SQS's 15-minute delay cap does not
-    apply). ``queue`` overrides the job's route; it must be one of the job's queues.
+    apply). ``queue`` overrides the job's route; it must be one of the job's queues. ``dedup`` and ``dedup_active``
+    say what a ``dedup_key`` already taken does (module docstring); the id returned is then the job holding it, or
+    the replacement. Without a ``dedup_key`` they change nothing.
     """
     spec = resolve_job(job, registry)
+    policy = _dedup_policy(dedup, dedup_active)
     model = validate_payload(spec, payload)
     chosen_queue = spec.queue_for(model, queue)
     body = payload_body(spec, model)
     at, after = _when(delay, run_at)
     _check_dedup_key(dedup_key)
+    if dedup_key is not None and (dedup_active or policy is Dedup.REPLACE):
+        [job_id] = _write(conn, spec.name, [new_job_id()], [chosen_queue], [body], [dedup_key], at, after, policy, dedup_active)
+        return job_id
+    # The common case stays one plain INSERT (benchmarked: it is what every producer pays).
     params = {
         "id": new_job_id(),
         "job_name": spec.name,
@@ -215,14 +267,19 @@ def enqueue_many(
     *,
     delay: timedelta | float | None = None,
     run_at: datetime | None = None,
+    dedup: Dedup | str = Dedup.KEEP,
+    dedup_active: bool = False,
     registry: Registry | None = None,
 ) -> list[uuid.UUID]:
     """Add many jobs of one kind in a single statement; returns their ids in input order. Never commits.
 
     Every payload is validated first: one bad payload raises :class:`InvalidPayload` (naming its index) and
-    nothing is written. Items whose dedup key is already pending get the pending job's id.
+    nothing is written. ``dedup`` and ``dedup_active`` apply to every item that has a dedup key, as in
+    :func:`enqueue`; an item whose key a job holds gets that job's id. Several items with one key are one job: with
+    ``keep`` the first item's payload, with ``replace`` the last one's.
     """
     spec = resolve_job(job, registry)
+    policy = _dedup_policy(dedup, dedup_active)
     at, after = _when(delay, run_at)
     ids: list[uuid.UUID] = []
     queues: list[str] = []
@@ -245,33 +302,75 @@ def enqueue_many(
         keys.append(item.dedup_key)
     if not ids:
         return []
-    params = {
-        "job_name": spec.name,
-        "ids": ids,
-        "queues": queues,
-        "payloads": bodies,
-        "dedup_keys": keys,
-        "run_at": at,
-        "delay": after,
-    }
-    inserted = {row[0] for row in conn.execute(QUERIES["outbox_insert_many"], params)}
-    if len(inserted) == len(ids):
-        return ids
-    pending = {
-        key: job_id
-        for key, job_id in conn.execute(
-            QUERIES["outbox_find_dedup_many"], {"job_name": spec.name, "dedup_keys": [k for k in keys if k]}
-        )
-    }
-    result = []
-    for job_id, key in zip(ids, keys):
-        if job_id in inserted:
-            result.append(job_id)
-        elif key is not None and key in pending:
-            result.append(pending[key])
-        else:
-            raise EnqueueError(f"job {spec.name!r} with dedup_key {key!r} conflicted with a job no longer visible; enqueue again")
-    return result
+    return _write(conn, spec.name, ids, queues, bodies, keys, at, after, policy, dedup_active)
+
+
+def _write(
+    conn: psycopg.Connection,
+    job_name: str,
+    ids: list[uuid.UUID],
+    queues: list[str],
+    bodies: list[str],
+    keys: list[str | None],
+    at: datetime | None,
+    after: timedelta,
+    policy: Dedup,
+    active: bool,
+) -> list[uuid.UUID]:
+    """Write a batch (the rows given side by side) under a dedup policy; the id each row ended up with, in order.
+
+    A row without a key is always inserted with its own id. A keyed row's id is the one its key ended with: its
+    own (inserted), the pending job's (kept or replaced in place), the replacement's new id (the holder was claimed
+    by a relay), or a live job's (dedup_active). Keys taken by a pending job under ``keep`` are looked up in a
+    second statement; a key whose holder vanished meanwhile (published or rolled back) is written again.
+    """
+    if policy is Dedup.REPLACE:
+        query = QUERIES["outbox_replace_many"]
+        # An upsert cannot touch one row twice in a statement: of the rows sharing a key, the last one is written.
+        last = {key: index for index, key in enumerate(keys) if key is not None}
+        todo = [index for index, key in enumerate(keys) if key is None or last[key] == index]
+    else:
+        query = QUERIES["outbox_insert_many_unless_active" if active else "outbox_insert_many"]
+        todo = list(range(len(ids)))
+    by_key: dict[str, uuid.UUID] = {}
+    for _ in range(3):
+        params = {
+            "job_name": job_name,
+            "ids": [ids[i] for i in todo],
+            "queues": [queues[i] for i in todo],
+            "payloads": [bodies[i] for i in todo],
+            "dedup_keys": [keys[i] for i in todo],
+            "run_at": at,
+            "delay": after,
+            "active": active,
+        }
+        raced: dict[str, uuid.UUID] = {}
+        for job_id, key, outcome in conn.execute(query, params):
+            if key is not None:
+                by_key[key] = job_id
+                if outcome == "raced":
+                    raced[key] = job_id
+        if raced:
+            # The pending job seen holding these keys was published before our INSERT: look at the ledger again.
+            yielded = conn.execute(
+                QUERIES["outbox_yield_to_active"],
+                {"job_name": job_name, "dedup_keys": list(raced), "ids": list(raced.values())},
+            )
+            by_key.update((key, job_id) for key, job_id in yielded)
+        missing = sorted({key for i in todo if (key := keys[i]) is not None and key not in by_key})
+        if missing:
+            # Held by a pending job (keep). Read it in a new statement, which sees a row committed since ours began.
+            found = conn.execute(QUERIES["outbox_find_dedup_many"], {"job_name": job_name, "dedup_keys": missing})
+            by_key.update((key, job_id) for key, job_id in found)
+        todo = [i for i in todo if keys[i] is not None and keys[i] not in by_key]
+        if not todo:
+            return [job_id if key is None else by_key[key] for job_id, key in zip(ids, keys)]
+        # The holders of these keys were published (or rolled back) between the two statements: write them again.
+    vanished = sorted({keys[i] or "" for i in todo})
+    raise EnqueueError(
+        f"job {job_name!r} with dedup_key {', '.join(map(repr, vanished))} kept conflicting with jobs that vanished "
+        "before they could be read; enqueue again"
+    )
 
 
 def enqueue_retry(
@@ -326,6 +425,7 @@ __all__: Sequence[str] = (
     "enqueue",
     "enqueue_many",
     "Item",
+    "Dedup",
     "InvalidPayload",
     "EnqueueError",
     "validate_payload",

@@ -20,16 +20,116 @@ ON CONFLICT (job_id, attempt) WHERE job_id IS NOT NULL DO NOTHING;
 SELECT id FROM conveyor.outbox WHERE job_name = %(job_name)s AND dedup_key = %(dedup_key)s;
 
 -- name: outbox_insert_many
--- One statement for a whole batch: arrays unnested side by side.
+-- One statement for a whole batch: arrays unnested side by side. A key held by a pending job (or by an earlier item
+-- of the batch) inserts nothing and returns nothing; the caller looks the holder up. Every write of a batch answers
+-- (id, dedup_key, outcome), as the queries below do.
 WITH inserted AS (
     INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at, dedup_key)
     SELECT id, %(job_name)s, queue, payload::json, coalesce(%(run_at)s, statement_timestamp() + %(delay)s::interval), dedup_key
     FROM unnest(%(ids)s::uuid[], %(queues)s::text[], %(payloads)s::text[], %(dedup_keys)s::text[])
         AS t(id, queue, payload, dedup_key)
     ON CONFLICT (job_name, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
-    RETURNING id
+    RETURNING id, dedup_key
 )
-SELECT id FROM inserted;
+SELECT id, dedup_key, 'inserted' AS outcome FROM inserted;
+
+-- name: outbox_insert_many_unless_active
+-- dedup='keep' with dedup_active: as outbox_insert_many, and a key that no pending job holds but a live job of the
+-- ledger does (published and not finished, or a flow parent) writes nothing and answers that job ("active"). A
+-- pending job holding the key wins first, as without dedup_active. Read and write are one statement, so a job
+-- published between them can only be one the snapshot saw pending: its key's new row comes back as "raced", and
+-- the caller gives it up to the published job (outbox_yield_to_active) in a statement that sees it.
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(queues)s::text[], %(payloads)s::text[], %(dedup_keys)s::text[])
+        AS t(id, queue, payload, dedup_key)
+), held AS (
+    SELECT o.dedup_key FROM conveyor.outbox o
+    WHERE o.job_name = %(job_name)s AND o.dedup_key IN (SELECT dedup_key FROM input)
+), active AS (
+    SELECT DISTINCT ON (r.dedup_key) r.dedup_key, r.id
+    FROM conveyor.runs r
+    WHERE r.job_name = %(job_name)s
+      AND r.dedup_key IN (SELECT dedup_key FROM input EXCEPT SELECT dedup_key FROM held)
+      AND r.status IN ('waiting', 'pending', 'queued', 'running', 'retrying')
+    ORDER BY r.dedup_key, r.created_at DESC
+), written AS (
+    INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at, dedup_key)
+    SELECT i.id, %(job_name)s, i.queue, i.payload::json, coalesce(%(run_at)s, statement_timestamp() + %(delay)s::interval), i.dedup_key
+    FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM active a WHERE a.dedup_key = i.dedup_key)
+    ON CONFLICT (job_name, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
+    RETURNING id, dedup_key
+)
+SELECT w.id, w.dedup_key, CASE WHEN w.dedup_key IN (SELECT dedup_key FROM held) THEN 'raced' ELSE 'inserted' END AS outcome
+FROM written w
+UNION ALL
+SELECT a.id, a.dedup_key, 'active' FROM active a;
+
+-- name: outbox_replace_many
+-- dedup='replace': a pending job holding the key takes the new payload, queue and run_at, with a clean publish
+-- record, and keeps its id ("replaced"). A pending row a relay has claimed (claim_token set, whether or not its lease
+-- has run out: a late relay still deletes it by id once SQS has it) may already be on SQS with the old payload. It
+-- takes the new row's id instead, loses its claim and is published again later as a job of its own: the message on
+-- its way keeps the old id, the relay's mark finds no row by that id to delete, and the replacement is not lost.
+-- With %(active)s, a key no pending job holds but a live job of the ledger does writes nothing and answers that job
+-- ("active"): what is on SQS cannot be replaced. "raced" as in outbox_insert_many_unless_active. Keys must be
+-- unique within the batch (an upsert cannot touch one row twice in a statement).
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(queues)s::text[], %(payloads)s::text[], %(dedup_keys)s::text[])
+        AS t(id, queue, payload, dedup_key)
+), held AS (
+    SELECT o.dedup_key FROM conveyor.outbox o
+    WHERE %(active)s AND o.job_name = %(job_name)s AND o.dedup_key IN (SELECT dedup_key FROM input)
+), active AS (
+    SELECT DISTINCT ON (r.dedup_key) r.dedup_key, r.id
+    FROM conveyor.runs r
+    WHERE %(active)s AND r.job_name = %(job_name)s
+      AND r.dedup_key IN (SELECT dedup_key FROM input EXCEPT SELECT dedup_key FROM held)
+      AND r.status IN ('waiting', 'pending', 'queued', 'running', 'retrying')
+    ORDER BY r.dedup_key, r.created_at DESC
+), written AS (
+    INSERT INTO conveyor.outbox AS o (id, job_name, queue, payload, run_at, dedup_key)
+    SELECT i.id, %(job_name)s, i.queue, i.payload::json, coalesce(%(run_at)s, statement_timestamp() + %(delay)s::interval), i.dedup_key
+    FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM active a WHERE a.dedup_key = i.dedup_key)
+    ON CONFLICT (job_name, dedup_key) WHERE dedup_key IS NOT NULL DO UPDATE
+    SET id               = CASE WHEN o.claim_token IS NULL THEN o.id ELSE excluded.id END,
+        created_at       = CASE WHEN o.claim_token IS NULL THEN o.created_at ELSE excluded.created_at END,
+        queue            = excluded.queue,
+        payload          = excluded.payload,
+        run_at           = excluded.run_at,
+        publish_attempts = 0,
+        next_attempt_at  = NULL,
+        last_error       = NULL,
+        claim_token      = NULL,
+        locked_until     = NULL
+    -- xmax is 0 on a row version this statement inserted and holds our transaction id on one it updated (the
+    -- upsert locks the row first): PostgreSQL 17 has no RETURNING old.* to tell them apart.
+    RETURNING o.id, o.dedup_key, o.xmax = 0 AS inserted
+)
+SELECT w.id, w.dedup_key,
+       CASE WHEN NOT w.inserted THEN 'replaced' WHEN w.dedup_key IN (SELECT dedup_key FROM held) THEN 'raced' ELSE 'inserted' END AS outcome
+FROM written w
+UNION ALL
+SELECT a.id, a.dedup_key, 'active' FROM active a;
+
+-- name: outbox_yield_to_active
+-- Rows just inserted under dedup_active whose key's pending job was published in the same instant (the snapshot saw
+-- it pending, the insert found its key free): this statement sees the ledger row the publish wrote, so a key with a
+-- live job takes our row back and answers that job, as if the first statement had seen it.
+WITH live AS (
+    SELECT DISTINCT ON (r.dedup_key) r.dedup_key, r.id
+    FROM conveyor.runs r
+    WHERE r.job_name = %(job_name)s AND r.dedup_key = ANY(%(dedup_keys)s::text[])
+      AND r.status IN ('waiting', 'pending', 'queued', 'running', 'retrying')
+    ORDER BY r.dedup_key, r.created_at DESC
+), dropped AS (
+    DELETE FROM conveyor.outbox o
+    USING live l
+    WHERE o.id = ANY(%(ids)s::uuid[]) AND o.job_name = %(job_name)s AND o.dedup_key = l.dedup_key
+    RETURNING o.dedup_key
+)
+SELECT l.dedup_key, l.id FROM live l JOIN dropped d ON d.dedup_key = l.dedup_key;
 
 -- name: outbox_find_dedup_many
 SELECT dedup_key, id FROM conveyor.outbox WHERE job_name = %(job_name)s AND dedup_key = ANY(%(dedup_keys)s::text[]);
