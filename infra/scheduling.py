@@ -3,8 +3,9 @@
 Every scheduled job gets a schedule in the stack's schedule group, evaluated in the job's IANA timezone
 (``ScheduleExpressionTimezone``: EventBridge skips a local time that does not exist and fires an ambiguous one
 once). The target is the ``schedule`` function, not the job's queue: it enqueues through the outbox with the period
-claimed in ``conveyor.schedule_fires``, so a schedule delivered twice still gives one run, and the run then takes
-the normal path (relay → queue → function) with the job's retries and DLQ. See ``functions/schedule/handler.py``.
+claimed in ``conveyor.schedule_fires`` (or records why the period is skipped: overlap, pre-check, enable flag,
+missed), so a schedule delivered twice still gives one run, and the run then takes the normal path (relay → queue →
+function) with the job's retries and DLQ. See ``functions/schedule/handler.py`` and ``shared/scheduled/fire.py``.
 
 Failures are never silent: Scheduler retries a failed delivery and then sends the event to a dead-letter queue;
 the schedule function's own errors get Lambda's async retries and then go to the same queue.

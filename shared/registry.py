@@ -20,6 +20,7 @@ from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, ValidationE
 
 from shared.names import JOB_NAME_RE, ResourceNameError, check_queue_label, module_name, schedule_name, slug
 from shared.schedule import Schedule, ScheduleError, parse_schedule
+from shared.scheduled.policy import MissedPolicy, OverlapPolicy
 
 # SQS and Lambda limits that registry settings must respect (checked here so synth and deploy never see them).
 SQS_MAX_VISIBILITY_SECONDS = 12 * 60 * 60
@@ -210,7 +211,12 @@ class JobSpec:
     ``queue`` is where the job goes by default. ``queues`` lists other queues the job may be sent to, and ``route``
     picks one from the payload (e.g. password resets on ``email-high``). Several jobs may share a queue.
     ``schedule`` is an EventBridge Scheduler expression (``cron(...)``, ``rate(...)``) evaluated in ``timezone``;
-    each scheduled run gets ``schedule_payload`` as its payload.
+    each scheduled run gets ``schedule_payload`` as its payload. For scheduled jobs only: ``overlap`` (``skip`` or
+    ``allow``, :class:`~shared.scheduled.policy.OverlapPolicy`) says whether a period may start while an earlier run
+    is live, ``missed`` (``once`` or ``skip``, :class:`~shared.scheduled.policy.MissedPolicy`) what a fire arriving
+    after the next period began does, and ``pre_check`` is an optional callable ``pre_check(ctx) -> str | None`` run
+    under the job's schedule lock before each period is enqueued (``ctx`` is a
+    :class:`shared.scheduled.fire.PreCheckContext`): a returned reason skips the period and is recorded.
     """
 
     name: str
@@ -232,6 +238,10 @@ class JobSpec:
     # invocations for high-volume jobs, at the price of that much latency.
     batch_window: int = 0
     permissions: tuple[AwsPermission, ...] = ()
+    overlap: OverlapPolicy = OverlapPolicy.SKIP
+    missed: MissedPolicy = MissedPolicy.ONCE
+    # A callable, not a database object: the registry must load without psycopg (the CDK app, the CLI).
+    pre_check: Callable[[Any], str | None] | None = None
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:
@@ -310,9 +320,19 @@ class JobSpec:
             )
         if self.handler is not None and ":" in self.handler:
             fail(f"handler {self.handler!r} must be a module path like 'functions.email_send.handler'")
+        for setting, policy in (("overlap", OverlapPolicy), ("missed", MissedPolicy)):
+            try:
+                object.__setattr__(self, setting, policy(getattr(self, setting)))
+            except ValueError:
+                fail(f"{setting} must be one of {', '.join(p.value for p in policy)}, got {getattr(self, setting)!r}")
+        if self.pre_check is not None and not callable(self.pre_check):
+            fail(f"pre_check must be a callable pre_check(ctx) -> str | None, got {self.pre_check!r}")
         if self.schedule is None:
-            if self.timezone != "UTC" or self.schedule_payload:
-                fail("timezone and schedule_payload only apply to scheduled jobs; set schedule= too")
+            if (
+                self.timezone != "UTC" or self.schedule_payload or self.pre_check is not None
+                or self.overlap is not OverlapPolicy.SKIP or self.missed is not MissedPolicy.ONCE
+            ):
+                fail("timezone, schedule_payload, overlap, missed and pre_check only apply to scheduled jobs; set schedule= too")
         else:
             try:
                 parse_schedule(self.schedule, self.timezone)

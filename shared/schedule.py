@@ -8,7 +8,7 @@ never) under ``conveyor`` locally. This module parses the three expression kinds
 * ``cron(minutes hours day-of-month month day-of-week year)``: EventBridge's six-field, Quartz-like cron. Note
   day-of-week ``1`` is **Sunday** (``7`` is Saturday), not Unix's ``0``, and exactly one of day-of-month /
   day-of-week must be ``?``. ``L``, ``W``, ``LW``, ``<d>L`` and ``<d>#<n>`` are supported.
-* ``rate(value unit)``: every N minutes, hours or days.
+* ``rate(value unit)``: every N minutes, hours or days; EventBridge's shortest is ``rate(1 minute)``.
 * ``at(yyyy-mm-ddThh:mm:ss)``: once.
 
 Cron and ``at`` fields are local wall-clock time in the schedule's IANA timezone, with Scheduler's documented DST
@@ -252,6 +252,8 @@ def _parse_rate(body: str, expression: str) -> _Rate:
         raise ScheduleError(f"{expression}: value '{value_text}' must be a positive integer")
     value = int(value_text)
     singular = unit[:-1] if unit.endswith("s") else unit
+    if singular == "second":
+        raise ScheduleError(f"{expression}: EventBridge Scheduler's shortest rate is rate(1 minute); seconds are not a unit")
     if singular not in _RATE_UNITS:
         raise ScheduleError(f"{expression}: unknown unit '{unit}'; use minute(s), hour(s) or day(s)")
     # EventBridge insists on agreement: rate(1 minute), rate(5 minutes).
@@ -343,6 +345,15 @@ class Schedule:
             rule = _parse_at(body, self.expression, zone)
         object.__setattr__(self, "_zone", zone)
         object.__setattr__(self, "_rule", rule)
+
+    @property
+    def period(self) -> timedelta | None:
+        """The fixed interval of a ``rate(...)`` schedule; None for ``cron`` and ``at``.
+
+        The fire after a rate fire is always one period later, whatever the rate is anchored at: use this, not
+        :meth:`next_after`, to step from a fire time AWS chose (its rates count from the schedule's start date, ours
+        from the epoch; see the class docstring)."""
+        return self._rule.period if isinstance(self._rule, _Rate) else None
 
     def next_after(self, after: datetime) -> datetime | None:
         """The first fire time strictly after aware ``after``, in UTC; None if the schedule never fires again."""

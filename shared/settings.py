@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.names import check_stage
@@ -27,9 +28,37 @@ REGISTRY = "CONVEYOR_REGISTRY"
 
 DEFAULT_REGISTRY = "shared.jobs:registry"
 
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
 
 class SettingsError(ValueError):
     pass
+
+
+def job_enabled_variable(job_name: str) -> str:
+    """``CONVEYOR_JOB_<NAME>_ENABLED``: the per-job switch read when its schedule fires (``reservations.cleanup``
+    -> ``CONVEYOR_JOB_RESERVATIONS_CLEANUP_ENABLED``)."""
+    return f"CONVEYOR_JOB_{job_name.upper().replace('.', '_')}_ENABLED"
+
+
+def job_enabled(job_name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a scheduled job's periods may run: true unless its variable says false (``false``/``0``/``no``/
+    ``off``, any case). Any other value than those and ``true``/``1``/``yes``/``on`` is refused rather than
+    guessed: a typo in a kill switch must not leave the job running."""
+    name = job_enabled_variable(job_name)
+    raw = (os.environ if environ is None else environ).get(name)
+    if raw is None:
+        return True
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(
+        f"{name}={raw!r} is not a boolean: use false (or 0, no, off) to disable job {job_name!r}, true (or 1, yes, "
+        "on) or leave it unset to enable it"
+    )
 
 
 def _json_map(name: str) -> dict[str, str]:

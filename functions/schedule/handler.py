@@ -1,12 +1,17 @@
-"""The target of every EventBridge Scheduler schedule: enqueue one run of a scheduled job through the outbox.
+"""The target of every EventBridge Scheduler schedule: one fire of a scheduled job.
 
 Why a function and not the job's queue as the target: a schedule may fire twice for one period (Scheduler delivers
-at least once, and its retries can repeat a delivery). Enqueueing through ``enqueue_scheduled`` claims the period
-in ``conveyor.schedule_fires`` in the same transaction as the outbox row, so a period gets exactly one run; the run
-then takes the normal path (relay → the job's queue → its function), with the job's retries, backoff and DLQ, and
-shows up in the run ledger like any other job.
+at least once, and its retries can repeat a delivery or arrive after the next period began). The fire goes through
+``shared.scheduled.fire.fire_schedule``, which under a per-job lock claims the period in
+``conveyor.schedule_fires`` and then enqueues the run through the outbox (or records why the period is skipped:
+disabled, missed, an earlier run still live, the job's pre-check) in the same transaction, so a period gets
+exactly one run or one ``skipped`` record; the run then takes the normal path (relay → the job's queue → its
+function), with the job's retries, backoff and DLQ, and shows up in the run ledger like any other job.
 
-The schedule passes ``{"job": "<name>", "scheduled_time": "<aws.scheduler.scheduled-time>"}``.
+The schedule passes ``{"job": "<name>", "scheduled_time": "<aws.scheduler.scheduled-time>"}``. The result says
+what happened: ``outcome`` is ``enqueued``, ``duplicate`` or ``skipped`` (with ``reason``), ``scheduled_for`` the
+period claimed. A failure (the database, a pre-check that raised, a bad ``CONVEYOR_JOB_<NAME>_ENABLED``) raises,
+so Lambda's async retries and then the schedule DLQ take over.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from shared.database import Database
-from shared.outbox import enqueue_scheduled
 from shared.registry import Registry, RegistryError, default_registry
+from shared.scheduled.fire import fire_schedule
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "conveyor-schedule"))
 _database = Database()
@@ -57,10 +62,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         _registry = default_registry()
     job, fire_time = parse_event(event, _registry)
     logger.append_keys(job_name=job.name, scheduled_time=fire_time.isoformat())
-    conn = _database.connection()
-    job_id = enqueue_scheduled(conn, job, fire_time, registry=_registry)
-    if job_id is None:
-        logger.info("period already has its run; duplicate delivery ignored")
-        return {"job": job.name, "scheduled_time": fire_time.isoformat(), "job_id": None, "duplicate": True}
-    logger.info("scheduled run enqueued", extra={"job_id": str(job_id)})
-    return {"job": job.name, "scheduled_time": fire_time.isoformat(), "job_id": str(job_id), "duplicate": False}
+    result = fire_schedule(_database.connection(), job, fire_time, registry=_registry, logger=logger)
+    return result.as_dict()

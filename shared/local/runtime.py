@@ -25,12 +25,12 @@ from shared.local.poller import QueuePoller
 from shared.local.scheduler import LocalScheduler
 from shared.names import queue_label_from_resource
 from shared.migrate import migrate, sync_registry
-from shared.outbox import enqueue_scheduled
 from shared.outbox.relay import Relay, RelayStats
 from shared.queues import QueueDirectory
 from shared.registry import JobSpec, Registry, RegistryError
 from shared.runtime.dispatch import load_handler
 from shared.runtime.handler import JobHandler, RunReport
+from shared.scheduled.fire import FireOutcome, FireResult, fire_schedule, latest_fire
 from shared.settings import Settings
 
 Printer = Callable[[str], None]
@@ -199,12 +199,17 @@ class LocalRuntime:
                 self.pollers.append(poller)
                 self._spawn(poller)
         if self.config.scheduler and self.registry.scheduled():
-            scheduler = LocalScheduler(self.registry, self._fire, self.stop_event, now=self.config.clock)
-            self._spawn(scheduler)
+            scheduler = LocalScheduler(
+                self.registry, self._fire, self.stop_event, now=self.config.clock, last_fire=self._last_fire
+            )
+            scheduler.prime()
+            started = self.config.clock()
             for job in self.registry.scheduled():
-                upcoming = job.parsed_schedule.next_after(self.config.clock())
+                upcoming = scheduler.next_fire.get(job.name)
                 when = upcoming.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if upcoming else "never"
-                self.out(f"schedule   {job.name:<24} {job.schedule} {job.timezone}, next run {when}")
+                missed = f" (missed while stopped; missed={job.missed.value} applies now)" if upcoming and upcoming <= started else ""
+                self.out(f"schedule   {job.name:<24} {job.schedule} {job.timezone}, next run {when}{missed}")
+            self._spawn(scheduler)
         if self.config.state_file:
             self.config.state_file.parent.mkdir(parents=True, exist_ok=True)
             self.config.state_file.write_text(json.dumps({
@@ -227,11 +232,20 @@ class LocalRuntime:
         depth = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
         return int(depth["Attributes"]["ApproximateNumberOfMessages"]) < self.config.max_queue_depth
 
-    def _fire(self, job: JobSpec, fire_time: datetime) -> None:
+    def _fire(self, job: JobSpec, fire_time: datetime, now: datetime) -> FireResult:
         with connect(Settings(database_url=self.database_url)) as conn:
-            job_id = enqueue_scheduled(conn, job, fire_time, registry=self.registry)
-        if job_id:
-            self.out(f"schedule   {job.name} fired for {fire_time.isoformat()} -> job {job_id}")
+            result = fire_schedule(conn, job, fire_time, now=now, registry=self.registry)
+        period = result.period.isoformat()
+        if result.outcome is FireOutcome.ENQUEUED:
+            late = f" (late fire for {fire_time.isoformat()})" if result.period != fire_time else ""
+            self.out(f"schedule   {job.name} fired for {period} -> job {result.job_id}{late}")
+        elif result.outcome is FireOutcome.SKIPPED:
+            self.out(f"schedule   {job.name} skipped {period}: {result.reason}")
+        return result
+
+    def _last_fire(self, job: JobSpec) -> datetime | None:
+        with connect(Settings(database_url=self.database_url)) as conn:
+            return latest_fire(conn, job.name)
 
     def _on_relay(self, stats: RelayStats) -> None:
         line = f"relay      published {stats.published}"

@@ -1,5 +1,15 @@
 """Fires the registry's schedules locally, in their timezones (moto stores EventBridge schedules but never fires
-them). Each fire enqueues through the outbox, once per (job, fire time), like every other run."""
+them). Each fire goes through the same path as on AWS (``shared.scheduled.fire.fire_schedule``: once per period,
+overlap, enable flag, pre-check), and the same missed-run rule decides what a late fire stands for
+(``shared.scheduled.policy.plan_fire``).
+
+Late fires happen here in two ways, and both go through that rule: at start-up, when the job's latest claimed
+period in ``conveyor.schedule_fires`` is followed by periods that began while nothing ran, the first of them is
+fired at once; and while running, when a wake-up (a laptop's sleep, a stalled database) finds a period due after
+the next one began. With ``missed=once`` that fire runs the latest due period, once; with ``missed=skip`` it records
+the missed period as skipped. Either way the scheduler then waits for the period after the latest due one: missed
+periods are never replayed one by one.
+"""
 
 from __future__ import annotations
 
@@ -9,35 +19,46 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from shared.registry import JobSpec, Registry
+from shared.scheduled.policy import plan_fire
 
 log = logging.getLogger("conveyor.local.scheduler")
+
+# fire(job, fire_time, now): handle one fire at the scheduler's ``now``; raises if the fire must be retried.
+Fire = Callable[[JobSpec, datetime, datetime], object]
 
 
 class LocalScheduler(threading.Thread):
     def __init__(
         self,
         registry: Registry,
-        fire: Callable[[JobSpec, datetime], None],
+        fire: Fire,
         stop: threading.Event,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        last_fire: Callable[[JobSpec], datetime | None] = lambda job: None,
     ) -> None:
         super().__init__(name="scheduler", daemon=True)
         self.jobs = registry.scheduled()
         self.fire = fire
         self.stop_event = stop
         self.now = now
+        self.last_fire = last_fire
         self.next_fire: dict[str, datetime | None] = {}
+        self.primed = False
 
     def prime(self) -> None:
-        """Plan each job's first fire after now. Periods missed while nothing ran are not caught up, as with
-        EventBridge Scheduler, which never fires for times before a schedule existed."""
+        """Plan each job's next fire: the period after its latest claimed one (``last_fire``), due at once if it
+        began while nothing ran; or, for a job that never fired here, the first period after now (as EventBridge
+        Scheduler never fires for times before a schedule existed)."""
         start = self.now()
         for job in self.jobs:
-            self.next_fire[job.name] = job.parsed_schedule.next_after(start)
+            last = self.last_fire(job)
+            self.next_fire[job.name] = job.parsed_schedule.next_after(last if last is not None else start)
+        self.primed = True
 
     def run(self) -> None:
-        self.prime()
+        if not self.primed:
+            self.prime()
         while not self.stop_event.is_set():
             pending = [t for t in self.next_fire.values() if t is not None]
             if not pending:
@@ -53,19 +74,13 @@ class LocalScheduler(threading.Thread):
             due = self.next_fire.get(job.name)
             if due is None or due > now:
                 continue
-            following = job.parsed_schedule.next_after(due)
-            if following is not None and following <= now:
-                # The machine slept (or the database was down) through more than one period, however short:
-                # the missed-run rule runs the latest missed period once, not every one back to back.
-                latest = following
-                while (after := job.parsed_schedule.next_after(latest)) is not None and after <= now:
-                    latest = after
-                log.warning("%s missed its runs from %s; running the one for %s", job.name, due.isoformat(), latest.isoformat())
-                due = self.next_fire[job.name] = latest
+            plan = plan_fire(job.parsed_schedule, due, now, job.missed)
+            if plan.late:
+                log.warning("%s missed its period %s; missed=%s applies", job.name, due.isoformat(), job.missed.value)
             try:
-                self.fire(job, due)
+                self.fire(job, due, now)
             except Exception:  # noqa: BLE001 - a failed fire is retried on the next loop, the period is not skipped
-                log.exception("could not enqueue scheduled run of %s for %s; retrying", job.name, due.isoformat())
+                log.exception("could not fire the schedule of %s for %s; retrying", job.name, due.isoformat())
                 self.stop_event.wait(1.0)
                 continue
-            self.next_fire[job.name] = job.parsed_schedule.next_after(due)
+            self.next_fire[job.name] = job.parsed_schedule.next_after(plan.latest)

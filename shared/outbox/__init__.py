@@ -403,25 +403,28 @@ def enqueue_retry(
     return identity
 
 
-def enqueue_scheduled(
-    conn: psycopg.Connection, job: JobSpec, fire_time: datetime, *, registry: Registry | None = None
-) -> uuid.UUID | None:
-    """Enqueue one scheduled run of ``job`` for ``fire_time``, at most once per (job, fire time) ever.
+def enqueue_scheduled_run(
+    conn: psycopg.Connection, job: JobSpec, period: datetime, *, registry: Registry | None = None
+) -> uuid.UUID:
+    """Add one scheduled run of ``job`` to the outbox: the job's ``schedule_payload``, with ``scheduled_for`` set
+    to ``period`` so its ledger row and its message say which period it is for. Never commits.
 
-    Returns the new job's id, or None when that period already has its run (the schedule fired twice). Run it in a
-    transaction: the period is claimed only if the job is enqueued too.
+    This writes the row and nothing else: whether a period runs at all (once per period, overlap, the enable flag,
+    missed periods) is decided by ``shared.scheduled.fire.fire_schedule``, the only caller.
     """
-    with conn.transaction():
-        claimed = conn.execute(QUERIES["schedule_claim_fire"], {"job_name": job.name, "fire_time": fire_time}).fetchone()
-        if claimed is None:
-            return None
-        job_id = enqueue(conn, job, dict(job.schedule_payload), registry=registry)
-        conn.execute(QUERIES["schedule_record_job"], {"job_id": job_id, "job_name": job.name, "fire_time": fire_time})
-        return job_id
+    spec = resolve_job(job, registry)
+    model = validate_payload(spec, dict(spec.schedule_payload))
+    row = conn.execute(
+        QUERIES["outbox_insert_scheduled"],
+        {"id": new_job_id(), "job_name": spec.name, "queue": spec.queue_for(model), "payload": payload_body(spec, model),
+         "scheduled_for": period},
+    ).fetchone()  # fmt: skip
+    assert row is not None
+    return row[0]
 
 
 __all__: Sequence[str] = (
-    "enqueue_scheduled",
+    "enqueue_scheduled_run",
     "enqueue",
     "enqueue_many",
     "Item",

@@ -227,13 +227,11 @@ WHERE id = ANY(%(ids)s::uuid[]) AND claim_token = %(token)s;
 -- name: outbox_pending_count
 SELECT count(*) FROM conveyor.outbox;
 
--- name: schedule_claim_fire
-INSERT INTO conveyor.schedule_fires (job_name, fire_time) VALUES (%(job_name)s, %(fire_time)s)
-ON CONFLICT DO NOTHING
-RETURNING fire_time;
-
--- name: schedule_record_job
-UPDATE conveyor.schedule_fires SET job_id = %(job_id)s WHERE job_name = %(job_name)s AND fire_time = %(fire_time)s;
+-- name: outbox_insert_scheduled
+-- One scheduled run, carrying its period; shared.scheduled has already claimed the period.
+INSERT INTO conveyor.outbox (id, job_name, queue, payload, scheduled_for)
+VALUES (%(id)s, %(job_name)s, %(queue)s, %(payload)s::json, %(scheduled_for)s)
+RETURNING id;
 
 -- name: outbox_lag
 -- How far behind the relay is: the age of the oldest due row (0 when nothing is due), and how many are due.

@@ -9,7 +9,7 @@ import pytest
 
 from shared.envelope import MAX_PAYLOAD_BYTES
 from shared.jobs import EMAIL_SEND, RESERVATIONS_CLEANUP
-from shared.outbox import EnqueueError, InvalidPayload, Item, enqueue, enqueue_many, enqueue_scheduled
+from shared.outbox import EnqueueError, InvalidPayload, Item, enqueue, enqueue_many, enqueue_scheduled_run
 
 WELCOME = {"to": "ada@example.com", "template": "welcome", "subject": "Hi", "variables": {"name": "Ada"}}
 
@@ -111,13 +111,15 @@ def test_enqueue_many_is_validated_whole_and_keeps_order(conn):
     assert len(pending(conn)) == 3
 
 
-def test_scheduled_run_is_enqueued_once_per_period(conn):
-    fire = datetime(2026, 11, 24, 12, 15, tzinfo=UTC)
-    first = enqueue_scheduled(conn, RESERVATIONS_CLEANUP, fire)
-    conn.execute("DELETE FROM conveyor.outbox")  # published meanwhile
-    assert first is not None
-    assert enqueue_scheduled(conn, RESERVATIONS_CLEANUP, fire) is None
-    assert enqueue_scheduled(conn, RESERVATIONS_CLEANUP, fire + timedelta(minutes=15)) is not None
+def test_a_scheduled_run_carries_its_period_and_the_schedule_payload(conn):
+    # Whether a period runs is shared.scheduled's decision (tests/integration/test_scheduled.py); this is the row.
+    period = datetime(2026, 11, 24, 12, 15, tzinfo=UTC)
+    job_id = enqueue_scheduled_run(conn, RESERVATIONS_CLEANUP, period)
+    *row, payload = conn.execute("SELECT id, job_name, queue, scheduled_for, payload FROM conveyor.outbox").fetchone()
+    assert row == [job_id, "reservations.cleanup", "maintenance", period]
+    assert RESERVATIONS_CLEANUP.payload.model_validate(payload) == RESERVATIONS_CLEANUP.payload.model_validate(
+        dict(RESERVATIONS_CLEANUP.schedule_payload)
+    )
 
 
 def test_sql_add_job_for_producers_in_other_languages(conn):

@@ -1,4 +1,5 @@
-"""The local scheduler: fires registry schedules in their timezones, once per period, through the outbox."""
+"""The local scheduler: fires registry schedules in their timezones, once per period, through the outbox, and
+applies the missed-run rule after a sleep and at start-up."""
 
 from __future__ import annotations
 
@@ -12,17 +13,31 @@ import pytest
 from shared.local.scheduler import LocalScheduler
 from shared.registry import JobPayload, Registry
 from shared.runtime import JobContext, job_handler
+from shared.scheduled.fire import fire_schedule, latest_fire
 
 
 class Nothing(JobPayload):
     pass
 
 
-def scheduled_registry(**jobs: tuple[str, str]) -> Registry:
+def scheduled_registry(settings: dict | None = None, **jobs: tuple[str, str]) -> Registry:
     registry = Registry()
     for name, (schedule, timezone) in jobs.items():
-        registry.job(name.replace("_", "."), payload=Nothing, queue="tick", schedule=schedule, timezone=timezone)
+        registry.job(name.replace("_", "."), payload=Nothing, queue="tick", schedule=schedule, timezone=timezone, **(settings or {}))
     return registry
+
+
+def database_fire(conn):
+    """The fire the local runtime makes, on the test's connection."""
+    return lambda job, t, now: fire_schedule(conn, job, t, now=now, environ={})
+
+
+def periods(conn) -> list[tuple[str, datetime]]:
+    """Every period a fire settled: ('run', t) for an enqueued run, ('skipped', t) for a skip record."""
+    return conn.execute(
+        "SELECT 'run', scheduled_for FROM conveyor.outbox UNION ALL "
+        "SELECT status, scheduled_for FROM conveyor.runs WHERE status = 'skipped' ORDER BY 2"
+    ).fetchall()
 
 
 class SteppedClock:
@@ -45,7 +60,7 @@ def test_fires_in_the_jobs_timezone_skipping_a_dst_gap():
     registry = scheduled_registry(a_ny=("cron(30 2 * * ? *)", "America/New_York"), b_ub=("cron(0 9 * * ? *)", "Asia/Ulaanbaatar"))
     fired: list[tuple[str, datetime]] = []
     clock = SteppedClock(datetime(2026, 3, 7, 0, 0, tzinfo=UTC))
-    scheduler = LocalScheduler(registry, lambda job, t: fired.append((job.name, t)), threading.Event(), now=clock)
+    scheduler = LocalScheduler(registry, lambda job, t, now: fired.append((job.name, t)), threading.Event(), now=clock)
     run_stepped(scheduler, clock, until=datetime(2026, 3, 10, 0, 0, tzinfo=UTC), step=timedelta(minutes=5))
     assert [t for name, t in fired if name == "a.ny"] == [
         datetime(2026, 3, 7, 7, 30, tzinfo=UTC),  # 02:30 EST
@@ -60,7 +75,7 @@ def test_ambiguous_local_time_fires_once():
     registry = scheduled_registry(a_ny=("cron(30 1 * * ? *)", "America/New_York"))
     fired: list[datetime] = []
     clock = SteppedClock(datetime(2026, 10, 31, 12, 0, tzinfo=UTC))
-    scheduler = LocalScheduler(registry, lambda job, t: fired.append(t), threading.Event(), now=clock)
+    scheduler = LocalScheduler(registry, lambda job, t, now: fired.append(t), threading.Event(), now=clock)
     run_stepped(scheduler, clock, until=datetime(2026, 11, 2, 12, 0, tzinfo=UTC), step=timedelta(minutes=5))
     assert fired == [datetime(2026, 11, 1, 5, 30, tzinfo=UTC), datetime(2026, 11, 2, 6, 30, tzinfo=UTC)]
 
@@ -69,7 +84,7 @@ def test_a_failed_fire_is_retried_for_the_same_period():
     registry = scheduled_registry(a_job=("rate(15 minutes)", "UTC"))
     attempts: list[datetime] = []
 
-    def fire(job, t):
+    def fire(job, t, now):
         attempts.append(t)
         if len(attempts) == 1:
             raise psycopg.OperationalError("database restarting")
@@ -94,7 +109,8 @@ class FastClock:
 
 
 def test_runtime_fires_schedules_through_the_outbox_to_the_handler(runtime_factory, db_url):
-    registry = scheduled_registry(test_tick=("rate(1 minute)", "UTC"))
+    # overlap=allow: this test is about firing, and a run a test runtime finished may not be marked so in the ledger.
+    registry = scheduled_registry({"overlap": "allow"}, test_tick=("rate(1 minute)", "UTC"))
     seen: list[tuple[str, int]] = []
     handler = job_handler(registry["test.tick"], lambda payload, ctx: seen.append((ctx.job_id, ctx.attempt)))
     clock = FastClock(datetime(2026, 1, 1, 0, 0, 50, tzinfo=UTC), speed=60)  # first fire ~10 s of schedule time away
@@ -133,15 +149,26 @@ def fire_until_idle(scheduler: LocalScheduler, now: datetime, limit: int = 1000)
         ("cron(0 9 * * ? *)", datetime(2026, 1, 4, 12, 0, tzinfo=UTC), datetime(2026, 1, 4, 9, 0, tzinfo=UTC)),
     ],
 )
-def test_after_any_sleep_only_the_latest_missed_period_runs(schedule, woke_at, latest):
+def test_after_any_sleep_only_the_latest_missed_period_runs(conn, schedule, woke_at, latest):
     registry = scheduled_registry(a_job=(schedule, "UTC"))
-    fired: list[datetime] = []
     clock = SteppedClock(datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC))
-    scheduler = LocalScheduler(registry, lambda job, t: fired.append(t), threading.Event(), now=clock)
+    scheduler = LocalScheduler(registry, database_fire(conn), threading.Event(), now=clock)
     scheduler.prime()
     clock.now = woke_at
     fire_until_idle(scheduler, clock.now)
-    assert fired == [latest]
+    assert periods(conn) == [("run", latest)]
+    assert scheduler.next_fire["a.job"] == registry["a.job"].parsed_schedule.next_after(latest)
+
+
+def test_after_a_sleep_missed_skip_records_the_first_missed_period_and_waits_for_the_next(conn):
+    registry = scheduled_registry({"missed": "skip"}, a_job=("rate(15 minutes)", "UTC"))
+    clock = SteppedClock(datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC))
+    scheduler = LocalScheduler(registry, database_fire(conn), threading.Event(), now=clock)
+    scheduler.prime()
+    clock.now = datetime(2026, 1, 1, 8, 5, tzinfo=UTC)
+    fire_until_idle(scheduler, clock.now)
+    assert periods(conn) == [("skipped", datetime(2026, 1, 1, 0, 15, tzinfo=UTC))]
+    assert scheduler.next_fire["a.job"] == datetime(2026, 1, 1, 8, 15, tzinfo=UTC)
 
 
 def test_a_late_fire_within_its_own_period_still_runs():
@@ -149,23 +176,89 @@ def test_a_late_fire_within_its_own_period_still_runs():
     registry = scheduled_registry(a_job=("cron(0 9 * * ? *)", "UTC"))
     fired: list[datetime] = []
     clock = SteppedClock(datetime(2026, 1, 1, 8, 0, tzinfo=UTC))
-    scheduler = LocalScheduler(registry, lambda job, t: fired.append(t), threading.Event(), now=clock)
+    scheduler = LocalScheduler(registry, lambda job, t, now: fired.append(t), threading.Event(), now=clock)
     scheduler.prime()
     clock.now = datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
     fire_until_idle(scheduler, clock.now)
     assert fired == [datetime(2026, 1, 1, 9, 0, tzinfo=UTC)]
 
 
-def test_after_a_long_sleep_only_the_latest_missed_period_runs():
-    registry = scheduled_registry(a_job=("rate(15 minutes)", "UTC"))
-    fired: list[datetime] = []
+def test_after_a_long_sleep_the_schedule_resumes_at_the_next_period(conn):
+    registry = scheduled_registry({"overlap": "allow"}, a_job=("rate(15 minutes)", "UTC"))
     clock = SteppedClock(datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC))
-    scheduler = LocalScheduler(registry, lambda job, t: fired.append(t), threading.Event(), now=clock)
+    scheduler = LocalScheduler(registry, database_fire(conn), threading.Event(), now=clock)
     scheduler.prime()
     clock.now = datetime(2026, 1, 1, 8, 5, tzinfo=UTC)  # the laptop slept for eight hours
     scheduler.fire_due(clock.now)
     scheduler.fire_due(clock.now)
-    assert fired == [datetime(2026, 1, 1, 8, 0, tzinfo=UTC)]
+    assert periods(conn) == [("run", datetime(2026, 1, 1, 8, 0, tzinfo=UTC))]
     clock.now = datetime(2026, 1, 1, 8, 15, tzinfo=UTC)
     scheduler.fire_due(clock.now)
-    assert fired[-1] == datetime(2026, 1, 1, 8, 15, tzinfo=UTC)
+    assert periods(conn)[-1] == ("run", datetime(2026, 1, 1, 8, 15, tzinfo=UTC))
+
+
+# -- start-up ----------------------------------------------------------------------------------------------------
+
+STOPPED_AT = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)  # the job's latest claimed period when the runtime stopped
+
+
+def started_scheduler(conn, policy: str, start: datetime, last: datetime | None = STOPPED_AT):
+    registry = scheduled_registry({"missed": policy}, a_job=("rate(15 minutes)", "UTC"))
+    if last is not None:
+        conn.execute("INSERT INTO conveyor.schedule_fires (job_name, fire_time) VALUES ('a.job', %s)", (last,))
+    clock = SteppedClock(start)
+    scheduler = LocalScheduler(
+        registry, database_fire(conn), threading.Event(), now=clock, last_fire=lambda job: latest_fire(conn, job.name)
+    )
+    scheduler.prime()
+    fire_until_idle(scheduler, clock.now)
+    return scheduler
+
+
+def test_start_up_after_missed_periods_runs_the_latest_once_under_missed_once(conn):
+    scheduler = started_scheduler(conn, "once", datetime(2026, 1, 1, 8, 5, tzinfo=UTC))
+    assert periods(conn) == [("run", datetime(2026, 1, 1, 8, 0, tzinfo=UTC))]
+    assert scheduler.next_fire["a.job"] == datetime(2026, 1, 1, 8, 15, tzinfo=UTC)
+
+
+def test_start_up_after_missed_periods_records_the_skip_under_missed_skip(conn):
+    scheduler = started_scheduler(conn, "skip", datetime(2026, 1, 1, 8, 5, tzinfo=UTC))
+    [(status, period)] = periods(conn)
+    assert (status, period) == ("skipped", datetime(2026, 1, 1, 0, 15, tzinfo=UTC))
+    reason = conn.execute("SELECT reason FROM conveyor.runs WHERE status = 'skipped'").fetchone()[0]
+    assert reason.startswith("missed: the period of 2026-01-01T00:15:00Z ended at 2026-01-01T00:30:00Z")
+    assert "later periods up to 2026-01-01T08:00:00Z" in reason
+    assert scheduler.next_fire["a.job"] == datetime(2026, 1, 1, 8, 15, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("policy", ["once", "skip"])
+def test_start_up_within_the_first_missed_period_runs_it_under_either_policy(conn, policy):
+    # Stopped after 00:00; back at 00:20: only 00:15 began meanwhile and its period is not over, so it is not late.
+    started_scheduler(conn, policy, datetime(2026, 1, 1, 0, 20, tzinfo=UTC))
+    assert periods(conn) == [("run", datetime(2026, 1, 1, 0, 15, tzinfo=UTC))]
+
+
+@pytest.mark.parametrize("policy", ["once", "skip"])
+def test_start_up_of_a_job_that_never_fired_waits_for_its_first_period(conn, policy):
+    scheduler = started_scheduler(conn, policy, datetime(2026, 1, 1, 8, 5, tzinfo=UTC), last=None)
+    assert periods(conn) == []
+    assert scheduler.next_fire["a.job"] == datetime(2026, 1, 1, 8, 15, tzinfo=UTC)
+
+
+def test_runtime_start_up_catches_up_what_was_missed_while_it_was_stopped(runtime_factory, db_url):
+    registry = scheduled_registry({"overlap": "allow"}, test_tick=("rate(15 minutes)", "UTC"))
+    start = datetime(2026, 1, 1, 8, 5, tzinfo=UTC)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO conveyor.schedule_fires (job_name, fire_time) VALUES ('test.tick', %s)", (STOPPED_AT,))
+    seen: list[str] = []
+    handler = job_handler(registry["test.tick"], lambda payload, ctx: seen.append(ctx.job_id))
+    runtime = runtime_factory(registry=registry, handlers={"test.tick": handler}, scheduler=True, clock=FastClock(start, speed=1))
+    assert runtime.wait_for(lambda: len(seen) >= 1, timeout=20), runtime.lines
+    assert any("next run 2026-01-01 00:15:00Z (missed while stopped; missed=once applies now)" in line for line in runtime.lines)
+    assert any(
+        "schedule   test.tick fired for 2026-01-01T08:00:00+00:00 -> job" in line and "(late fire for 2026-01-01T00:15:00+00:00)" in line
+        for line in runtime.lines
+    ), runtime.lines
+    with psycopg.connect(db_url) as conn:
+        fires = conn.execute("SELECT fire_time, job_id::text FROM conveyor.schedule_fires ORDER BY fire_time").fetchall()
+    assert fires == [(STOPPED_AT, None), (datetime(2026, 1, 1, 8, 0, tzinfo=UTC), seen[0])]

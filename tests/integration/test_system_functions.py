@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -92,15 +92,45 @@ def schedule_env(db_url, monkeypatch):
     database.close()
 
 
+def next_quarter() -> datetime:
+    """The next period of reservations.cleanup (rate(15 minutes)): a delivery for it cannot turn late mid-test."""
+    now = datetime.now(UTC)
+    return now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0) + timedelta(minutes=15)
+
+
 def test_schedule_target_enqueues_one_run_per_period(schedule_env, conn):
-    event = {"job": "reservations.cleanup", "scheduled_time": "2026-11-24T12:15:00Z"}
+    period = next_quarter()
+    event = {"job": "reservations.cleanup", "scheduled_time": period.isoformat().replace("+00:00", "Z")}
     first = schedule_function.handler(event, None)
     again = schedule_function.handler(event, None)  # Scheduler delivers at least once
-    assert first["duplicate"] is False and again["duplicate"] is True
-    rows = conn.execute("SELECT id::text, job_name FROM conveyor.outbox").fetchall()
-    assert rows == [(first["job_id"], "reservations.cleanup")]
+    assert (first["outcome"], first["duplicate"], first["scheduled_for"]) == ("enqueued", False, period.isoformat())
+    assert (again["outcome"], again["duplicate"], again["job_id"], again["duplicate_of"]) == (
+        "duplicate", True, None, first["job_id"]
+    )
+    rows = conn.execute("SELECT id::text, job_name, scheduled_for FROM conveyor.outbox").fetchall()
+    assert rows == [(first["job_id"], "reservations.cleanup", period)]
     fire = conn.execute("SELECT fire_time FROM conveyor.schedule_fires").fetchone()[0]
-    assert fire == datetime(2026, 11, 24, 12, 15, tzinfo=UTC)
+    assert fire == period
+
+
+def test_schedule_target_reports_a_skipped_period_with_its_reason(schedule_env, conn, monkeypatch):
+    monkeypatch.setenv("CONVEYOR_JOB_RESERVATIONS_CLEANUP_ENABLED", "off")
+    event = {"job": "reservations.cleanup", "scheduled_time": next_quarter().isoformat()}
+    result = schedule_function.handler(event, None)
+    assert (result["outcome"], result["duplicate"]) == ("skipped", False)
+    assert result["reason"] == "disabled: CONVEYOR_JOB_RESERVATIONS_CLEANUP_ENABLED is false"
+    status = conn.execute("SELECT status, reason FROM conveyor.runs WHERE id = %s", (result["job_id"],)).fetchone()
+    assert status == ("skipped", result["reason"])
+
+
+def test_schedule_target_turns_a_late_delivery_into_the_latest_period(schedule_env, conn):
+    # Scheduler retrying a delivery from an hour ago (missed=once, the default): the run is for the latest period.
+    late = next_quarter() - timedelta(hours=1)
+    result = schedule_function.handler({"job": "reservations.cleanup", "scheduled_time": late.isoformat()}, None)
+    assert result["outcome"] == "enqueued" and result["scheduled_time"] == late.isoformat()
+    period = datetime.fromisoformat(result["scheduled_for"])
+    assert late + timedelta(minutes=45) <= period <= datetime.now(UTC)
+    assert conn.execute("SELECT scheduled_for FROM conveyor.outbox").fetchall() == [(period,)]
 
 
 @pytest.mark.parametrize(

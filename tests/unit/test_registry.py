@@ -55,6 +55,12 @@ def spec(**overrides):
         ({"timezone": "Asia/Ulaanbaatar"}, "only apply to scheduled jobs"),
         ({"schedule": "rate(1 hour)", "schedule_payload": {"x": "nope"}}, "schedule_payload does not fit P"),
         ({"handler": "functions.x.handler:run"}, "must be a module path"),
+        ({"schedule": "rate(1 hour)", "overlap": "queue"}, "overlap must be one of skip, allow, got 'queue'"),
+        ({"schedule": "rate(1 hour)", "missed": "all"}, "missed must be one of skip, once, got 'all'"),
+        ({"schedule": "rate(1 hour)", "pre_check": "jobs.checks:done"}, "pre_check must be a callable"),
+        ({"overlap": "allow"}, "overlap, missed and pre_check only apply to scheduled jobs"),
+        ({"missed": "skip"}, "only apply to scheduled jobs"),
+        ({"pre_check": lambda ctx: None}, "only apply to scheduled jobs"),
     ],
 )
 def test_impossible_settings_are_rejected_with_the_job_and_setting_named(overrides, message):
@@ -241,3 +247,21 @@ def test_a_payload_model_that_cannot_read_back_what_it_sends_is_refused():
     with pytest.raises(RegistryError, match=r"inner\.reply is sent as 'reply-to' but read back only as 'reply'"):
         JobSpec(name="x.two", payload=Outer, queue="a")
     JobSpec(name="x.three", payload=Fine, queue="a")
+
+
+def test_schedule_policies_default_to_skip_overlap_and_one_catch_up_and_take_their_names():
+    from shared.scheduled.policy import MissedPolicy, OverlapPolicy
+
+    job = spec(schedule="rate(1 hour)")
+    assert (job.overlap, job.missed, job.pre_check) == (OverlapPolicy.SKIP, MissedPolicy.ONCE, None)
+    job = spec(schedule="rate(1 hour)", overlap="allow", missed="skip", pre_check=lambda ctx: None)
+    assert (job.overlap, job.missed) == (OverlapPolicy.ALLOW, MissedPolicy.SKIP)
+
+
+def test_the_registry_loads_without_psycopg():
+    # The CDK app and the CLI import the registry; a pre_check is a callable, so nothing database-side is loaded.
+    import subprocess
+    import sys
+
+    code = "import sys, shared.jobs; assert 'psycopg' not in sys.modules, sorted(m for m in sys.modules if 'psycopg' in m)"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -323,6 +323,9 @@ BAD = [
     ("rate(0 minutes)", "UTC", "value '0' must be a positive integer"),
     ("rate(-5 minutes)", "UTC", "must be a positive integer"),
     ("rate(5 weeks)", "UTC", "unknown unit 'weeks'"),
+    # EventBridge Scheduler fires at most once a minute.
+    ("rate(30 seconds)", "UTC", "shortest rate is rate(1 minute); seconds are not a unit"),
+    ("rate(1 second)", "UTC", "shortest rate is rate(1 minute)"),
     ("rate(5)", "UTC", "expected 'rate(value unit)'"),
     ("at(2025-13-01T00:00:00)", "UTC", "invalid date or time"),
     ("at(2025-06-01 09:00)", "UTC", "expected 'at(yyyy-mm-ddThh:mm:ss)'"),
