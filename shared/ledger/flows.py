@@ -103,6 +103,11 @@ class _Rows:
     )
 
 
+def _add(columns: dict[str, list[Any]], **row: Any) -> None:
+    for key, value in row.items():
+        columns[key].append(value)
+
+
 _OPTIONS = frozenset({"queue"})
 
 
@@ -153,8 +158,8 @@ def _plan(
     if isinstance(flow.parent, Flow):
         raise EnqueueError(f"{where}parent: a flow's parent is one job; nest flows as children instead")
     name, queue, body = _prepared(flow.parent, f"{where}parent", registry)
-    for key, value in zip(rows.parents, (own_id, name, queue, body, outer, len(children), policy.value)):
-        rows.parents[key].append(value)
+    _add(rows.parents, ids=own_id, job_names=name, queues=queue, payloads=body, parent_ids=outer,
+         children_pending=len(children), policies=policy.value)  # fmt: skip
     # Ids are time-ordered (UUIDv7) but random within a millisecond: sorted, and handed out in the order given, so
     # children() lists them in that order.
     ids = sorted(new_job_id() for _ in children)
@@ -165,8 +170,7 @@ def _plan(
             given.append(_plan(child, child_id, own_id, f"{here} (a flow): ", rows, registry))
             continue
         name, queue, body = _prepared(child, here, registry)
-        for key, value in zip(rows.children, (child_id, name, queue, body, own_id)):
-            rows.children[key].append(value)
+        _add(rows.children, ids=child_id, job_names=name, queues=queue, payloads=body, parent_ids=own_id)
         given.append(child_id)
     return EnqueuedFlow(own_id, tuple(given))
 

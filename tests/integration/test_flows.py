@@ -170,6 +170,9 @@ def test_enqueue_flow_never_commits(conn):
          "policy must be 'fail' or 'continue', got 'retry'"),
         ((PACKAGE, {"customer_id": 7}), [Flow((PACKAGE, {"customer_id": 8}), [])], {},
          "child 0 (a flow): a flow needs at least one child"),
+        (Flow((PACKAGE, {"customer_id": 8}), [(RENDER, {"invoice_id": 1})]), [(RENDER, {"invoice_id": 1})], {},
+         "parent: a flow's parent is one job; nest flows as children instead"),
+        ((PACKAGE, {"customer_id": 7}), {"invoice_id": 1}, {}, "children must be a list of jobs, got dict"),
     ],
 )  # fmt: skip
 def test_bad_input_is_refused_naming_where_and_nothing_is_written(conn, parent, children, options, message):
