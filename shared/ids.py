@@ -15,3 +15,13 @@ def new_job_id() -> uuid.UUID:
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # variant
     return uuid.UUID(int=value)
+
+
+def parse_job_id(value: uuid.UUID | str) -> uuid.UUID:
+    """A job id given as a UUID or its text (an API path, a CLI argument), refused with a one-line error otherwise."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise ValueError(f"not a job id: {value!r} (job ids are UUIDs)") from None
