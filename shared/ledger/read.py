@@ -39,7 +39,7 @@ class JobRecord:
     status: RunStatus
     attempt: int
     created_at: datetime
-    run_at: datetime | None
+    run_at: datetime
     published_at: datetime | None
     first_started_at: datetime | None
     last_started_at: datetime | None
@@ -57,7 +57,7 @@ class JobRecord:
     dedup_key: str | None
     payload: Any
     children_pending: int | None
-    updated_at: datetime | None
+    updated_at: datetime
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> JobRecord:
