@@ -8,8 +8,8 @@ Why these settings:
   receive still counts, and AWS advises at least 5 where Lambda throttling can occur. The handler dead-letters a
   job itself after its ``max_attempts``-th run fails, so the redrive policy is only the backstop for runs that never
   report back (timeouts, crashes), and throttled or unstarted receives cannot push a job there early.
-* 14-day retention on both queues: a message that sits unprocessed (a paused consumer, a long outage) must not
-  quietly expire before someone can act.
+* 14-day retention on both queues (``QUEUE_RETENTION_DAYS``, SQS's maximum): a message that sits unprocessed (a
+  paused consumer, a long outage) must not quietly expire before someone can act.
 * The DLQ's redrive allow policy names its source queue, so a console or ``start-message-move-task`` redrive can
   only return messages where they came from. The source ARN is built from the derived queue name, not from the
   queue construct, which would make the two queues depend on each other.
@@ -24,9 +24,10 @@ from constructs import Construct
 from infra.checks import acknowledge
 
 from shared.names import dlq_resource_name, queue_resource_name
-from shared.registry import QueueSettings
+from shared.registry import QUEUE_RETENTION_DAYS, QueueSettings
 
-RETENTION = Duration.days(14)
+# The run ledger's retention reads the same number: a dead job's row outlives its DLQ message.
+RETENTION = Duration.days(QUEUE_RETENTION_DAYS)
 
 
 class JobQueue(Construct):

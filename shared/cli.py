@@ -1,4 +1,4 @@
-"""``conveyor``: run the system locally, migrate, enqueue, invoke a handler on a sample event.
+"""``conveyor``: run the system locally, migrate, enqueue, invoke a handler on a sample event, read the ledger.
 
 Every user error ends in one line on stderr and a non-zero exit, never a traceback.
 """
@@ -59,6 +59,37 @@ def parse_datetime(text: str) -> datetime:
     return value
 
 
+def parse_when(text: str) -> datetime:
+    """``--since``/``--until``: a duration ago (``90m``, ``2d``) or an ISO 8601 time with an offset."""
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        return parse_datetime(text)  # a time: its own errors (no offset, out of range) say more
+    try:
+        ago = parse_duration(text)
+    except argparse.ArgumentTypeError:
+        if re.fullmatch(rf"(?:{_DURATION_RE.pattern})+", text.strip().lower()):
+            raise  # a duration, too long for Python's timedelta: its own message says so
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text!r}: use a duration ago (30m, 2d) or ISO 8601 with an offset (2026-12-01T09:00:00+00:00)"
+        ) from None
+    try:
+        return datetime.now(timezone.utc) - ago
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} ago is before year 1") from None
+
+
+def _status(text: str):
+    from shared.ledger.status import parse_status
+
+    try:
+        return parse_status(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -113,6 +144,22 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--requeue-all", action="store_true", help="put every dead row back, due now")
     outbox.add_argument("--limit", type=_positive, default=50, help="rows to list with --failed (default 50)")
     outbox.add_argument("--database-url")
+
+    runs = sub.add_parser("runs", help="list jobs from the run ledger, newest first")
+    runs.add_argument("--job", help="only this job, e.g. email.send")
+    runs.add_argument("--status", type=_status, help="only this status (succeeded, dead, running, abandoned, ...)")
+    runs.add_argument("--since", type=parse_when, help="enqueued at or after: a duration ago (1h, 2d) or an ISO 8601 time")
+    runs.add_argument("--until", type=parse_when, help="enqueued before: a duration ago or an ISO 8601 time")
+    runs.add_argument("--parent", type=_job_id, metavar="ID", help="only the children of this flow parent")
+    runs.add_argument("--before", type=_job_id, metavar="ID", help="the next page: jobs older than this one")
+    runs.add_argument("--limit", type=_positive, default=50, help="rows to list (default 50, at most 1000)")
+    runs.add_argument("--json", action="store_true", help="one JSON array, for scripts")
+    runs.add_argument("--database-url")
+
+    show_job = sub.add_parser("show", help="everything the ledger knows about one job")
+    show_job.add_argument("id", type=_job_id, help="the job id")
+    show_job.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    show_job.add_argument("--database-url")
     return parser
 
 
@@ -141,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `conveyor runs | head`: the reader has what it wanted (Python's documented recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # the known error families get one line; anything else is a bug and keeps its traceback
         message = _user_error_message(exc)
         if message is None:
@@ -478,7 +528,93 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"outbox": cmd_outbox, "dev": cmd_dev, "migrate": cmd_migrate, "enqueue": cmd_enqueue, "invoke": cmd_invoke, "jobs": cmd_jobs}
+def cmd_runs(args: argparse.Namespace) -> int:
+    from shared.ledger.read import MAX_PAGE, get_job, list_jobs
+
+    if args.limit > MAX_PAGE:
+        raise CliError(f"--limit {args.limit} is over {MAX_PAGE}; page with --before ID (the last id listed)")
+    with _connect(_database_url(args.database_url)) as conn:
+        before = None
+        if args.before is not None:
+            anchor = get_job(conn, args.before)
+            if anchor is None:
+                raise CliError(f"--before {args.before}: {_no_such_job(args.before)}")
+            before = anchor.cursor
+        records = list_jobs(
+            conn, job=args.job, status=args.status, since=args.since, until=args.until, parent=args.parent,
+            limit=args.limit, before=before,
+        )  # fmt: skip
+    if args.json:
+        print(json.dumps([r.to_json() for r in records], indent=2))
+        return 0
+    if not records:
+        print("no runs match")
+        return 0
+    print(_runs_table(records))
+    if len(records) == args.limit:
+        print(f"(next page: the same command with --before {records[-1].id})")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from shared.ledger.read import MAX_PAGE, count_children, get_job, list_jobs
+
+    with _connect(_database_url(args.database_url)) as conn:
+        record = get_job(conn, args.id)
+        if record is None:
+            raise CliError(_no_such_job(args.id))
+        total = count_children(conn, record.id)
+        children = list_jobs(conn, parent=record.id, limit=MAX_PAGE if args.json else 50) if total else []
+    if args.json:
+        print(json.dumps({**record.to_json(), "children": [c.to_json() for c in children], "children_total": total}, indent=2))
+        return 0
+    values = record.to_json()
+    width = max(map(len, values))
+    for name, value in values.items():
+        if name in ("payload", "result") and value is not None:
+            text = json.dumps(value, indent=2)
+        else:
+            text = "" if value is None else str(value)
+        text = text.replace("\n", "\n" + " " * (width + 2))  # continuation lines under the value
+        print(f"{name + ':':<{width + 1}} {text}".rstrip())
+    if total:
+        print(f"\nchildren ({total}):")
+        print(_runs_table(children))
+        if total > len(children):
+            print(f"(all of them: conveyor runs --parent {record.id})")
+    return 0
+
+
+def _no_such_job(job_id: Any) -> str:
+    return (
+        f"no job with id {job_id} (never enqueued here, or a finished job deleted by retention: "
+        "see conveyor.retention in the README)"
+    )
+
+
+def _runs_table(records: list[Any]) -> str:
+    """Aligned columns, one job per line: what `conveyor runs` and the children of `conveyor show` print."""
+    header = ("ID", "JOB", "STATUS", "ATTEMPT", "CREATED", "FINISHED", "DURATION", "LAST ERROR")
+    rows = [header]
+    for r in records:
+        duration = r.duration_seconds
+        error = f"{r.last_error_type}: {r.last_error}" if r.last_error_type and r.last_error else (r.last_error or r.reason or "")
+        error = " ".join(error.split())
+        rows.append((
+            str(r.id), r.job_name, r.status.value, str(r.attempt), _short_time(r.created_at), _short_time(r.finished_at),
+            "" if duration is None else f"{duration:.1f}s", error if len(error) <= 80 else error[:79] + "…",
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "\n".join(
+        ("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]).rstrip() for row in rows
+    )
+
+
+def _short_time(value: datetime | None) -> str:
+    return "" if value is None else value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+COMMANDS = {"runs": cmd_runs, "show": cmd_show, "outbox": cmd_outbox, "dev": cmd_dev, "migrate": cmd_migrate, "enqueue": cmd_enqueue, "invoke": cmd_invoke, "jobs": cmd_jobs}
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ a trigger and (if scheduled) a schedule, in the local runtime and in the CDK app
 
 from __future__ import annotations
 
+from shared.ledger.retention import retention_job
 from shared.payloads import EmailSend, EmailTemplate, ReservationsCleanup
 from shared.registry import AwsPermission, Registry, RetryPolicy
 
@@ -42,3 +43,6 @@ RESERVATIONS_CLEANUP = registry.job(
     concurrency=2,
     schedule="rate(15 minutes)",
 )
+
+# Conveyor's own upkeep: deletes finished run-ledger rows and old schedule claims (README, "Retention").
+RETENTION = registry.add(retention_job())

@@ -48,6 +48,11 @@ INVOCATION_MARGIN_SECONDS = 5
 MAX_JOB_TIMEOUT_SECONDS = LAMBDA_MAX_TIMEOUT_SECONDS - RECORD_MARGIN_SECONDS - INVOCATION_MARGIN_SECONDS
 # Seconds kept between a retry delay and SQS's 12-hour limit, for the clocks of SQS and Lambda to differ.
 RETRY_DELAY_SAFETY_SECONDS = 10
+# How long every job queue and its DLQ keep a message (SQS's maximum; infra/job_queue.py sets it). Retention keeps a
+# dead or cancelled job's ledger row at least this long, since its message may still be waiting in a queue.
+QUEUE_RETENTION_DAYS = 14
+# Ledger retention a job may set (keep_succeeded, keep_failed): whole days, at least one, at most a century.
+MAX_KEEP_DAYS = 36500
 
 
 class RegistryError(ValueError):
@@ -242,6 +247,10 @@ class JobSpec:
     missed: MissedPolicy = MissedPolicy.ONCE
     # A callable, not a database object: the registry must load without psycopg (the CDK app, the CLI).
     pre_check: Callable[[Any], str | None] | None = None
+    # Days the run ledger keeps this job's finished rows (``conveyor.retention``): succeeded, skipped and cancelled
+    # ones, and failed and dead ones. None: the retention job's defaults (14 and 30).
+    keep_succeeded: int | None = None
+    keep_failed: int | None = None
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:
@@ -318,6 +327,10 @@ class JobSpec:
                 f"its receive, which may be {needed + self.batch_window} s before the retry is set (batching window "
                 f"+ function timeout); use max_delay <= {longest}"
             )
+        for setting in ("keep_succeeded", "keep_failed"):
+            days = getattr(self, setting)
+            if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_KEEP_DAYS):
+                fail(f"{setting} must be a whole number of days from 1 to {MAX_KEEP_DAYS} (or None for the default), got {days!r}")
         if self.handler is not None and ":" in self.handler:
             fail(f"handler {self.handler!r} must be a module path like 'functions.email_send.handler'")
         for setting, policy in (("overlap", OverlapPolicy), ("missed", MissedPolicy)):

@@ -51,3 +51,38 @@ def make_work_handler(calls: Calls):
             raise RuntimeError(f"failure {ctx.attempt} of {payload.fail_times}")
 
     return job_handler(WORK, work)
+
+
+def insert_run(
+    conn,
+    job_name: str,
+    status: str,
+    *,
+    age_days: float = 0.0,
+    created_days: float | None = None,
+    **columns,
+):
+    """A ``conveyor.runs`` row as the ledger would hold it, ``age_days`` after it last changed: finished then (for a
+    finished status), updated then, created an hour before (or ``created_days`` ago). ``columns`` set or override
+    any other column (``finished_at=None``, ``parent_id=...``). Returns its id."""
+    import uuid
+    from datetime import timedelta
+
+    from psycopg import sql
+
+    job_id = columns.pop("id", None) or uuid.uuid4()
+    live = status in ("waiting", "pending", "queued", "running", "retrying")
+    age = timedelta(days=age_days)
+    created = timedelta(days=created_days) if created_days is not None else age + timedelta(hours=1)
+    values = {
+        "id": job_id, "job_name": job_name, "queue": "q", "payload": "{}", "status": status,
+        "created_at": sql.SQL("now() - {}").format(sql.Literal(created)),
+        "run_at": sql.SQL("now() - {}").format(sql.Literal(created)),
+        "updated_at": sql.SQL("now() - {}").format(sql.Literal(age)),
+        "finished_at": None if live else sql.SQL("now() - {}").format(sql.Literal(age)),
+        **columns,
+    }  # fmt: skip
+    names = sql.SQL(", ").join(sql.Identifier(name) for name in values)
+    literals = sql.SQL(", ").join(v if isinstance(v, sql.Composable) else sql.Literal(v) for v in values.values())
+    conn.execute(sql.SQL("INSERT INTO conveyor.runs ({}) VALUES ({})").format(names, literals))
+    return job_id

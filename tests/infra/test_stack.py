@@ -11,7 +11,7 @@ import pytest
 from shared.jobs import registry
 from tests.infra.conftest import EXISTING, SENDER
 from shared.names import consumer_function_name, dlq_resource_name, queue_resource_name, system_function_name
-from shared.registry import RECEIVE_COUNT_MARGIN, function_timeout
+from shared.registry import QUEUE_RETENTION_DAYS, RECEIVE_COUNT_MARGIN, function_timeout
 
 
 def by_property(resources: dict, key: str, value) -> dict:
@@ -62,7 +62,8 @@ def test_every_registry_queue_gets_a_queue_and_dlq_with_the_jobs_attempts(synth)
         assert function["Properties"]["Timeout"] == settings.function_timeout >= settings.batch_size * settings.timeout
         assert queue["VisibilityTimeout"] >= 6 * function["Properties"]["Timeout"]
         dlq = queues[dlq_id]["Properties"]
-        assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
+        # The run ledger's retention keeps a dead job's row as long as its DLQ may hold the message: the same number.
+        assert dlq["MessageRetentionPeriod"] == queue["MessageRetentionPeriod"] == QUEUE_RETENTION_DAYS * 24 * 3600 == 14 * 24 * 3600
         # Console / StartMessageMoveTask redrive may only return messages to their source queue.
         assert dlq["RedriveAllowPolicy"]["redrivePermission"] == "byQueue"
         assert queue_resource_name(label, stage=stage) in json.dumps(dlq["RedriveAllowPolicy"]["sourceQueueArns"])

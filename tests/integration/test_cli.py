@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,65 @@ def test_migrate_warns_about_rows_no_job_will_take(db_url):
     result = conveyor("migrate", "--database-url", db_url)
     assert result.returncode == 0, result.stderr
     assert "WARNING: 1 row(s) in the outbox for job 'old.job' on queue 'gone' will never run" in result.stderr
+
+
+def test_runs_and_show_print_the_ledger_as_tables_or_json(db_url):
+    import psycopg
+    from psycopg import sql
+
+    from tests.support import insert_run
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        parent = insert_run(
+            conn, "reservations.cleanup", "failed", age_days=0.1, reason="child 2 died", payload='{"grace_minutes": 5}',
+            result=sql.SQL("'{\"released\": 3}'::json"), scheduled_for=sql.SQL("now() - interval '3 hours'"),
+        )  # fmt: skip
+        children = [
+            insert_run(conn, "email.send", "succeeded", age_days=0.2, parent_id=parent,
+                       first_started_at=sql.SQL("now() - interval '0.2 days' - interval '2.5 seconds'")),
+            insert_run(conn, "email.send", "dead", age_days=0.3, parent_id=parent, attempt=5,
+                       last_error_type="RuntimeError", last_error="SES said no\n" + "x" * 300),
+        ]  # fmt: skip
+    env = {"DATABASE_URL": db_url}
+
+    table = conveyor("runs", env=env)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["ID", "JOB", "STATUS", "ATTEMPT", "CREATED", "FINISHED", "DURATION", "LAST", "ERROR"]
+    assert [line.split()[0] for line in lines[1:]] == [str(parent), *map(str, children)]  # newest first
+    starts = [lines[0].index(name) for name in ("JOB", "STATUS", "ATTEMPT", "CREATED", "FINISHED")]
+    assert all(line[start - 2:start] == "  " and line[start] != " " for line in lines[1:] for start in starts), lines
+    assert "2.5s" in lines[2] and "RuntimeError: SES said no xxx" in lines[3] and lines[3].endswith("…")
+    assert "child 2 died" in lines[1]
+
+    dead = conveyor("runs", "--status", "dead", "--json", env=env)
+    (record,) = json.loads(dead.stdout)
+    assert record["id"] == str(children[1]) and record["status"] == "dead" and record["attempt"] == 5
+    assert datetime.fromisoformat(record["created_at"]).tzinfo is not None
+
+    first = conveyor("runs", "--limit", "2", "--since", "1d", env=env)
+    assert f"--before {children[0]}" in first.stdout
+    rest = conveyor("runs", "--limit", "2", "--before", str(children[0]), "--json", env=env)
+    assert [r["id"] for r in json.loads(rest.stdout)] == [str(children[1])]
+    assert json.loads(conveyor("runs", "--job", "email.send", "--json", env=env).stdout)[0]["job_name"] == "email.send"
+    assert conveyor("runs", "--until", "1d", env=env).stdout.strip() == "no runs match"
+
+    shown = conveyor("show", str(parent), env=env)
+    assert shown.returncode == 0, shown.stderr
+    for fragment in (f"id:               {parent}", "status:           failed", "reason:           child 2 died",
+                     '"grace_minutes": 5', '"released": 3', "scheduled_for:", "children (2):", str(children[1])):  # fmt: skip
+        assert fragment in shown.stdout, shown.stdout
+    as_json = json.loads(conveyor("show", str(parent), "--json", env=env).stdout)
+    assert as_json["payload"] == {"grace_minutes": 5} and as_json["result"] == {"released": 3}
+    assert [c["id"] for c in as_json["children"]] == [str(c) for c in children] and as_json["children_total"] == 2
+    assert json.loads(conveyor("show", str(children[0]), "--json", env=env).stdout)["parent_id"] == str(parent)
+
+
+def test_runs_finds_the_database_of_a_running_dev(running_dev, tmp_path):
+    payload = json.dumps({"to": "ada@example.com", "template": "welcome", "subject": "Hi", "variables": {"name": "Ada"}})
+    no_env = {"DATABASE_URL": "", "CONVEYOR_DATABASE_URL": ""}
+    job_id = conveyor("enqueue", "email.send", "--json", payload, cwd=tmp_path, env=no_env).stdout.strip()
+    listed = conveyor("runs", "--json", cwd=tmp_path, env=no_env)
+    assert listed.returncode == 0, listed.stderr
+    assert job_id in [r["id"] for r in json.loads(listed.stdout)]
+    assert conveyor("show", job_id, cwd=tmp_path, env=no_env).returncode == 0

@@ -49,6 +49,17 @@ CASES = {
     "invoke, record not an object": (["invoke", "email.send", "--event", "{tmp}/string.json"], {}, "record 0"),
     "invoke, body not text": (["invoke", "email.send", "--event", "{tmp}/body.json"], {}, "record 0"),
     "invoke, attribute not an object": (["invoke", "email.send", "--event", "{tmp}/attribute.json"], {}, "conveyor.attempt"),
+    # reading the ledger
+    "runs, bad status": (["runs", "--status", "done"], {}, "unknown status 'done'; statuses: waiting"),
+    "runs, bad time": (["runs", "--since", "yesterday"], {}, "invalid time 'yesterday'"),
+    "runs, time without offset": (["runs", "--until", "2026-01-01T09:00"], {}, "no UTC offset"),
+    "runs, duration too long": (["runs", "--since", "99999999999d"], {}, "too long"),
+    "runs, limit too large": (["runs", "--limit", "5000", "--database-url", "{db}"], {}, "--limit 5000 is over 1000"),
+    "runs, unknown before": (["runs", "--before", "00000000-0000-7000-8000-0000000000ff", "--database-url", "{db}"], {}, "no job with id"),
+    "runs, not migrated": (["runs", "--database-url", "{empty_db}"], {}, "conveyor migrate"),
+    "runs, no database": (["runs"], {}, "no database"),
+    "show, unknown id": (["show", "00000000-0000-7000-8000-0000000000ff", "--database-url", "{db}"], {}, "no job with id"),
+    "show, malformed id": (["show", "42"], {}, "'42' is not a job id"),
 }
 
 EVENTS = {

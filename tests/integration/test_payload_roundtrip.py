@@ -156,6 +156,12 @@ PAYLOADS = {
         lambda g, limit: {"grace_minutes": g, "limit": limit},
         st.integers(0, 24 * 60), st.integers(1, 100_000),
     ),
+    "conveyor.retention": st.fixed_dictionaries({}, optional={
+        "keep_succeeded": st.none() | st.integers(1, 36500),
+        "keep_failed": st.none() | st.integers(1, 36500),
+        "keep_schedule_fires": st.none() | st.integers(1, 36500),
+        "batch_size": st.integers(1, 1000),
+    }),
 }
 
 

@@ -61,6 +61,10 @@ def spec(**overrides):
         ({"overlap": "allow"}, "overlap, missed and pre_check only apply to scheduled jobs"),
         ({"missed": "skip"}, "only apply to scheduled jobs"),
         ({"pre_check": lambda ctx: None}, "only apply to scheduled jobs"),
+        ({"keep_succeeded": 0}, "keep_succeeded must be a whole number of days from 1 to 36500"),
+        ({"keep_failed": 1.5}, "keep_failed must be a whole number of days"),
+        ({"keep_failed": True}, "keep_failed must be a whole number of days"),
+        ({"keep_succeeded": 36501}, "keep_succeeded must be a whole number of days from 1 to 36500"),
     ],
 )
 def test_impossible_settings_are_rejected_with_the_job_and_setting_named(overrides, message):
@@ -129,7 +133,7 @@ def test_email_send_routes_password_resets_to_the_high_queue():
     assert job.queue_for(welcome, "email-high") == "email-high"
     with pytest.raises(RegistryError, match="not one of"):
         job.queue_for(welcome, "maintenance")
-    assert set(product.queues()) == {"email-default", "email-high", "maintenance"}
+    assert set(product.queues()) == {"email-default", "email-high", "maintenance", "conveyor-maintenance"}
 
 
 def test_physical_names_are_derived_in_one_place_and_within_aws_limits():
