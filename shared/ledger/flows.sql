@@ -1,5 +1,5 @@
 -- Queries of shared.ledger.flows. Loaded by shared.sqlfile; each block starts with a "-- name:" line. The flow's
--- rules (count finished children, fail or release the parent) are the trigger in migration 0004.
+-- rules (count finished children, fail or release the parent) are the trigger in migration 0005.
 
 -- name: flow_insert_parents
 -- Parents wait in the ledger, not in the outbox: the relay never sees them until their last child finishes. A

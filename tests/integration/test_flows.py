@@ -1,4 +1,4 @@
-"""Flows (shared.ledger.flows and the trigger of migration 0004) against a real PostgreSQL and moto's SQS.
+"""Flows (shared.ledger.flows and the trigger of migration 0005) against a real PostgreSQL and moto's SQS.
 
 Children's ends are written the way the handler runtime writes them: an UPDATE of their conveyor.runs row. Their
 ledger rows are made by `published()`, which does what the relay's mark does once it copies parent_id.
