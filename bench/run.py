@@ -6,6 +6,7 @@ in the same run on the same servers, as a ratio, so the numbers travel between m
 * enqueue vs. a bare ``INSERT`` of the same row (what any hand-rolled outbox costs);
 * ``enqueue`` commits with and without a ``pg_notify`` (why the relay polls instead of LISTENing);
 * relay vs. bare ``SendMessageBatch`` calls of the same messages to the same moto server (the ceiling);
+* the run ledger's cost per job in the handler vs. the same handler without it;
 * end-to-end latency in the local runtime (commit → handler done).
 
 Results and the command that produced them go in docs/BENCHMARKS.md.
@@ -259,12 +260,70 @@ def bench_latency(url: str, jobs: int) -> list[Row]:
     ]
 
 
+# -- run ledger ------------------------------------------------------------------------------------------------
+
+
+def bench_ledger(url: str, sqs, n: int) -> list[Row]:
+    """What the run ledger adds to a handler invocation: the batch's start and outcome statements and the one
+    ChangeMessageVisibilityBatch that sets each record's slot. The same handler (a job that does nothing) runs the
+    same kind of batches of 10 real moto messages with the ledger and without (no database configured)."""
+    from shared.database import Database
+    from shared.lambda_events import sqs_record
+    from shared.runtime import job_handler
+
+    settings = Settings(stage=STAGE, database_url=url)
+    directory = QueueDirectory(sqs, settings)
+    queue_url = directory.url(NOTE.queue)
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    def events(count: int) -> list[dict]:
+        with psycopg.connect(url, autocommit=True) as conn:
+            enqueue_many(conn, NOTE, [PAYLOAD] * count, registry=registry)
+        relay = Relay(lambda: psycopg.connect(url, autocommit=True, prepare_threshold=None), sqs, directory, batch_size=500)
+        try:
+            relay.drain(60)
+        finally:
+            relay.close()
+        batches, received = [], 0
+        while received < count:
+            messages = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=900, AttributeNames=["All"],
+                MessageAttributeNames=["All"], WaitTimeSeconds=1,
+            ).get("Messages", [])  # fmt: skip
+            received += len(messages)
+            if messages:
+                batches.append({"Records": [sqs_record(m, queue_arn=arn, region="us-east-1") for m in messages]})
+        return batches
+
+    def run(database: Database, batches: list[dict]) -> float:
+        handler = job_handler(NOTE, lambda payload, ctx: None)
+        handler.bind(sqs=sqs, directory=directory, database=database)
+        try:
+            return timed(lambda: [handler(event) for event in batches])
+        finally:
+            database.close()
+
+    with_ledger, without = events(n), events(n)
+    off = run(Database(Settings(stage=STAGE, database_url=None, db_secret_arn=None)), without)
+    on = run(Database(settings), with_ledger)
+    with psycopg.connect(url, autocommit=True) as conn:
+        succeeded = conn.execute("SELECT count(*) FROM conveyor.runs WHERE job_name = %s AND status = 'succeeded'", (NOTE.name,)).fetchone()[0]
+    assert succeeded >= n, f"only {succeeded} of {n} runs recorded as succeeded"
+    per_job_on, per_job_off = on / n * 1e6, off / n * 1e6
+    return [
+        Row(f"handler, batches of 10, ledger off ({n} jobs)", per_job_off, "µs/job"),
+        Row("handler with the ledger (2 statements + 1 visibility call per batch)", per_job_on, "µs/job", "ledger off", per_job_on / per_job_off),
+        Row("added by the ledger", per_job_on - per_job_off, "µs/job"),
+    ]
+
+
 # -- main ------------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke check")
+    parser.add_argument("--only", metavar="TEXT", help="run only the sections whose title contains TEXT (e.g. ledger)")
     args = parser.parse_args(argv)
     n = 300 if args.quick else 3000
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
@@ -290,19 +349,21 @@ def main(argv: list[str] | None = None) -> int:
             sync_registry(conn, registry)
         sqs = boto3.client("sqs")
         ensure_queues(sqs, registry, stage=STAGE)
-        sections = {
-            "Enqueue (one job per transaction, and bulk)": bench_enqueue(url, n),
-            "Commit-time NOTIFY (why the relay polls)": bench_notify(url, n),
-            "Relay throughput against moto": bench_relay(url, sqs, n),
-            "Idle relay": bench_idle_relay(url, sqs),
-            "End to end, local runtime": bench_latency(url, 40 if args.quick else 200),
+        benches: dict[str, Callable[[], list[Row]]] = {
+            "Enqueue (one job per transaction, and bulk)": lambda: bench_enqueue(url, n),
+            "Commit-time NOTIFY (why the relay polls)": lambda: bench_notify(url, n),
+            "Relay throughput against moto": lambda: bench_relay(url, sqs, n),
+            "Idle relay": lambda: bench_idle_relay(url, sqs),
+            "Run ledger in the handler": lambda: bench_ledger(url, sqs, min(n, 1000)),  # moto receives slow down with depth
+            "End to end, local runtime": lambda: bench_latency(url, 40 if args.quick else 200),
         }
+        sections = {title: bench() for title, bench in benches.items() if not args.only or args.only.lower() in title.lower()}
     finally:
         aws.stop()
         if server is not None:
             server.stop()
 
-    print(f"# python -m bench.run{' --quick' if args.quick else ''}")
+    print(f"# python -m bench.run{' --quick' if args.quick else ''}{f' --only {args.only}' if args.only else ''}")
     print(f"# {platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} cores, "
           f"PostgreSQL via {'DATABASE_URL' if server is None else 'embedded server'}, moto server in process")
     for title, rows in sections.items():
