@@ -198,10 +198,14 @@ WITH failed AS (
     WHERE o.id = f.id AND o.claim_token = %(token)s
       AND (f.permanent OR o.publish_attempts + 1 >= %(max_attempts)s)
     RETURNING o.id, o.job_id, o.job_name, o.queue, o.payload, o.run_at, o.created_at, o.dedup_key,
-              o.publish_attempts + 1 AS attempts, o.attempt, f.error
+              o.publish_attempts + 1 AS attempts, o.attempt, f.error, o.parent_id, o.scheduled_for
 ), buried AS (
-    INSERT INTO conveyor.outbox_dead (id, job_id, job_name, queue, payload, run_at, created_at, dedup_key, publish_attempts, attempt, last_error)
-    SELECT id, job_id, job_name, queue, payload, run_at, created_at, dedup_key, attempts, attempt, error FROM dead
+    -- parent_id and scheduled_for travel along: a flow counts a child the relay gave up on as failed.
+    INSERT INTO conveyor.outbox_dead (id, job_id, job_name, queue, payload, run_at, created_at, dedup_key, publish_attempts,
+                                      attempt, last_error, parent_id, scheduled_for)
+    SELECT id, job_id, job_name, queue, payload, run_at, created_at, dedup_key, attempts, attempt, error, parent_id,
+           scheduled_for
+    FROM dead
     RETURNING id
 ), retried AS (
     UPDATE conveyor.outbox o

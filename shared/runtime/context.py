@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import psycopg
     from aws_lambda_powertools import Logger
 
+    from shared.ledger.flows import Child
+
 # Progress writes are throttled to one per interval per run: a loop may call ctx.progress() on every item.
 PROGRESS_WRITE_INTERVAL_SECONDS = 1.0
 
@@ -128,6 +130,13 @@ class JobContext:
         conn = self.connection()
         with conn.transaction():
             return enqueue(conn, job, payload, registry=options.pop("registry", self.registry), **options)
+
+    def children(self) -> list[Child]:
+        """A flow parent's children, in the order given to ``enqueue_flow``: id, job name, status, result and last
+        error of each. Read in the job's transaction when one is open."""
+        from shared.ledger.flows import children
+
+        return children(self.connection(), self.job_id)
 
     def set_result(self, value: Any) -> None:
         """Keep a small JSON result (at most 16 KiB) on the run, for a flow's parent or an operator to read. The

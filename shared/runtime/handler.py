@@ -41,6 +41,7 @@ from pydantic import BaseModel, ValidationError
 from shared.database import Database, DatabaseNotConfigured
 from shared.envelope import Delivery
 from shared.ledger import record as ledger
+from shared.ledger.flows import lock_parents
 from shared.outbox import describe_validation_error, enqueue_retry
 from shared.queues import QueueDirectory
 from shared.registry import (
@@ -304,12 +305,22 @@ class JobHandler:
                 self.logger.warning("SQS did not change the visibility of some records", extra={"failed": response["Failed"][:3]})
 
     def _finish(self, invocation: Invocation) -> None:
-        if not invocation.outcomes:
+        outcomes = invocation.outcomes
+        if not outcomes:
             return
+        parents = {p.claim.parent_id for p in invocation.plans.values() if p.outcome and p.claim and p.claim.parent_id}
         try:
-            ledger.finish(self.database.connection(), invocation.outcomes)
+            conn = self.database.connection()
+            if len(parents) < 2:
+                ledger.finish(conn, outcomes)
+                return
+            # Children of several flows end together: lock their parents in one order first, or two batches ending
+            # children of the same two flows in opposite orders would deadlock in the flow trigger.
+            with conn.transaction():
+                lock_parents(conn, [o.job_id for o in outcomes])
+                ledger.finish(conn, outcomes)
         except Exception:  # noqa: BLE001 - the jobs' fates are already decided on SQS
-            self._ledger_gap("outcome", len(invocation.outcomes))
+            self._ledger_gap("outcome", len(outcomes))
 
     def _ledger_gap(self, what: str, records: int) -> None:
         """The ledger could not be written: the jobs run (or retry) as SQS dictates, and the gap is logged and counted."""
@@ -374,6 +385,16 @@ class JobHandler:
         if plan.plan is Plan.RUN and plan.claim is not None:
             state.job_id, state.token = plan.claim.job_id, plan.claim.token
         started_at = datetime.now(UTC)
+        if plan.plan is Plan.RUN and delivery.attempt > self.job.retry.max_attempts:
+            # Every attempt started and none reported back (the worker died each time: a crash, an out-of-memory, a
+            # timeout): a job that kills its worker goes to the DLQ after max_attempts instead of looping until the
+            # queue's maxReceiveCount.
+            reason = (
+                f"all {self.job.retry.max_attempts} attempts started and none reported an outcome (the worker died or "
+                f"overran its timeout); not run again"
+            )
+            self._dead_letter(delivery, job_name, "Abandoned", reason, started, plan=plan, state=state)
+            return
         try:
             value = self._run(delivery, job_name, invocation, plan, state)
         except RunTakenOver:

@@ -437,3 +437,35 @@ def test_a_result_too_large_to_keep_is_dropped_with_a_warning_not_a_failure(conn
     assert handler(receive(sqs, steps, 1), FakeLambdaContext()) == {"batchItemFailures": []}
     row = job(conn, job_id)
     assert (row["status"], row["result"]) == ("succeeded", None)
+
+
+def test_a_job_that_kills_its_worker_every_time_goes_to_the_dlq_after_its_attempts(conn, db_url, sqs, stage, steps, make_handler):
+    """Each run dies (a crash, out of memory): the attempts count, and after the last one the job is dead-lettered
+    without running again, instead of looping until the queue's maxReceiveCount."""
+    from shared.names import dlq_resource_name
+
+    job_id = enqueue_step(conn, 18)
+    publish(db_url, sqs, stage)
+
+    class WorkerDied(BaseException):
+        """Stands in for the runtime being killed mid-run."""
+
+    runs = []
+
+    def die(payload, ctx):
+        runs.append(ctx.attempt)
+        raise WorkerDied
+
+    for _ in range(STEP.retry.max_attempts):
+        event = receive(sqs, steps, 1, visibility=0)
+        with pytest.raises(WorkerDied):
+            make_handler(die)(event, FakeLambdaContext())
+        conn.execute("UPDATE conveyor.runs SET stale_at = now() - interval '1 second' WHERE id = %s", (job_id,))
+    event = receive(sqs, steps, 1)
+    assert make_handler(die)(event, FakeLambdaContext()) == {"batchItemFailures": []}
+    assert runs == [1, 2, 3]
+    row = job(conn, job_id)
+    assert (row["status"], row["attempt"], row["error_type"]) == ("dead", 4, "Abandoned")
+    assert "all 3 attempts started and none reported an outcome" in row["error"]
+    dlq = sqs.get_queue_url(QueueName=dlq_resource_name("steps", stage=stage))["QueueUrl"]
+    assert len(sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])) == 1
