@@ -17,6 +17,10 @@ row never recorded its end):
 - ``conveyor.schedule_fires`` rows older than ``keep_schedule_fires`` days (default 30), never a job's latest (the
   schedulers read it to tell which periods were missed).
 
+First, runs still ``running`` a day past their ``stale_at`` are ended as ``dead`` (``Abandoned``): their message
+never came back to be taken over, so the queue's redrive policy moved it to the DLQ (or it expired). Without this
+they would read ``abandoned`` forever, hold a flow's parent and never be deleted.
+
 Never deleted: live rows (waiting, pending, queued, running, retrying), a flow's children while their parent is
 live, and rows of ``conveyor.outbox_dead`` (they wait for someone to requeue them). A job's own ``keep_*`` settings
 win over the defaults; the run's payload can change the defaults.
@@ -54,6 +58,10 @@ if TYPE_CHECKING:
     import psycopg
 
 QUERIES = load_queries("shared.ledger", "retention.sql")
+
+# How long past its stale_at a run may stay 'running' before retention ends it: longer than SQS's 12-hour longest
+# visibility timeout, within which its message comes back and is taken over if it still exists.
+ABANDONED_GRACE = timedelta(days=1)
 
 JOB_NAME = "conveyor.retention"
 QUEUE = "conveyor-maintenance"
@@ -155,6 +163,8 @@ class RetentionReport:
     """What one :func:`prune` did. ``batches`` holds the rows each DELETE statement removed, in order."""
 
     deleted: dict[str, dict[str, int]] = field(default_factory=dict)  # job -> status -> rows
+    # Runs ended as dead because their worker died and their message never came back.
+    abandoned_closed: int = 0
     schedule_fires: int = 0
     batches: list[int] = field(default_factory=list)
     complete: bool = True
@@ -174,6 +184,7 @@ class RetentionReport:
     def summary(self) -> dict[str, Any]:
         """A small JSON-ready summary: the run's result and its log line."""
         return {
+            "abandoned_closed": self.abandoned_closed,
             "runs_deleted": self.runs,
             "by_status": self.by_status(),
             "by_job": {job: sum(s.values()) for job, s in sorted(self.deleted.items()) if sum(s.values())},
@@ -213,6 +224,14 @@ def prune(
             raise _OutOfTime
 
     try:
+        while True:  # rarely more than one short statement: abandoned runs are few
+            closed = len(conn.execute(
+                QUERIES["runs_close_abandoned"], {"grace": ABANDONED_GRACE, "limit": payload.batch_size}
+            ).fetchall())  # fmt: skip
+            report.abandoned_closed += closed
+            if closed < payload.batch_size:
+                break
+            check_time()
         for job_name in [row[0] for row in conn.execute(QUERIES["runs_job_names"])]:
             keep = keep_for(job_name, registry, payload)
             counts = report.deleted.setdefault(job_name, {})

@@ -5,6 +5,23 @@
 -- a row another session holds (a handler reporting an outcome) is skipped, never waited for, and no lock outlives
 -- the statement.
 
+-- name: runs_close_abandoned
+-- Runs still 'running' a day past their stale_at: their message would have come back within the queue's visibility
+-- timeout (12 h at most) and been taken over by its next delivery. It was not, so SQS's redrive policy moved it to
+-- the DLQ (its receives ran out) or the queue dropped it: the run is dead, and ending it lets a flow waiting on it
+-- move on and this job count its rows. One batch; the runs_live index finds them.
+UPDATE conveyor.runs r
+SET status = 'dead', finished_at = now(), stale_at = NULL, updated_at = now(), last_error_type = 'Abandoned',
+    last_error = 'attempt ' || r.attempt || ' reported no outcome by ' || r.stale_at
+                 || ' and its message never came back (moved to the DLQ by the redrive policy, or expired)'
+WHERE r.ctid = ANY (ARRAY(
+    SELECT a.ctid FROM conveyor.runs a
+    WHERE a.status = 'running' AND a.stale_at < now() - %(grace)s::interval
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+))
+RETURNING r.id;
+
 -- name: runs_job_names
 -- The job names present in conveyor.runs by a loose index scan on runs_job_created: one index probe per name, not a
 -- scan of the table. Retention walks job by job because each job may keep its rows for its own number of days.

@@ -112,13 +112,30 @@ def test_live_rows_are_never_deleted_however_old(conn):
         insert_run(conn, "short.lived", status, age_days=400)
         for status in ("waiting", "pending", "queued", "running", "retrying")
     }
-    # A running row whose worker died long ago (the view shows it abandoned): its redelivery will take it over.
     live.add(insert_run(conn, "short.lived", "running", age_days=400, stale_at=None))
-    abandoned = insert_run(conn, "short.lived", "running", age_days=400)
-    conn.execute("UPDATE conveyor.runs SET stale_at = now() - interval '399 days' WHERE id = %s", (abandoned,))
-    live.add(abandoned)
+    # A running row whose worker died an hour ago (the view shows it abandoned): its redelivery will take it over.
+    recently = insert_run(conn, "short.lived", "running", age_days=400)
+    conn.execute("UPDATE conveyor.runs SET stale_at = now() - interval '1 hour' WHERE id = %s", (recently,))
+    live.add(recently)
     assert prune(conn, jobs).runs == 0
     assert remaining(conn) == live
+    assert conn.execute("SELECT status FROM conveyor.runs WHERE id = %s", (recently,)).fetchone()[0] == "running"
+
+
+def test_a_run_abandoned_for_a_day_is_ended_dead_and_its_flow_moves_on(conn):
+    """Its message never came back to be taken over (the redrive policy moved it to the DLQ): without retention
+    ending it, the row would read 'abandoned' forever, never be deleted, and hold its flow's parent."""
+    parent = insert_run(conn, "short.lived", "waiting", children_pending=1, flow_policy="fail")
+    child = insert_run(conn, "short.lived", "running", age_days=3, parent_id=parent, attempt=2)
+    conn.execute("UPDATE conveyor.runs SET stale_at = now() - interval '2 days' WHERE id = %s", (child,))
+    report = prune(conn, jobs)
+    assert report.abandoned_closed == 1 and report.summary()["abandoned_closed"] == 1
+    status, error_type, error, finished = conn.execute(
+        "SELECT status, last_error_type, last_error, finished_at IS NOT NULL FROM conveyor.runs WHERE id = %s", (child,)
+    ).fetchone()
+    assert (status, error_type, finished) == ("dead", "Abandoned", True)
+    assert "attempt 2 reported no outcome" in error
+    assert conn.execute("SELECT status FROM conveyor.runs WHERE id = %s", (parent,)).fetchone()[0] == "failed"
 
 
 def test_dead_and_cancelled_rows_outlive_the_queue_retention_of_their_message(conn):
