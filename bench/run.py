@@ -279,9 +279,11 @@ def bench_ledger(url: str, sqs, n: int) -> list[Row]:
     def events(count: int) -> list[dict]:
         with psycopg.connect(url, autocommit=True) as conn:
             enqueue_many(conn, NOTE, [PAYLOAD] * count, registry=registry)
-        relay = Relay(lambda: psycopg.connect(url, autocommit=True, prepare_threshold=None), sqs, directory, batch_size=500)
+        relay = Relay(lambda: psycopg.connect(url, autocommit=True, prepare_threshold=None), sqs, directory, batch_size=100)
+        published = 0
         try:
-            relay.drain(60)
+            while published < count:
+                published += relay.run_once().published
         finally:
             relay.close()
         batches, received = [], 0

@@ -73,6 +73,7 @@ class LocalRuntime:
         self.urls: dict[str, tuple[str, str]] = {}
         self.reports: list[RunReport] = []
         self._reports_lock = threading.Lock()
+        self._ledger: Database | None = None
         self._state_lock: Any = None  # the open, locked file that makes the state file ours
 
 
@@ -256,11 +257,18 @@ class LocalRuntime:
         self.out(line)
 
     def on_report(self, report: RunReport) -> None:
+        """One console line per run, read from the run ledger (which the handler wrote before telling us), so the
+        console says what `conveyor show` will say; from the report itself when the ledger has no row for it."""
         with self._reports_lock:
             self.reports.append(report)
+        status, attempt = report.outcome.value, report.attempt
+        if report.outcome.value in ("succeeded", "retrying", "dead"):
+            record = self._ledger_record(report.job_id)
+            if record is not None:
+                status, attempt = str(record.status), record.attempt
         line = (
-            f"run        {report.job_name:<22} {report.job_id}  attempt {report.attempt}  "
-            f"{report.outcome.value:<9} {report.duration_ms:7.1f} ms"
+            f"run        {report.job_name:<22} {report.job_id}  attempt {attempt}  "
+            f"{status:<9} {report.duration_ms:7.1f} ms"
         )
         if report.queue:
             line += f"  on {queue_label_from_resource(report.queue, stage=self.config.stage) or report.queue}"
@@ -271,6 +279,16 @@ class LocalRuntime:
         if report.error:
             line += f"  {report.error[:200]}"
         self.out(line)
+
+    def _ledger_record(self, job_id: str) -> Any:
+        from shared.ledger.read import get_job
+
+        try:
+            if self._ledger is None:
+                self._ledger = Database(Settings(database_url=self.database_url))
+            return get_job(self._ledger.connection(), job_id)
+        except Exception:  # noqa: BLE001 - the console line falls back to the report (a foreign job id, a DB blip)
+            return None
 
     def wait(self) -> None:
         while not self.stop_event.is_set():
@@ -300,6 +318,9 @@ class LocalRuntime:
             if self.on_report in handler.observers:
                 handler.observers.remove(self.on_report)
             handler.database.close()
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
         if self._state_lock is not None:
             # Only the runtime holding the lock wrote the state file; a refused second one never reaches here.
             self.config.state_file.unlink(missing_ok=True)  # type: ignore[union-attr]

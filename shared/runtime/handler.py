@@ -115,8 +115,9 @@ class RecordPlan:
     # Local clock (time.time()) by which this record must have finished: the end of its slot in the batch. A record
     # that could not start in time (a batch-mate overran) is not started: the ledger would call it abandoned.
     deadline: float | None = None
-    # This run's outcome, for the batch's outcome statement.
+    # This run's outcome, for the batch's outcome statement, and its report for observers.
     outcome: ledger.Outcome | None = None
+    report: RunReport | None = None
 
 
 @dataclass
@@ -220,6 +221,10 @@ class JobHandler:
             )
         finally:
             self._finish(invocation)
+            # Observers hear of a run after the ledger recorded it, so what they read there matches what they hear.
+            for plan in invocation.plans.values():
+                if plan.report is not None:
+                    self._notify(plan.report)
             if self.metrics.metric_set:
                 self.metrics.flush_metrics(raise_on_empty_metrics=False)
 
@@ -636,6 +641,12 @@ class JobHandler:
             queue=delivery.queue_resource_name, latency_ms=latency_ms, rescheduled_as=rescheduled_as,
             progress=state.progress if state else None, result=state.result if state else None,
         )  # fmt: skip
+        if plan is not None and plan.plan is Plan.RUN:
+            plan.report = report  # told once the batch's outcome statement has recorded it (see __call__)
+        else:
+            self._notify(report)
+
+    def _notify(self, report: RunReport) -> None:
         for observer in self.observers:
             try:
                 observer(report)
