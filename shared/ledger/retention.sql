@@ -16,7 +16,7 @@ SET status = 'dead', finished_at = now(), stale_at = NULL, updated_at = now(), l
                  || ' and its message never came back (moved to the DLQ by the redrive policy, or expired)'
 WHERE r.ctid = ANY (ARRAY(
     SELECT a.ctid FROM conveyor.runs a
-    WHERE a.status = 'running' AND a.stale_at < now() - %(grace)s::interval
+    WHERE a.finished_at IS NULL AND a.status = 'running' AND a.stale_at < now() - %(grace)s::interval
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ))
@@ -51,7 +51,7 @@ WITH deleted AS (
           AND r.created_at >= %(after)s
           AND r.status = ANY (%(statuses)s::text[])
           AND coalesce(r.finished_at, r.updated_at, r.created_at) < now() - %(keep)s::interval
-          -- One probe per child by primary key (and outbox_retry for a parent's row waiting in the outbox); the
+          -- One probe per child by primary key (and outbox_job for a parent's row waiting in the outbox); the
           -- UNION keeps the planner from hashing all live rows and the whole outbox instead.
           AND (r.parent_id IS NULL OR NOT EXISTS (
                 SELECT 1 FROM conveyor.runs p WHERE p.id = r.parent_id AND p.status = ANY (%(live)s::text[])

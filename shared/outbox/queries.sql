@@ -14,7 +14,7 @@ RETURNING id;
 INSERT INTO conveyor.outbox (id, job_id, job_name, queue, payload, run_at, created_at, attempt)
 VALUES (%(id)s, %(job_id)s, %(job_name)s, %(queue)s, %(payload)s::json, statement_timestamp() + %(delay)s::interval,
         coalesce(%(created_at)s, statement_timestamp()), %(attempt)s)
-ON CONFLICT (job_id, attempt) WHERE job_id IS NOT NULL DO NOTHING;
+ON CONFLICT (job_id) WHERE job_id IS NOT NULL DO NOTHING;
 
 -- name: outbox_find_dedup
 SELECT id FROM conveyor.outbox WHERE job_name = %(job_name)s AND dedup_key = %(dedup_key)s;
@@ -50,7 +50,7 @@ WITH input AS (
     FROM conveyor.runs r
     WHERE r.job_name = %(job_name)s
       AND r.dedup_key IN (SELECT dedup_key FROM input EXCEPT SELECT dedup_key FROM held)
-      AND r.status IN ('waiting', 'pending', 'queued', 'running', 'retrying')
+      AND r.finished_at IS NULL AND r.status IN ('waiting', 'pending', 'queued', 'running', 'retrying')
     ORDER BY r.dedup_key, r.created_at DESC
 ), written AS (
     INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at, dedup_key)
@@ -85,7 +85,7 @@ WITH input AS (
     FROM conveyor.runs r
     WHERE %(active)s AND r.job_name = %(job_name)s
       AND r.dedup_key IN (SELECT dedup_key FROM input EXCEPT SELECT dedup_key FROM held)
-      AND r.status IN ('waiting', 'pending', 'queued', 'running', 'retrying')
+      AND r.finished_at IS NULL AND r.status IN ('waiting', 'pending', 'queued', 'running', 'retrying')
     ORDER BY r.dedup_key, r.created_at DESC
 ), written AS (
     INSERT INTO conveyor.outbox AS o (id, job_name, queue, payload, run_at, dedup_key)
@@ -121,7 +121,7 @@ WITH live AS (
     SELECT DISTINCT ON (r.dedup_key) r.dedup_key, r.id
     FROM conveyor.runs r
     WHERE r.job_name = %(job_name)s AND r.dedup_key = ANY(%(dedup_keys)s::text[])
-      AND r.status IN ('waiting', 'pending', 'queued', 'running', 'retrying')
+      AND r.finished_at IS NULL AND r.status IN ('waiting', 'pending', 'queued', 'running', 'retrying')
     ORDER BY r.dedup_key, r.created_at DESC
 ), dropped AS (
     DELETE FROM conveyor.outbox o

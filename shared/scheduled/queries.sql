@@ -31,6 +31,7 @@ SELECT max(fire_time) FROM conveyor.schedule_fires WHERE job_name = %(job_name)s
 (SELECT id, status, coalesce(last_started_at, published_at, created_at) AS since
  FROM conveyor.runs
  WHERE job_name = %(job_name)s
+   AND finished_at IS NULL
    AND (status IN ('waiting', 'pending', 'queued', 'retrying') OR (status = 'running' AND stale_at >= now()))
  LIMIT 1)
 UNION ALL
