@@ -47,6 +47,8 @@ class Start:
     # Seconds from now until a run that has reported nothing counts as abandoned.
     stale_after: float
     token: uuid.UUID
+    # Where the record sits in its batch (0 = first): only the first surely started if the worker dies.
+    position: int = 0
 
     @property
     def job_id(self) -> uuid.UUID | None:
@@ -73,7 +75,8 @@ class Outcome:
     started: the attempt the start counted is given back)."""
 
     job_id: uuid.UUID
-    token: uuid.UUID
+    # None for a run the start statement could not record: it may then only end a run still waiting to run.
+    token: uuid.UUID | None
     status: str
     started_at: datetime | None = None
     error_type: str | None = None
@@ -81,6 +84,8 @@ class Outcome:
     result: str | None = None
     progress: int | None = None
     progress_message: str | None = None
+    # The attempt the message counted, for a run without a token.
+    attempt: int = 0
 
 
 def ledger_id(delivery: Delivery) -> uuid.UUID:
@@ -112,6 +117,7 @@ def start(conn: psycopg.Connection, starts: Sequence[Start]) -> dict[uuid.UUID, 
         "stale_after": [s.stale_after for s in starts],
         "parent_ids": [_uuid(s.delivery.parent_id) for s in starts],
         "scheduled_for": [s.delivery.scheduled_for for s in starts],
+        "positions": [s.position for s in starts],
     }
     tokens = {ledger_id(s.delivery): s.token for s in starts}
     claims = {row[0]: _claim(row, tokens[row[0]]) for row in conn.execute(QUERIES["runs_start"], params)}
@@ -142,6 +148,7 @@ def finish(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> int:
         "results": [o.result for o in outcomes],
         "progress": [o.progress for o in outcomes],
         "progress_messages": [o.progress_message for o in outcomes],
+        "attempts": [o.attempt for o in outcomes],
     }
     return len(conn.execute(QUERIES["runs_finish"], params).fetchall())
 
@@ -160,6 +167,19 @@ def mark_succeeded(
         QUERIES["run_succeeded"],
         {"id": job_id, "token": token, "result": result, "progress": progress, "progress_message": progress_message},
     ).fetchone()
+    return row is not None
+
+
+def mark_succeeded_unfenced(
+    conn: psycopg.Connection, start: Start, *, attempt: int, result: str | None = None
+) -> bool:
+    """Mark a run succeeded that the start statement did not record, inside the job's transaction, unless it ended
+    or is running elsewhere meanwhile (then False, and the caller rolls back)."""
+    row = conn.execute(
+        QUERIES["run_succeeded_unfenced"],
+        {"id": ledger_id(start.delivery), "job_name": start.job_name, "queue": start.queue, "payload": start.delivery.body,
+         "message_id": start.delivery.message_id, "attempt": attempt, "result": result},
+    ).fetchone()  # fmt: skip
     return row is not None
 
 

@@ -11,27 +11,34 @@
 -- A message without a ledger row (a foreign producer's, or one that outran the relay's mark) gets one here.
 INSERT INTO conveyor.runs AS r (id, job_name, queue, payload, status, created_at, run_at, published_at, message_id,
                                 attempt, first_started_at, last_started_at, stale_at, run_token, parent_id,
-                                scheduled_for, updated_at)
+                                scheduled_for, batch_position, updated_at)
 SELECT i.id, i.job_name, i.queue, i.payload::json, 'running', coalesce(i.enqueued_at, i.sent_at, now()),
        coalesce(i.sent_at, now()), i.sent_at, i.message_id, 1, now(), now(),
-       now() + i.stale_after * interval '1 second', i.token, i.parent_id, i.scheduled_for, now()
+       now() + i.stale_after * interval '1 second', i.token, i.parent_id, i.scheduled_for, i.position, now()
 FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[], %(job_names)s::text[], %(queues)s::text[], %(payloads)s::text[],
             %(message_ids)s::text[], %(enqueued_at)s::timestamptz[], %(sent_at)s::timestamptz[],
-            %(stale_after)s::float8[], %(parent_ids)s::uuid[], %(scheduled_for)s::timestamptz[])
-     AS i(id, token, job_name, queue, payload, message_id, enqueued_at, sent_at, stale_after, parent_id, scheduled_for)
+            %(stale_after)s::float8[], %(parent_ids)s::uuid[], %(scheduled_for)s::timestamptz[], %(positions)s::int[])
+     AS i(id, token, job_name, queue, payload, message_id, enqueued_at, sent_at, stale_after, parent_id, scheduled_for,
+          position)
 ON CONFLICT (id) DO UPDATE
-SET (status, attempt, run_token, stale_at, last_started_at, first_started_at, message_id, last_error_type, last_error) =
-    (SELECT 'running', r.attempt + 1, EXCLUDED.run_token, EXCLUDED.stale_at, now(),
+SET (status, attempt, run_token, stale_at, last_started_at, first_started_at, message_id, last_error_type, last_error,
+     batch_position) =
+    -- A run taken over from a dead worker counts as a failed attempt only if it was first in its batch: the others
+    -- may never have started (the worker died on a batch-mate), so they get their attempt number again.
+    (SELECT 'running',
+            CASE WHEN r.status = 'running' AND coalesce(r.batch_position, 0) > 0 THEN r.attempt ELSE r.attempt + 1 END,
+            EXCLUDED.run_token, EXCLUDED.stale_at, now(),
             coalesce(r.first_started_at, now()), EXCLUDED.message_id,
             CASE WHEN r.status = 'running' THEN 'Abandoned' ELSE r.last_error_type END,
             CASE WHEN r.status = 'running'
                  THEN 'attempt ' || r.attempt || ' reported no outcome by ' || r.stale_at || ' (its worker died or overran its timeout)'
-                 ELSE r.last_error END
+                 ELSE r.last_error END,
+            EXCLUDED.batch_position
      WHERE r.status IN ('queued', 'retrying') OR (r.status = 'running' AND r.stale_at <= now())
         OR (r.status = 'pending' AND r.message_id IS DISTINCT FROM EXCLUDED.message_id)
      UNION ALL
      SELECT r.status, r.attempt, r.run_token, r.stale_at, r.last_started_at, r.first_started_at, r.message_id,
-            r.last_error_type, r.last_error
+            r.last_error_type, r.last_error, r.batch_position
      WHERE NOT (r.status IN ('queued', 'retrying') OR (r.status = 'running' AND r.stale_at <= now())
                 OR (r.status = 'pending' AND r.message_id IS DISTINCT FROM EXCLUDED.message_id))),
     parent_id = coalesce(r.parent_id, EXCLUDED.parent_id),
@@ -54,11 +61,15 @@ RETURNING r.id, r.status, r.attempt, r.run_token, r.stale_at, r.parent_id, r.sch
 -- was taken over (it overran its stale_at) changes nothing. A run its own transaction already marked succeeded
 -- (ctx.transaction) keeps that status; its result and progress are still written. 'queued' means not started (too
 -- little time left in the invocation): the attempt the start statement counted is given back.
+-- A run the start statement could not record (the database was unreachable then) reports without a token: it may
+-- only end a run still waiting to run (queued, retrying), with the attempt its message counted.
 UPDATE conveyor.runs r
-SET status = CASE WHEN r.status = 'running' THEN o.status ELSE r.status END,
-    attempt = CASE WHEN r.status = 'running' AND o.status = 'queued' THEN r.attempt - 1 ELSE r.attempt END,
-    finished_at = CASE WHEN r.status = 'running' AND o.status IN ('succeeded', 'dead') THEN now() ELSE r.finished_at END,
-    stale_at = CASE WHEN r.status = 'running' THEN NULL ELSE r.stale_at END,
+SET status = CASE WHEN r.status = 'running' OR o.token IS NULL THEN o.status ELSE r.status END,
+    attempt = CASE WHEN o.token IS NULL THEN greatest(r.attempt, o.attempt)
+                   WHEN r.status = 'running' AND o.status = 'queued' THEN r.attempt - 1 ELSE r.attempt END,
+    finished_at = CASE WHEN (r.status = 'running' OR o.token IS NULL) AND o.status IN ('succeeded', 'dead') THEN now()
+                       ELSE r.finished_at END,
+    stale_at = CASE WHEN r.status = 'running' OR o.token IS NULL THEN NULL ELSE r.stale_at END,
     -- The start statement stamps the batch's start; each record's own start is known only now.
     first_started_at = CASE WHEN r.first_started_at = r.last_started_at
                             THEN CASE WHEN o.status = 'queued' AND r.attempt = 1 THEN NULL ELSE coalesce(o.started_at, r.first_started_at) END
@@ -72,9 +83,10 @@ SET status = CASE WHEN r.status = 'running' THEN o.status ELSE r.status END,
     updated_at = now()
 FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[], %(statuses)s::text[], %(started_at)s::timestamptz[],
             %(error_types)s::text[], %(errors)s::text[], %(results)s::text[], %(progress)s::int[],
-            %(progress_messages)s::text[])
-     AS o(id, token, status, started_at, error_type, error, result, progress, progress_message)
-WHERE r.id = o.id AND r.run_token = o.token
+            %(progress_messages)s::text[], %(attempts)s::int[])
+     AS o(id, token, status, started_at, error_type, error, result, progress, progress_message, attempt)
+WHERE r.id = o.id
+  AND (r.run_token = o.token OR (o.token IS NULL AND o.status <> 'queued' AND r.status IN ('queued', 'retrying')))
 RETURNING r.id, r.status;
 
 -- name: run_succeeded
@@ -95,3 +107,18 @@ SET progress = greatest(coalesce(progress, 0), %(progress)s::int),
     progress_message = coalesce(left(%(progress_message)s::text, 500), progress_message),
     updated_at = now()
 WHERE id = %(id)s AND run_token = %(token)s AND status = 'running';
+
+-- name: run_succeeded_unfenced
+-- ctx.transaction() of a run the start statement could not record: the run is marked succeeded in the job's own
+-- transaction only if it has not ended (or is not running elsewhere) meanwhile; otherwise nothing is returned and
+-- the job's work is rolled back. Keeps "commits once" when the ledger missed the start.
+INSERT INTO conveyor.runs AS r (id, job_name, queue, payload, status, created_at, run_at, message_id, attempt,
+                                first_started_at, last_started_at, finished_at, result, updated_at)
+VALUES (%(id)s, %(job_name)s, %(queue)s, %(payload)s::json, 'succeeded', now(), now(), %(message_id)s, %(attempt)s,
+        now(), now(), now(), %(result)s::json, now())
+ON CONFLICT (id) DO UPDATE
+SET status = 'succeeded', finished_at = now(), stale_at = NULL, attempt = greatest(r.attempt, EXCLUDED.attempt),
+    last_started_at = now(), first_started_at = coalesce(r.first_started_at, now()),
+    result = coalesce(EXCLUDED.result, r.result), updated_at = now()
+WHERE r.status IN ('pending', 'queued', 'retrying', 'dead', 'failed') OR (r.status = 'running' AND r.stale_at < now())
+RETURNING r.id;

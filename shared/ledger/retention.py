@@ -19,7 +19,9 @@ row never recorded its end):
 
 First, runs still ``running`` a day past their ``stale_at`` are ended as ``dead`` (``Abandoned``): their message
 never came back to be taken over, so the queue's redrive policy moved it to the DLQ (or it expired). Without this
-they would read ``abandoned`` forever, hold a flow's parent and never be deleted.
+they would read ``abandoned`` forever, hold a flow's parent and never be deleted. Likewise ``queued`` and
+``retrying`` runs not heard of for longer than the queues keep a message (the ledger missed their end while the
+database was unreachable).
 
 Never deleted: live rows (waiting, pending, queued, running, retrying), a flow's children while their parent is
 live, and rows of ``conveyor.outbox_dead`` (they wait for someone to requeue them). A job's own ``keep_*`` settings
@@ -226,7 +228,8 @@ def prune(
     try:
         while True:  # rarely more than one short statement: abandoned runs are few
             closed = len(conn.execute(
-                QUERIES["runs_close_abandoned"], {"grace": ABANDONED_GRACE, "limit": payload.batch_size}
+                QUERIES["runs_close_abandoned"],
+                {"grace": ABANDONED_GRACE, "expired": timedelta(days=QUEUE_RETENTION_DAYS + 1), "limit": payload.batch_size},
             ).fetchall())  # fmt: skip
             report.abandoned_closed += closed
             if closed < payload.batch_size:

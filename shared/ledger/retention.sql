@@ -12,11 +12,17 @@
 -- move on and this job count its rows. One batch; the runs_live index finds them.
 UPDATE conveyor.runs r
 SET status = 'dead', finished_at = now(), stale_at = NULL, updated_at = now(), last_error_type = 'Abandoned',
-    last_error = 'attempt ' || r.attempt || ' reported no outcome by ' || r.stale_at
-                 || ' and its message never came back (moved to the DLQ by the redrive policy, or expired)'
+    last_error = CASE WHEN r.status = 'running'
+                      THEN 'attempt ' || r.attempt || ' reported no outcome by ' || r.stale_at
+                           || ' and its message never came back (moved to the DLQ by the redrive policy, or expired)'
+                      ELSE 'no news of it since ' || r.updated_at || ', longer than its queue keeps a message' END
 WHERE r.ctid = ANY (ARRAY(
     SELECT a.ctid FROM conveyor.runs a
-    WHERE a.finished_at IS NULL AND a.status = 'running' AND a.stale_at < now() - %(grace)s::interval
+    WHERE a.finished_at IS NULL
+      AND ((a.status = 'running' AND a.stale_at < now() - %(grace)s::interval)
+           -- Published and never heard of since the queue's retention: the message expired or went to the DLQ
+           -- unrun (the ledger missed its runs while the database was unreachable).
+           OR (a.status IN ('queued', 'retrying') AND a.updated_at < now() - %(expired)s::interval))
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ))

@@ -207,6 +207,14 @@ WITH failed AS (
            scheduled_for
     FROM dead
     RETURNING id
+), ledger_failed AS (
+    -- A job that already has its ledger row (a retry held here, a released flow parent) ends there as failed: it
+    -- would otherwise read 'pending' forever, and hold its flow and its schedule's overlap check.
+    UPDATE conveyor.runs r
+    SET status = 'failed', finished_at = now(), last_error_type = 'PublishFailed', last_error = left(d.error, 4000),
+        reason = 'the relay could not publish it; `conveyor outbox --failed` lists it', updated_at = now()
+    FROM dead d
+    WHERE d.job_id IS NOT NULL AND r.id = d.job_id AND r.finished_at IS NULL
 ), retried AS (
     UPDATE conveyor.outbox o
     SET publish_attempts = o.publish_attempts + 1,

@@ -48,6 +48,8 @@ class RunState:
     result: str | None = None
     # The job's transaction committed and marked the run succeeded.
     committed: bool = False
+    # The start the ledger could not record (the database failed then): ctx.transaction() records the run itself.
+    unrecorded_start: ledger.Start | None = None
 
     @property
     def ledgered(self) -> bool:
@@ -112,13 +114,23 @@ class JobContext:
             yield conn
             if self.run.ledgered:
                 assert self.run.job_id is not None and self.run.token is not None
-                if not ledger.mark_succeeded(
+                marked = ledger.mark_succeeded(
                     conn, self.run.job_id, self.run.token, result=self.run.result,
                     progress=self.run.progress, progress_message=self.run.progress_message,
-                ):  # fmt: skip
-                    raise RunTakenOver(
-                        f"job {self.job_name} {self.job_id}: another delivery took this run over; its work is rolled back"
-                    )
+                )  # fmt: skip
+            elif self.run.unrecorded_start is not None:
+                # The ledger missed this run's start: check and mark in this transaction, so the work still commits
+                # only if no other delivery of the job finished it meanwhile.
+                marked = ledger.mark_succeeded_unfenced(
+                    conn, self.run.unrecorded_start, attempt=self.attempt, result=self.run.result
+                )
+            else:
+                marked = True  # no database configured for the ledger: nothing to fence against
+            if not marked:
+                raise RunTakenOver(
+                    f"job {self.job_name} {self.job_id}: another delivery took this run over or finished it; its work "
+                    "is rolled back"
+                )
         self.run.committed = True
         self.run.progress_written = self.run.progress
 

@@ -115,6 +115,8 @@ class RecordPlan:
     # Local clock (time.time()) by which this record must have finished: the end of its slot in the batch. A record
     # that could not start in time (a batch-mate overran) is not started: the ledger would call it abandoned.
     deadline: float | None = None
+    # The start the ledger could not record (Plan.UNLEDGERED after a database error).
+    start: ledger.Start | None = None
     # This run's outcome, for the batch's outcome statement, and its report for observers.
     outcome: ledger.Outcome | None = None
     report: RunReport | None = None
@@ -258,7 +260,9 @@ class JobHandler:
                 continue
             seen.add(job_id)
             stale_after = (len(starts) + 1) * slot + INVOCATION_MARGIN_SECONDS
-            starts.append(ledger.Start(delivery, self.job.name, self._queue_label(delivery), stale_after, uuid.uuid4()))
+            starts.append(ledger.Start(
+                delivery, self.job.name, self._queue_label(delivery), stale_after, uuid.uuid4(), position=len(starts)
+            ))  # fmt: skip
             slots.append((delivery, stale_after))
         if not starts:
             return
@@ -273,7 +277,8 @@ class JobHandler:
         except Exception:  # noqa: BLE001 - the ledger never decides a job's fate: run as SQS delivered it
             self._ledger_gap("start", len(starts))
             for start in starts:
-                invocation.plans[start.delivery.message_id] = RecordPlan(Plan.UNLEDGERED)
+                # The start is kept: the outcome, and ctx.transaction(), can still be recorded without a token.
+                invocation.plans[start.delivery.message_id] = RecordPlan(Plan.UNLEDGERED, start=start)
             return
         visibility: list[tuple[Delivery, int]] = []
         for delivery, stale_after in slots:
@@ -389,6 +394,8 @@ class JobHandler:
         state = RunState()
         if plan.plan is Plan.RUN and plan.claim is not None:
             state.job_id, state.token = plan.claim.job_id, plan.claim.token
+        elif plan.start is not None:
+            state.job_id, state.unrecorded_start = ledger.ledger_id(delivery), plan.start
         started_at = datetime.now(UTC)
         if plan.plan is Plan.RUN and delivery.attempt > self.job.retry.max_attempts:
             # Every attempt started and none reported back (the worker died each time: a crash, an out-of-memory, a
@@ -427,9 +434,12 @@ class JobHandler:
                 )
                 return
             if isinstance(exc, RetryAfter):
-                retry = self._delay_retry(delivery, exc.seconds, invocation, exact=True)
+                retry = self._delay_retry(delivery, exc.seconds, invocation, exact=True, plan=plan, error=(type(exc).__name__, str(exc)))
             else:
-                retry = self._delay_retry(delivery, self.job.retry.delay_after(delivery.attempt), invocation, exact=False)
+                retry = self._delay_retry(
+                    delivery, self.job.retry.delay_after(delivery.attempt), invocation, exact=False, plan=plan,
+                    error=(type(exc).__name__, str(exc)),
+                )  # fmt: skip
             self.logger.warning(
                 "job failed, will retry",
                 extra={"error": error, "retry_in_s": retry.delay, "rescheduled_as": retry.rescheduled_as},
@@ -534,7 +544,16 @@ class JobHandler:
             error=f"{error_type}: {reason}", error_type=error_type,
         )  # fmt: skip
 
-    def _delay_retry(self, delivery: Delivery, seconds: int, invocation: Invocation, *, exact: bool) -> Retry:
+    def _delay_retry(
+        self,
+        delivery: Delivery,
+        seconds: int,
+        invocation: Invocation,
+        *,
+        exact: bool,
+        plan: RecordPlan | None = None,
+        error: tuple[str, str] | None = None,
+    ) -> Retry:
         """Keep the message hidden for ``seconds``, as far as SQS allows.
 
         SQS hides a message at most 12 h after the receive that made it invisible. A backoff (``exact=False``) fits
@@ -545,7 +564,7 @@ class JobHandler:
         room = self._visibility_room(delivery, invocation)
         if seconds > room:
             if exact:
-                return self._reschedule(delivery, seconds, fallback=room)
+                return self._reschedule(delivery, seconds, fallback=room, plan=plan, error=error)
             self.logger.warning("retry delay shortened to what SQS can hold", extra={"asked_s": seconds, "set_s": room})
             seconds = room
         try:
@@ -553,7 +572,7 @@ class JobHandler:
         except Exception as exc:  # noqa: BLE001 - the message still comes back, after the queue's visibility timeout
             if exact and _visibility_too_long(exc):
                 # SQS counts from a receive earlier than this record shows (a throttled invocation's).
-                return self._reschedule(delivery, seconds, fallback=None)
+                return self._reschedule(delivery, seconds, fallback=None, plan=plan, error=error)
             self.logger.warning(
                 "could not set the retry delay; the message comes back after the queue's visibility timeout",
                 exc_info=True,
@@ -579,7 +598,15 @@ class JobHandler:
             VisibilityTimeout=seconds,
         )
 
-    def _reschedule(self, delivery: Delivery, seconds: int, *, fallback: int | None) -> Retry:
+    def _reschedule(
+        self,
+        delivery: Delivery,
+        seconds: int,
+        *,
+        fallback: int | None,
+        plan: RecordPlan | None = None,
+        error: tuple[str, str] | None = None,
+    ) -> Retry:
         """Hold the job's next attempt in the outbox, due in ``seconds`` (on the same queue), committed before this
         message is deleted. It keeps the job id and counts on from this attempt, so a job that keeps asking for
         long delays still reaches its DLQ after ``max_attempts``; a redelivery of this message (the invocation
@@ -592,6 +619,14 @@ class JobHandler:
                     queue=self._queue_label(delivery), delay=timedelta(seconds=seconds),
                     enqueued_at=delivery.enqueued_at,
                 )  # fmt: skip
+                claim = plan.claim if plan is not None and plan.plan is Plan.RUN else None
+                if claim is not None and claim.token is not None:
+                    # In the same transaction: if the worker dies before the batch's outcome statement, the ledger
+                    # already says the next attempt waits in the outbox, and this message delivered again does not run.
+                    ledger.finish(conn, [ledger.Outcome(
+                        claim.job_id, claim.token, "pending", error_type=error[0] if error else None,
+                        error=error[1] if error else None,
+                    )])  # fmt: skip
         except Exception:  # noqa: BLE001 - the database is down or refused: keep the message on SQS instead
             self.logger.warning("could not reschedule the retry through the outbox", exc_info=True)
             if fallback is not None:
@@ -665,12 +700,18 @@ class JobHandler:
     ) -> None:
         """Queue this run's outcome for the batch's outcome statement (runs this delivery did not take have none)."""
         claim = plan.claim
-        if plan.plan is not Plan.RUN or claim is None or claim.token is None:
+        if plan.plan is Plan.RUN and claim is not None and claim.token is not None:
+            job_id, token, attempt = claim.job_id, claim.token, claim.attempt
+        elif plan.plan is Plan.UNLEDGERED and plan.start is not None and status != "queued":
+            job_id, token, attempt = ledger.ledger_id(plan.start.delivery), None, plan.start.delivery.attempt
+        else:
             return
+        if error is not None and error_type and error.startswith(f"{error_type}: "):
+            error = error[len(error_type) + 2 :]  # the ledger keeps the type in its own column
         plan.outcome = ledger.Outcome(
-            claim.job_id, claim.token, status, started_at=started_at, error_type=error_type, error=error,
+            job_id, token, status, started_at=started_at, error_type=error_type, error=error,
             result=state.result if state else None, progress=state.progress if state else None,
-            progress_message=state.progress_message if state else None,
+            progress_message=state.progress_message if state else None, attempt=attempt,
         )  # fmt: skip
 
 

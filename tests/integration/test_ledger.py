@@ -150,7 +150,7 @@ def test_failed_attempts_are_counted_with_their_errors_until_the_dlq(conn, db_ur
         event = receive(sqs, steps, 1)
         handler(event, FakeLambdaContext())
         row = job(conn, job_id)
-        assert (row["status"], row["attempt"], row["error"]) == ("retrying", attempt, f"RuntimeError: attempt {attempt} broke")
+        assert (row["status"], row["attempt"], row["error"]) == ("retrying", attempt, f"attempt {attempt} broke")
         fast_forward(sqs, steps, event)
     handler(receive(sqs, steps, 1), FakeLambdaContext())
     row = job(conn, job_id)
@@ -175,7 +175,10 @@ def test_a_redelivered_succeeded_job_is_acknowledged_without_running(conn, db_ur
 def test_a_cancelled_published_job_is_acknowledged_without_running(conn, db_url, sqs, stage, steps, make_handler):
     job_id = enqueue_step(conn, 4)
     publish(db_url, sqs, stage)
-    conn.execute("UPDATE conveyor.runs SET status = 'cancelled', finished_at = now() WHERE id = %s", (job_id,))
+    from shared.ledger.cancel import cancel
+
+    with conn.transaction():
+        assert cancel(conn, job_id, reason="the order was refunded") == "queued"
     runs = []
     handler = make_handler(lambda payload, ctx: runs.append(payload.n))
     assert handler(receive(sqs, steps, 1), FakeLambdaContext()) == {"batchItemFailures": []}
@@ -403,7 +406,7 @@ def test_an_unreachable_ledger_never_decides_a_jobs_fate(conn, db_url, sqs, stag
     sqs.send_message(QueueUrl=steps[0], MessageBody=json.dumps({"n": 15}))
     assert handler(receive(sqs, steps, 1), FakeLambdaContext()) == {"batchItemFailures": []}
     assert runs == [1]
-    assert handler.ledger_gaps == 1  # the start could not be written; no outcome was queued for an unledgered run
+    assert handler.ledger_gaps == 2  # neither the start nor the outcome could be written, and both are counted
 
 
 # -- progress and results ---------------------------------------------------------------------------------------------
@@ -469,3 +472,138 @@ def test_a_job_that_kills_its_worker_every_time_goes_to_the_dlq_after_its_attemp
     assert "all 3 attempts started and none reported an outcome" in row["error"]
     dlq = sqs.get_queue_url(QueueName=dlq_resource_name("steps", stage=stage))["QueueUrl"]
     assert len(sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])) == 1
+
+
+# -- review findings: crash windows and a ledger that misses a write ------------------------------------------------
+
+
+class WorkerKilled(BaseException):
+    """Stands in for Lambda killing the invocation (a timeout, out of memory): nothing after it runs."""
+
+
+def test_a_worker_killed_after_moving_a_retry_to_the_outbox_does_not_fork_the_job(conn, db_url, sqs, stage, steps, make_handler):
+    """The long RetryAfter is held in the outbox and the ledger says so in the same transaction; the worker then dies
+    before its batch's outcome statement. The original message, delivered again, does not run the job early, and a
+    job never has two rows waiting in the outbox."""
+    from shared.runtime import RetryAfter
+
+    job_id = enqueue_step(conn, 19)
+    publish(db_url, sqs, stage)
+    runs = []
+
+    def long_wait(payload, ctx):
+        runs.append(ctx.attempt)
+        raise RetryAfter(43_200, "the bank's API opens tomorrow")
+
+    handler = make_handler(long_wait)
+    original_finish = handler._finish
+    # Crash injection: the invocation is killed right before its outcome statement (not a stand-in for our logic).
+    handler._finish = lambda invocation: (_ for _ in ()).throw(WorkerKilled())
+    event = receive(sqs, steps, 1, visibility=0)
+    with pytest.raises(WorkerKilled):
+        handler(event, FakeLambdaContext())
+    handler._finish = original_finish
+    assert job(conn, job_id)["status"] == "pending"
+    assert make_handler(long_wait)(event, FakeLambdaContext()) == {"batchItemFailures": []}
+    assert runs == [1]
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox WHERE job_id = %s", (job_id,)).fetchone()[0] == 1
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute(
+            "INSERT INTO conveyor.outbox (id, job_id, job_name, queue, payload, attempt) VALUES (gen_random_uuid(), %s, 'test.step', 'steps', '{}', 5)",
+            (job_id,),
+        )
+
+
+def test_batch_mates_of_a_job_that_kills_its_worker_keep_their_attempts(conn, db_url, sqs, stage, steps, make_handler):
+    """The worker dies on the first record; the second never started. Taken over again and again, only the first
+    record's attempts count: the good job is not dead-lettered for runs it never had."""
+    poison, good = enqueue_step(conn, 20), enqueue_step(conn, 21)
+    publish(db_url, sqs, stage)
+    ran = []
+
+    def work(payload, ctx):
+        ran.append(payload.n)
+        if payload.n == 20:
+            raise WorkerKilled
+
+    for _ in range(STEP.retry.max_attempts):
+        event = receive(sqs, steps, 2)
+        event["Records"].sort(key=lambda r: json.loads(r["body"])["n"])  # the poison job first, every time
+        with pytest.raises(WorkerKilled):
+            make_handler(work)(event, FakeLambdaContext())
+        # Their slots end (SQS's and the ledger's clocks cannot be moved): visible again, and stale.
+        fast_forward(sqs, steps, event)
+        conn.execute("UPDATE conveyor.runs SET stale_at = now() - interval '1 second' WHERE id = ANY(%s)", ([poison, good],))
+    assert 21 not in ran
+    assert (job(conn, good)["status"], job(conn, good)["attempt"]) == ("abandoned", 1)
+    # The poison job has used its attempts and goes to its DLQ unrun; its batch-mate finally runs, as attempt 1.
+    event = receive(sqs, steps, 2)
+    event["Records"].sort(key=lambda r: json.loads(r["body"])["n"])
+    assert make_handler(work)(event, FakeLambdaContext()) == {"batchItemFailures": []}
+    assert ran == [20, 20, 20, 21]
+    assert (job(conn, poison)["status"], job(conn, poison)["error_type"]) == ("dead", "Abandoned")
+    assert (job(conn, good)["status"], job(conn, good)["attempt"]) == ("succeeded", 1)
+
+
+def refuse_starts(conn):
+    """Make the ledger's start statement fail in the database (the table refuses a new 'running' row), as during a
+    failover, while every other statement works: a real fault, not a mocked one."""
+    conn.execute("""
+        CREATE FUNCTION public.refuse_start() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.status = 'running' THEN RAISE EXCEPTION 'injected: the start statement fails'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_start BEFORE INSERT ON conveyor.runs FOR EACH ROW EXECUTE FUNCTION public.refuse_start();
+    """)
+
+
+@pytest.fixture
+def start_fails(conn):
+    refuse_starts(conn)
+
+
+def test_a_run_the_ledger_missed_still_commits_its_transaction_once(
+    conn, db_url, sqs, stage, steps, make_handler, ledger_table
+):
+    """The first delivery commits its work; a second delivery of the same job arrives while the start statement
+    fails. Its ctx.transaction() checks the ledger itself and rolls its work back."""
+    job_id = enqueue_step(conn, 22)
+    publish(db_url, sqs, stage)
+
+    def work(payload, ctx: JobContext):
+        with ctx.transaction() as tx:
+            tx.execute("INSERT INTO public.effects VALUES (%s, %s)", (ctx.job_id, payload.n))
+
+    event = receive(sqs, steps, 1)
+    make_handler(work)(event, FakeLambdaContext())
+    refuse_starts(conn)
+    handler = make_handler(work)
+    response = handler(event, FakeLambdaContext())
+    assert handler.ledger_gaps == 1
+    assert len(response["batchItemFailures"]) == 1  # left on SQS; delivered again, the ledger will say succeeded
+    assert conn.execute("SELECT count(*) FROM public.effects").fetchone()[0] == 1
+
+
+def test_the_outcome_of_a_run_the_ledger_missed_is_still_recorded(conn, db_url, sqs, stage, steps, make_handler, start_fails):
+    job_id = enqueue_step(conn, 23)
+    publish(db_url, sqs, stage)
+    handler = make_handler(lambda payload, ctx: None)
+    assert handler(receive(sqs, steps, 1), FakeLambdaContext()) == {"batchItemFailures": []}
+    assert handler.ledger_gaps == 1  # the start only
+    row = job(conn, job_id)
+    assert (row["status"], row["attempt"], row["finished"]) == ("succeeded", 1, True)
+
+
+def test_a_job_whose_retry_the_relay_gives_up_on_ends_failed_in_the_ledger(conn, db_url, sqs, stage, steps):
+    """A retry held in the outbox (the job's ledger row reads 'pending') that SQS can never take."""
+    job_id = enqueue_step(conn, 24)
+    publish(db_url, sqs, stage)
+    conn.execute("UPDATE conveyor.runs SET status = 'pending', attempt = 1 WHERE id = %s", (job_id,))
+    conn.execute(
+        "INSERT INTO conveyor.outbox (id, job_id, job_name, queue, payload, attempt) VALUES (gen_random_uuid(), %s, 'test.step', 'steps', %s, 2)",
+        (job_id, json.dumps({"n": 24, "pad": "x" * 262_144})),
+    )
+    publish(db_url, sqs, stage)
+    row = job(conn, job_id)
+    assert (row["status"], row["error_type"], row["finished"]) == ("failed", "PublishFailed", True)

@@ -138,6 +138,14 @@ def test_a_run_abandoned_for_a_day_is_ended_dead_and_its_flow_moves_on(conn):
     assert conn.execute("SELECT status FROM conveyor.runs WHERE id = %s", (parent,)).fetchone()[0] == "failed"
 
 
+def test_a_published_run_not_heard_of_for_longer_than_its_queue_keeps_messages_is_ended(conn):
+    lost = insert_run(conn, "short.lived", "queued", age_days=16)
+    waiting = insert_run(conn, "short.lived", "queued", age_days=10)
+    assert prune(conn, jobs).abandoned_closed == 1
+    statuses = dict(conn.execute("SELECT id, status FROM conveyor.runs WHERE id = ANY(%s)", ([lost, waiting],)).fetchall())
+    assert statuses == {lost: "dead", waiting: "queued"}
+
+
 def test_dead_and_cancelled_rows_outlive_the_queue_retention_of_their_message(conn):
     """short.lived keeps failures 3 days and successes 2, but a dead job's message may sit in its DLQ for
     QUEUE_RETENTION_DAYS (and a cancelled one's on its queue), so their rows stay that long."""
