@@ -305,18 +305,39 @@ def bench_ledger(url: str, sqs, n: int) -> list[Row]:
         finally:
             database.close()
 
-    with_ledger, without = events(n), events(n)
+    with_ledger, without, statements_only = events(n), events(n), events(n)
     off = run(Database(Settings(stage=STAGE, database_url=None, db_secret_arn=None)), without)
     on = run(Database(settings), with_ledger)
+    db_only = ledger_statements(url, statements_only)
     with psycopg.connect(url, autocommit=True) as conn:
         succeeded = conn.execute("SELECT count(*) FROM conveyor.runs WHERE job_name = %s AND status = 'succeeded'", (NOTE.name,)).fetchone()[0]
     assert succeeded >= n, f"only {succeeded} of {n} runs recorded as succeeded"
     per_job_on, per_job_off = on / n * 1e6, off / n * 1e6
     return [
+        Row("start + outcome statements alone, batches of 10", db_only / n * 1e6, "µs/job"),
         Row(f"handler, batches of 10, ledger off ({n} jobs)", per_job_off, "µs/job"),
         Row("handler with the ledger (2 statements + 1 visibility call per batch)", per_job_on, "µs/job", "ledger off", per_job_on / per_job_off),
         Row("added by the ledger", per_job_on - per_job_off, "µs/job"),
     ]
+
+
+def ledger_statements(url: str, batches: list[dict]) -> float:
+    """Seconds for the ledger's two statements per batch alone (what the database pays), on published jobs."""
+    from shared.envelope import Delivery
+    from shared.ledger import record
+
+    total = 0.0
+    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+        for event in batches:
+            starts = [
+                record.Start(Delivery.from_record(r), NOTE.name, NOTE.queue, 60.0, uuid.uuid4(), position=i)
+                for i, r in enumerate(event["Records"])
+            ]
+            began = time.perf_counter()
+            claims = record.start(conn, starts)
+            record.finish(conn, [record.Outcome(c.job_id, c.token, "succeeded") for c in claims.values() if c.taken])
+            total += time.perf_counter() - began
+    return total
 
 
 # -- main ------------------------------------------------------------------------------------------------------

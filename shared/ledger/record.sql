@@ -1,4 +1,6 @@
 -- What the handler runtime writes to the run ledger. Loaded by shared.sqlfile; each block starts with a "-- name:" line.
+-- The batch statements take their arrays in binary (%(x)b): psycopg's text rendering of a dozen arrays cost more
+-- than the statement itself.
 
 -- name: runs_start
 -- Take the runs of one batch, one statement for the whole batch. A run is taken (status running, attempt + 1, a new
@@ -15,9 +17,9 @@ INSERT INTO conveyor.runs AS r (id, job_name, queue, payload, status, created_at
 SELECT i.id, i.job_name, i.queue, i.payload::json, 'running', coalesce(i.enqueued_at, i.sent_at, now()),
        coalesce(i.sent_at, now()), i.sent_at, i.message_id, 1, now(), now(),
        now() + i.stale_after * interval '1 second', i.token, i.parent_id, i.scheduled_for, i.position, now()
-FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[], %(job_names)s::text[], %(queues)s::text[], %(payloads)s::text[],
-            %(message_ids)s::text[], %(enqueued_at)s::timestamptz[], %(sent_at)s::timestamptz[],
-            %(stale_after)s::float8[], %(parent_ids)s::uuid[], %(scheduled_for)s::timestamptz[], %(positions)s::int[])
+FROM unnest(%(ids)b::uuid[], %(tokens)b::uuid[], %(job_names)b::text[], %(queues)b::text[], %(payloads)b::text[],
+            %(message_ids)b::text[], %(enqueued_at)b::timestamptz[], %(sent_at)b::timestamptz[],
+            %(stale_after)b::float8[], %(parent_ids)b::uuid[], %(scheduled_for)b::timestamptz[], %(positions)b::int[])
      AS i(id, token, job_name, queue, payload, message_id, enqueued_at, sent_at, stale_after, parent_id, scheduled_for,
           position)
 ON CONFLICT (id) DO UPDATE
@@ -51,7 +53,7 @@ RETURNING r.id, r.status, r.attempt, r.run_token, r.stale_at, r.parent_id, r.sch
 UPDATE conveyor.runs r
 SET status = 'running', attempt = 1, run_token = i.token, stale_at = now() + i.stale_after * interval '1 second',
     last_started_at = now(), finished_at = NULL, message_id = i.message_id, updated_at = now()
-FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[], %(message_ids)s::text[], %(stale_after)s::float8[])
+FROM unnest(%(ids)b::uuid[], %(tokens)b::uuid[], %(message_ids)b::text[], %(stale_after)b::float8[])
      AS i(id, token, message_id, stale_after)
 WHERE r.id = i.id AND r.status IN ('dead', 'failed')
 RETURNING r.id, r.status, r.attempt, r.run_token, r.stale_at, r.parent_id, r.scheduled_for;
@@ -81,9 +83,9 @@ SET status = CASE WHEN r.status = 'running' OR o.token IS NULL THEN o.status ELS
     progress = CASE WHEN o.progress IS NULL THEN r.progress ELSE greatest(coalesce(r.progress, 0), o.progress) END,
     progress_message = coalesce(left(o.progress_message, 500), r.progress_message),
     updated_at = now()
-FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[], %(statuses)s::text[], %(started_at)s::timestamptz[],
-            %(error_types)s::text[], %(errors)s::text[], %(results)s::text[], %(progress)s::int[],
-            %(progress_messages)s::text[], %(attempts)s::int[])
+FROM unnest(%(ids)b::uuid[], %(tokens)b::uuid[], %(statuses)b::text[], %(started_at)b::timestamptz[],
+            %(error_types)b::text[], %(errors)b::text[], %(results)b::text[], %(progress)b::int[],
+            %(progress_messages)b::text[], %(attempts)b::int[])
      AS o(id, token, status, started_at, error_type, error, result, progress, progress_message, attempt)
 WHERE r.id = o.id
   AND (r.run_token = o.token OR (o.token IS NULL AND o.status <> 'queued' AND r.status IN ('queued', 'retrying')))
