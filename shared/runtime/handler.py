@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -131,6 +132,12 @@ class Invocation:
     context: Any = None
     started: float = field(default_factory=time.time)
     plans: dict[str, RecordPlan] = field(default_factory=dict)
+    # The call that sets each record's visibility to its slot, running alongside the first record.
+    visibility: threading.Thread | None = None
+
+    def visibility_set(self) -> None:
+        if self.visibility is not None:
+            self.visibility.join(timeout=30)
 
     @property
     def outcomes(self) -> list[ledger.Outcome]:
@@ -222,6 +229,7 @@ class JobHandler:
                 context=context,
             )
         finally:
+            invocation.visibility_set()
             self._finish(invocation)
             # Observers hear of a run after the ledger recorded it, so what they read there matches what they hear.
             for plan in invocation.plans.values():
@@ -292,7 +300,11 @@ class JobHandler:
                 visibility.append((delivery, min(max(math.ceil(wait) + 1, 1), SQS_MAX_VISIBILITY_SECONDS // 2)))
             else:
                 invocation.plans[delivery.message_id] = RecordPlan(Plan.NOT_RUN, claim)
-        self._set_visibility(visibility)
+        if visibility:
+            # In the background: the first record starts at once instead of waiting for SQS. Anything that sets a
+            # record's visibility later (a retry delay) waits for this call first, so it is never overwritten.
+            invocation.visibility = threading.Thread(target=self._set_visibility, args=(visibility,), daemon=True)
+            invocation.visibility.start()
 
     def _set_visibility(self, entries: list[tuple[Delivery, int]]) -> None:
         """One ChangeMessageVisibilityBatch per queue; a failure only delays recovery to the queue's visibility."""
@@ -561,6 +573,7 @@ class JobHandler:
         (``exact=True``) is never shortened: what SQS cannot hold waits in the outbox as the job's next attempt, due
         when the delay ends, and this message is deleted.
         """
+        invocation.visibility_set()
         room = self._visibility_room(delivery, invocation)
         if seconds > room:
             if exact:
