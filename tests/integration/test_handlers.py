@@ -30,12 +30,14 @@ def test_committed_job_reaches_its_handler(work_runtime, db_url, calls):
     job_id = enqueue_committed(db_url, {"n": 1})
     assert work_runtime.wait_for(lambda: calls.items, timeout=10)
     assert calls.items == [(job_id, 1, 1)]
-    assert any("succeeded" in line and job_id in line for line in work_runtime.lines)
+    # The console line comes once the ledger has the run's outcome, a moment after the handler returned.
+    assert work_runtime.wait_for(lambda: any("succeeded" in line and job_id in line for line in work_runtime.lines), timeout=10)
 
 
 def test_failure_is_retried_with_backoff_then_dead_lettered_with_the_error(work_runtime, db_url, calls):
     job_id = enqueue_committed(db_url, {"n": 7, "fail_times": 99})
     assert work_runtime.wait_for(lambda: len(dead_letters_peek(work_runtime)) == 1, timeout=30)
+    assert work_runtime.wait_for(lambda: len([r for r in work_runtime.reports if r.job_id == job_id]) == 3, timeout=10)
     attempts = [a for _, n, a in calls.items if n == 7]
     assert attempts == [1, 2, 3]  # max_attempts = 3, then no more runs
     # ...though the queue's redrive policy would allow more receives (room for throttling): the handler decides.
@@ -62,6 +64,7 @@ def dead_letters_peek(runtime):
 def test_retry_waits_for_the_backoff(work_runtime, db_url, calls):
     enqueue_committed(db_url, {"n": 3, "fail_times": 1})
     assert work_runtime.wait_for(lambda: len(calls.items) == 2, timeout=15)
+    assert work_runtime.wait_for(lambda: len([r for r in work_runtime.reports if r.job_name == "test.work"]) >= 2, timeout=10)
     first, second = [r for r in work_runtime.reports if r.job_name == "test.work"][:2]
     assert first.outcome == "retrying" and first.retry_in == 1
     assert second.outcome == "succeeded" and second.attempt == 2

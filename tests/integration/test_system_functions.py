@@ -199,6 +199,7 @@ def test_shared_queue_runs_both_jobs_in_the_local_runtime(runtime_factory, db_ur
     with psycopg.connect(db_url, autocommit=True) as conn, conn.transaction():
         enqueue(conn, a, {"n": 1}, registry=registry)
         enqueue(conn, b, {"n": 2}, registry=registry)
-    assert runtime.wait_for(lambda: len(seen) == 2, timeout=15), runtime.lines
+    # Runs are reported once the ledger recorded them, a moment after the handlers ran.
+    assert runtime.wait_for(lambda: len(seen) == 2 and len(runtime.reports) == 2, timeout=15), runtime.lines
     assert sorted(seen) == ["a1", "b2"]
     assert json.dumps(sorted(r.outcome.value for r in runtime.reports)) == '["succeeded", "succeeded"]'
