@@ -86,3 +86,56 @@ def insert_run(
     literals = sql.SQL(", ").join(v if isinstance(v, sql.Composable) else sql.Literal(v) for v in values.values())
     conn.execute(sql.SQL("INSERT INTO conveyor.runs ({}) VALUES ({})").format(names, literals))
     return job_id
+
+
+# -- the real delivery path, one step at a time (enqueue → relay → SQS → receive → handler) ------------------------
+
+
+class FakeLambdaContext:
+    """What Lambda passes a handler (the parts the runtime reads). A stand-in for AWS, not for Conveyor's code."""
+
+    def __init__(self, remaining_ms: int = 600_000) -> None:
+        self.remaining_ms = remaining_ms
+        self.function_name = "test"
+        self.aws_request_id = "request"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def publish(db_url: str, sqs, stage: str) -> int:
+    """One relay cycle: what is due in the outbox goes to SQS. Returns how many messages were sent."""
+    from shared.database import connect
+    from shared.outbox.relay import Relay
+    from shared.queues import QueueDirectory
+    from shared.settings import Settings
+
+    settings = Settings(stage=stage, database_url=db_url)
+    relay = Relay(lambda: connect(settings), sqs, QueueDirectory(sqs, settings))
+    try:
+        return relay.run_once().published
+    finally:
+        relay.close()
+
+
+def receive(sqs, queue: tuple[str, str], count: int, *, visibility: int = 60) -> dict:
+    """Receive ``count`` messages from ``queue`` (url, arn) as the event source would: a Lambda event."""
+    from shared.lambda_events import sqs_record
+
+    url, arn = queue
+    messages: list = []
+    for _ in range(50):
+        if len(messages) >= count:
+            break
+        messages += sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=visibility, AttributeNames=["All"],
+            MessageAttributeNames=["All"], WaitTimeSeconds=1,
+        ).get("Messages", [])  # fmt: skip
+    assert len(messages) == count
+    return {"Records": [sqs_record(m, queue_arn=arn, region="us-east-1") for m in messages]}
+
+
+def fast_forward(sqs, queue: tuple[str, str], event: dict) -> None:
+    """End the delay the runtime set on these messages (SQS's clock cannot be moved): visible again now."""
+    for record in event["Records"]:
+        sqs.change_message_visibility(QueueUrl=queue[0], ReceiptHandle=record["receiptHandle"], VisibilityTimeout=0)

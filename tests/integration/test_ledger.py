@@ -11,16 +11,16 @@ import uuid
 import psycopg
 import pytest
 
-from shared.database import Database, connect
-from shared.lambda_events import sqs_record
+from shared.database import Database
 from shared.local.aws import ensure_queues
 from shared.migrate import sync_registry
 from shared.outbox import enqueue
-from shared.outbox.relay import Relay
 from shared.queues import QueueDirectory
 from shared.registry import JobPayload, Registry, RetryPolicy
 from shared.runtime import JobContext, job_handler
 from shared.settings import Settings
+
+from tests.support import FakeLambdaContext, fast_forward, publish, receive
 
 
 class Step(JobPayload):
@@ -30,18 +30,6 @@ class Step(JobPayload):
 
 registry = Registry()
 STEP = registry.job("test.step", payload=Step, queue="steps", timeout=5, retry=RetryPolicy(max_attempts=3, jitter=False))
-
-
-class FakeLambdaContext:
-    """What Lambda passes a handler (the parts the runtime reads). A stand-in for AWS, not for Conveyor's code."""
-
-    def __init__(self, remaining_ms: int = 600_000) -> None:
-        self.remaining_ms = remaining_ms
-        self.function_name = "steps"
-        self.aws_request_id = "request"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
 
 
 @pytest.fixture
@@ -70,36 +58,6 @@ def make_handler(sqs, stage, db_url):
     yield make
     for database in databases:
         database.close()
-
-
-def publish(db_url, sqs, stage):
-    settings = Settings(stage=stage, database_url=db_url)
-    relay = Relay(lambda: connect(settings), sqs, QueueDirectory(sqs, settings))
-    try:
-        return relay.run_once().published
-    finally:
-        relay.close()
-
-
-def receive(sqs, queue, count, *, visibility=60):
-    """Receive ``count`` messages as the event source would and return them as a Lambda event."""
-    url, arn = queue
-    messages = []
-    for _ in range(50):
-        if len(messages) >= count:
-            break
-        messages += sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=visibility, AttributeNames=["All"],
-            MessageAttributeNames=["All"], WaitTimeSeconds=1,
-        ).get("Messages", [])  # fmt: skip
-    assert len(messages) == count
-    return {"Records": [sqs_record(m, queue_arn=arn, region="us-east-1") for m in messages]}
-
-
-def fast_forward(sqs, queue, event):
-    """End the retry delay the runtime set (SQS's clock cannot be moved): the message is visible again now."""
-    for record in event["Records"]:
-        sqs.change_message_visibility(QueueUrl=queue[0], ReceiptHandle=record["receiptHandle"], VisibilityTimeout=0)
 
 
 def job(conn, job_id):
@@ -578,6 +536,7 @@ def test_a_run_the_ledger_missed_still_commits_its_transaction_once(
     assert handler.ledger_gaps == 1
     assert len(response["batchItemFailures"]) == 1  # left on SQS; delivered again, the ledger will say succeeded
     assert conn.execute("SELECT count(*) FROM public.effects").fetchone()[0] == 1
+    assert job(conn, job_id)["status"] == "succeeded"
 
 
 def test_the_outcome_of_a_run_the_ledger_missed_is_still_recorded(conn, db_url, sqs, stage, steps, make_handler, start_fails):

@@ -18,19 +18,19 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from shared.database import Database, connect
-from shared.lambda_events import sqs_record
+from shared.database import Database
 from shared.ledger.cancel import CancelError, cancel
 from shared.ledger.flows import enqueue_flow
 from shared.local.aws import ensure_queues
 from shared.migrate import sync_registry
 from shared.outbox import enqueue
-from shared.outbox.relay import Relay
 from shared.queues import QueueDirectory
 from shared.registry import JobPayload, Registry, RetryPolicy
 from shared.runtime import JobContext, PermanentJobError, job_handler
 from shared.scheduled.fire import FireOutcome, fire_schedule
 from shared.settings import Settings
+
+from tests.support import FakeLambdaContext, fast_forward, publish, receive
 
 
 class Part(JobPayload):
@@ -76,18 +76,6 @@ QUARTER = timedelta(minutes=15)
 ON_TIME = timedelta(minutes=1)  # a fire handled a minute into its period: not late
 
 
-class FakeLambdaContext:
-    """What Lambda passes a handler (the parts the runtime reads). A stand-in for AWS, not for Conveyor's code."""
-
-    def __init__(self, remaining_ms: int = 600_000) -> None:
-        self.remaining_ms = remaining_ms
-        self.function_name = "e2e"
-        self.aws_request_id = "request"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
 # -- the real path, one step at a time ---------------------------------------------------------------------------
 
 
@@ -127,41 +115,10 @@ def make_handler(sqs, stage, db_url):
         database.close()
 
 
-def publish(db_url, sqs, stage):
-    """One relay cycle: what is due in the outbox goes to SQS. Returns how many messages were sent."""
-    settings = Settings(stage=stage, database_url=db_url)
-    relay = Relay(lambda: connect(settings), sqs, QueueDirectory(sqs, settings))
-    try:
-        return relay.run_once().published
-    finally:
-        relay.close()
-
-
-def receive(sqs, queue, count, *, visibility=60):
-    """Receive ``count`` messages as the event source would and return them as a Lambda event."""
-    url, arn = queue
-    messages = []
-    for _ in range(50):
-        if len(messages) >= count:
-            break
-        messages += sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=visibility, AttributeNames=["All"],
-            MessageAttributeNames=["All"], WaitTimeSeconds=1,
-        ).get("Messages", [])  # fmt: skip
-    assert len(messages) == count
-    return {"Records": [sqs_record(m, queue_arn=arn, region="us-east-1") for m in messages]}
-
-
 def visible(sqs, queue):
     """Messages on ``queue`` that a receive would get now (taken and made visible again at once)."""
     found = sqs.receive_message(QueueUrl=queue[0], MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0)
     return len(found.get("Messages", []))
-
-
-def fast_forward(sqs, queue, event):
-    """End the retry delay the runtime set (SQS's clock cannot be moved): the message is visible again now."""
-    for record in event["Records"]:
-        sqs.change_message_visibility(QueueUrl=queue[0], ReceiptHandle=record["receiptHandle"], VisibilityTimeout=0)
 
 
 def ledger(conn, job_id):
