@@ -229,6 +229,17 @@ WITH failed AS (
 )
 SELECT (SELECT count(*) FROM buried) AS dead, (SELECT count(*) FROM retried) AS retried;
 
+-- name: outbox_lock_flow_parents
+-- The flow parents of refused rows, locked in id order before any of them is given up on: the trigger on
+-- conveyor.outbox_dead locks one parent per dead child, in whatever order the rows come, and two relays giving up
+-- on children of the same two flows would otherwise deadlock (and the rollback would undo their published marks
+-- too). The handler runtime takes parent locks in the same order (shared.ledger.flows.lock_parents).
+SELECT p.id
+FROM conveyor.runs p
+WHERE p.id IN (SELECT o.parent_id FROM conveyor.outbox o WHERE o.id = ANY(%(ids)s::uuid[]) AND o.parent_id IS NOT NULL)
+ORDER BY p.id
+FOR UPDATE OF p;
+
 -- name: outbox_release
 -- Rows this relay claimed but did not try to send (its lease was running out): claimable again at once, with no
 -- attempt counted.

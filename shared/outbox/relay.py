@@ -317,6 +317,7 @@ class Relay:
                 {"ids": [i for i, _ in published], "message_ids": [m for _, m in published]},
             )
         if refused:
+            conn.execute(QUERIES["outbox_lock_flow_parents"], {"ids": [r.id for r in refused]})
             row = conn.execute(
                 QUERIES["outbox_mark_failed"],
                 {
