@@ -178,7 +178,8 @@ def mark_succeeded_unfenced(
     row = conn.execute(
         QUERIES["run_succeeded_unfenced"],
         {"id": ledger_id(start.delivery), "job_name": start.job_name, "queue": start.queue, "payload": start.delivery.body,
-         "message_id": start.delivery.message_id, "attempt": attempt, "result": result},
+         "message_id": start.delivery.message_id, "attempt": attempt, "result": result,
+         "parent_id": _uuid(start.delivery.parent_id), "scheduled_for": start.delivery.scheduled_for},
     ).fetchone()  # fmt: skip
     return row is not None
 

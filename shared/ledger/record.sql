@@ -115,12 +115,14 @@ WHERE id = %(id)s AND run_token = %(token)s AND status = 'running';
 -- transaction only if it has not ended (or is not running elsewhere) meanwhile; otherwise nothing is returned and
 -- the job's work is rolled back. Keeps "commits once" when the ledger missed the start.
 INSERT INTO conveyor.runs AS r (id, job_name, queue, payload, status, created_at, run_at, message_id, attempt,
-                                first_started_at, last_started_at, finished_at, result, updated_at)
+                                first_started_at, last_started_at, finished_at, result, parent_id, scheduled_for,
+                                updated_at)
 VALUES (%(id)s, %(job_name)s, %(queue)s, %(payload)s::json, 'succeeded', now(), now(), %(message_id)s, %(attempt)s,
-        now(), now(), now(), %(result)s::json, now())
+        now(), now(), now(), %(result)s::json, %(parent_id)s, %(scheduled_for)s, now())
 ON CONFLICT (id) DO UPDATE
 SET status = 'succeeded', finished_at = now(), stale_at = NULL, attempt = greatest(r.attempt, EXCLUDED.attempt),
     last_started_at = now(), first_started_at = coalesce(r.first_started_at, now()),
-    result = coalesce(EXCLUDED.result, r.result), updated_at = now()
+    result = coalesce(EXCLUDED.result, r.result), parent_id = coalesce(r.parent_id, EXCLUDED.parent_id),
+    scheduled_for = coalesce(r.scheduled_for, EXCLUDED.scheduled_for), updated_at = now()
 WHERE r.status IN ('pending', 'queued', 'retrying', 'dead', 'failed') OR (r.status = 'running' AND r.stale_at < now())
 RETURNING r.id;

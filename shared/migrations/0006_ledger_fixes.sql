@@ -4,6 +4,13 @@
 -- the ledger row by job id, and two rows of one job in one claim would make that statement fail for the whole batch.
 -- A second long RetryAfter for a job whose first one already waits (its worker died before the ledger heard of the
 -- first) adds nothing.
+-- A database that ran the earlier code may hold such a second row (a worker killed after holding a long RetryAfter
+-- in the outbox, its message run again): keep each job's latest attempt, the one its ledger counts on from; the job
+-- itself is not lost.
+DELETE FROM conveyor.outbox o
+USING conveyor.outbox later
+WHERE o.job_id IS NOT NULL AND later.job_id = o.job_id
+  AND (later.attempt, later.id) > (o.attempt, o.id);
 DROP INDEX conveyor.outbox_retry;
 CREATE UNIQUE INDEX outbox_job ON conveyor.outbox (job_id) WHERE job_id IS NOT NULL;
 
@@ -187,7 +194,9 @@ END;
 $$;
 
 
--- Requeue dead outbox rows as in 0005, one row per job id (the index above).
+-- Requeue dead outbox rows as in 0005, one row per job id (the index above). A row with a job_id is a job whose
+-- ledger row the relay ended 'failed' when it gave up (a retry held in the outbox, a released flow parent): it is
+-- reopened as 'pending', or the handler would acknowledge the requeued message unrun as "already failed".
 CREATE OR REPLACE FUNCTION conveyor.requeue_dead_outbox(ids uuid[] DEFAULT NULL) RETURNS integer
 LANGUAGE sql
 AS $$
@@ -213,6 +222,11 @@ AS $$
                parent_id, scheduled_for
         FROM moved
         RETURNING 1
+    ), reopened AS (
+        UPDATE conveyor.runs r
+        SET status = 'pending', finished_at = NULL, updated_at = now()
+        FROM moved m
+        WHERE m.job_id IS NOT NULL AND r.id = m.job_id AND r.status = 'failed' AND r.last_error_type = 'PublishFailed'
     )
     SELECT count(*)::integer FROM inserted;
 $$;

@@ -561,3 +561,29 @@ def test_a_job_whose_retry_the_relay_gives_up_on_ends_failed_in_the_ledger(conn,
     publish(db_url, sqs, stage)
     row = job(conn, job_id)
     assert (row["status"], row["error_type"], row["finished"]) == ("failed", "PublishFailed", True)
+
+
+def test_a_requeued_retry_the_relay_gave_up_on_runs(conn, db_url, sqs, stage, steps, make_handler):
+    """`conveyor outbox --requeue` of a retry held in the outbox that SQS refused: the ledger row is reopened, so the
+    job runs instead of being acknowledged as already failed."""
+    from shared.outbox.dead import requeue_dead
+
+    job_id = enqueue_step(conn, 25)
+    publish(db_url, sqs, stage)
+    conn.execute("UPDATE conveyor.runs SET status = 'pending', attempt = 1 WHERE id = %s", (job_id,))
+    conn.execute(
+        "INSERT INTO conveyor.outbox (id, job_id, job_name, queue, payload, attempt) VALUES (gen_random_uuid(), %s, 'test.step', 'steps', %s, 2)",
+        (job_id, json.dumps({"n": 25, "pad": "x" * 262_144})),
+    )
+    publish(db_url, sqs, stage)
+    assert job(conn, job_id)["status"] == "failed"
+    # The operator fixes the cause (here: the row's payload) and requeues it.
+    conn.execute("UPDATE conveyor.outbox_dead SET payload = '{\"n\": 25}' WHERE job_id = %s", (job_id,))
+    assert requeue_dead(conn) == 1
+    assert job(conn, job_id)["status"] == "pending"
+    publish(db_url, sqs, stage)
+    runs = []
+    # The first attempt's message (never consumed in this test) and the requeued retry's: only the retry runs.
+    make_handler(lambda payload, ctx: runs.append(ctx.attempt))(receive(sqs, steps, 2), FakeLambdaContext())
+    assert runs == [2]
+    assert job(conn, job_id)["status"] == "succeeded"

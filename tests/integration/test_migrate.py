@@ -83,3 +83,30 @@ def test_refuses_a_migration_edited_after_it_was_applied(conn):
     conn.execute("UPDATE conveyor.migrations SET checksum = 'edited' WHERE component = 'conveyor' AND version = 1")
     with pytest.raises(MigrationError, match="conveyor/0001_outbox.sql was changed after it was applied"):
         migrate(conn)
+
+
+def test_the_ledger_fixes_migration_keeps_one_waiting_row_per_job_from_older_data(db_url):
+    """A database that ran the code before migration 0006 may hold two outbox rows for one job (a retry held in the
+    outbox twice). 0006 keeps the latest attempt instead of failing on its new unique index."""
+    import uuid
+
+    from psycopg import sql
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for schema in ("conveyor", "demo"):
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        conn.execute("CREATE SCHEMA conveyor")
+        migrations = CONVEYOR.migrations()
+        with conn.transaction():
+            for migration in migrations[:5]:  # 0001-0005, as an older deployment has them
+                conn.execute(migration.sql)
+        job_id = uuid.uuid4()
+        for attempt in (2, 3):
+            conn.execute(
+                "INSERT INTO conveyor.outbox (id, job_id, job_name, queue, payload, attempt) VALUES (%s, %s, 'j', 'q', '{}', %s)",
+                (uuid.uuid4(), job_id, attempt),
+            )
+        with conn.transaction():
+            conn.execute(migrations[5].sql)
+        assert migrations[5].name == "ledger_fixes"
+        assert conn.execute("SELECT attempt FROM conveyor.outbox WHERE job_id = %s", (job_id,)).fetchall() == [(3,)]
