@@ -284,8 +284,9 @@ class LocalRuntime:
         from shared.ledger.read import get_job
 
         try:
-            if self._ledger is None:
-                self._ledger = Database(Settings(database_url=self.database_url))
+            with self._reports_lock:  # pollers report from several threads; one Database (a connection per thread)
+                if self._ledger is None:
+                    self._ledger = Database(Settings(database_url=self.database_url))
             return get_job(self._ledger.connection(), job_id)
         except Exception:  # noqa: BLE001 - the console line falls back to the report (a foreign job id, a DB blip)
             return None

@@ -42,12 +42,15 @@ class RunState:
     token: uuid.UUID | None = None
     progress: int | None = None
     progress_message: str | None = None
-    # Progress not yet written (throttled, or reported inside the job's transaction); the outcome statement writes it.
-    progress_written: int | None = None
+    # When progress was last written; what is not written yet (throttled, or reported inside the job's
+    # transaction) the outcome statement writes.
     progress_written_at: float = 0.0
     result: str | None = None
-    # The job's transaction committed and marked the run succeeded.
+    # The job's transaction committed and marked the run succeeded; and whether it is open now.
     committed: bool = False
+    in_transaction: bool = False
+    # What the commit recorded (result, progress, message): the batch's outcome statement skips a run with nothing new.
+    committed_with: tuple[Any, ...] | None = None
     # The start the ledger could not record (the database failed then): ctx.transaction() records the run itself.
     unrecorded_start: ledger.Start | None = None
 
@@ -101,8 +104,14 @@ class JobContext:
         idempotency key such as ``ctx.job_id``.
         """
         conn = self.connection()
-        if conn.info.transaction_status != 0:  # already inside the job's transaction: a savepoint
-            with conn.transaction():
+        if conn.info.transaction_status != 0:
+            if not self.run.in_transaction:
+                # A transaction the job opened itself: nesting in it would commit the work without the mark.
+                raise RuntimeError(
+                    f"job {self.job_name}: ctx.transaction() inside a transaction the job opened on ctx.connection() "
+                    "would not mark the run succeeded; make ctx.transaction() the outermost transaction"
+                )
+            with conn.transaction():  # nested in ctx.transaction(): a savepoint
                 yield conn
             return
         if self.run.committed:
@@ -111,7 +120,11 @@ class JobContext:
                 "succeeded; do all of the run's database work in one ctx.transaction()"
             )
         with conn.transaction():
-            yield conn
+            self.run.in_transaction = True
+            try:
+                yield conn
+            finally:
+                self.run.in_transaction = False
             if self.run.ledgered:
                 assert self.run.job_id is not None and self.run.token is not None
                 marked = ledger.mark_succeeded(
@@ -132,7 +145,7 @@ class JobContext:
                     "is rolled back"
                 )
         self.run.committed = True
-        self.run.progress_written = self.run.progress
+        self.run.committed_with = (self.run.result, self.run.progress, self.run.progress_message)
 
     def enqueue(self, job: JobSpec | str, payload: Any, **options: Any) -> uuid.UUID:
         """Enqueue a follow-up job. Inside ``with ctx.transaction()`` it joins that transaction (a savepoint);
@@ -184,4 +197,4 @@ class JobContext:
         except Exception:  # noqa: BLE001 - progress is informational; the outcome statement writes it again
             self.logger.warning("could not record progress", exc_info=True)
             return
-        state.progress_written, state.progress_written_at = value, now
+        state.progress_written_at = now

@@ -118,8 +118,9 @@ class RecordPlan:
     deadline: float | None = None
     # The start the ledger could not record (Plan.UNLEDGERED after a database error).
     start: ledger.Start | None = None
-    # This run's outcome, for the batch's outcome statement, and its report for observers.
+    # This run's outcome, for the batch's outcome statement (unless already written: ``recorded``), and its report.
     outcome: ledger.Outcome | None = None
+    recorded: bool = False
     report: RunReport | None = None
 
 
@@ -135,9 +136,11 @@ class Invocation:
     # The call that sets each record's visibility to its slot, running alongside the first record.
     visibility: threading.Thread | None = None
 
-    def visibility_set(self) -> None:
+    def visibility_set(self, logger: Any = None) -> None:
         if self.visibility is not None:
             self.visibility.join(timeout=30)
+            if self.visibility.is_alive() and logger is not None:
+                logger.warning("the slot visibility call is still running after 30 s; a retry delay set now may be overwritten")
 
     @property
     def outcomes(self) -> list[ledger.Outcome]:
@@ -229,7 +232,7 @@ class JobHandler:
                 context=context,
             )
         finally:
-            invocation.visibility_set()
+            invocation.visibility_set(self.logger)
             self._finish(invocation)
             # Observers hear of a run after the ledger recorded it, so what they read there matches what they hear.
             for plan in invocation.plans.values():
@@ -573,7 +576,7 @@ class JobHandler:
         (``exact=True``) is never shortened: what SQS cannot hold waits in the outbox as the job's next attempt, due
         when the delay ends, and this message is deleted.
         """
-        invocation.visibility_set()
+        invocation.visibility_set(self.logger)
         room = self._visibility_room(delivery, invocation)
         if seconds > room:
             if exact:
@@ -640,6 +643,7 @@ class JobHandler:
                         claim.job_id, claim.token, "pending", error_type=error[0] if error else None,
                         error=error[1] if error else None,
                     )])  # fmt: skip
+                    plan.recorded = True
         except Exception:  # noqa: BLE001 - the database is down or refused: keep the message on SQS instead
             self.logger.warning("could not reschedule the retry through the outbox", exc_info=True)
             if fallback is not None:
@@ -712,6 +716,10 @@ class JobHandler:
         error_type: str | None = None,
     ) -> None:
         """Queue this run's outcome for the batch's outcome statement (runs this delivery did not take have none)."""
+        if plan.recorded:
+            return  # written in the transaction that held the retry in the outbox
+        if state is not None and state.committed_with == (state.result, state.progress, state.progress_message):
+            return  # the job's transaction recorded it all; nothing new since
         claim = plan.claim
         if plan.plan is Plan.RUN and claim is not None and claim.token is not None:
             job_id, token, attempt = claim.job_id, claim.token, claim.attempt

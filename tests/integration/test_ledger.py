@@ -587,3 +587,23 @@ def test_a_requeued_retry_the_relay_gave_up_on_runs(conn, db_url, sqs, stage, st
     make_handler(lambda payload, ctx: runs.append(ctx.attempt))(receive(sqs, steps, 2), FakeLambdaContext())
     assert runs == [2]
     assert job(conn, job_id)["status"] == "succeeded"
+
+
+def test_ctx_transaction_inside_a_transaction_the_job_opened_is_refused(conn, db_url, sqs, stage, steps, make_handler, ledger_table):
+    """Nesting would commit the work with the job's own transaction but never mark the run: refused, so the job
+    retries instead of silently losing effectively-once."""
+    job_id = enqueue_step(conn, 26)
+    publish(db_url, sqs, stage)
+
+    def work(payload, ctx: JobContext):
+        conn = ctx.connection()
+        with conn.transaction():
+            conn.execute("INSERT INTO public.effects VALUES (%s, 1)", (ctx.job_id,))
+            with ctx.transaction():
+                pass
+
+    make_handler(work)(receive(sqs, steps, 1), FakeLambdaContext())
+    row = job(conn, job_id)
+    assert (row["status"], row["error_type"]) == ("retrying", "RuntimeError")
+    assert "make ctx.transaction() the outermost transaction" in row["error"]
+    assert conn.execute("SELECT count(*) FROM public.effects").fetchone()[0] == 0
