@@ -17,11 +17,14 @@ def new_job_id() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
-def parse_job_id(value: uuid.UUID | str) -> uuid.UUID:
-    """A job id given as a UUID or its text (an API path, a CLI argument), refused with a one-line error otherwise."""
+def parse_job_id(value: uuid.UUID | str, name: str | None = None) -> uuid.UUID:
+    """A job id given as a UUID or its text (an API path, a CLI argument), refused with a one-line error otherwise;
+    ``name`` says which argument it was."""
     if isinstance(value, uuid.UUID):
         return value
     try:
         return uuid.UUID(str(value))
     except ValueError:
+        if name is not None:
+            raise ValueError(f"{name} {value!r} is not a job id (a UUID)") from None
         raise ValueError(f"not a job id: {value!r} (job ids are UUIDs)") from None

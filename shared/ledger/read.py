@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 
+from shared.ids import parse_job_id
 from shared.ledger.status import RunStatus, parse_status
 from shared.sqlfile import load_queries
 
@@ -96,7 +97,7 @@ COLUMNS = tuple(f.name for f in fields(JobRecord))
 
 def get_job(conn: psycopg.Connection, job_id: uuid.UUID | str) -> JobRecord | None:
     """The job with this id, wherever it is; None if there is none (never enqueued, or deleted by retention)."""
-    row = conn.execute(QUERIES["jobs_get"], {"id": _uuid(job_id, "job_id")}).fetchone()
+    row = conn.execute(QUERIES["jobs_get"], {"id": parse_job_id(job_id, "job_id")}).fetchone()
     return None if row is None else JobRecord.from_row(row)
 
 
@@ -130,11 +131,11 @@ def list_jobs(
             raise ValueError(f"before must be a (created_at, id) cursor, got {before!r}") from None
         if not isinstance(before_at, datetime) or before_at.tzinfo is None:
             raise ValueError(f"before's created_at must be a timezone-aware datetime, got {before_at!r}")
-        before_id = _uuid(raw_id, "before's id")
+        before_id = parse_job_id(raw_id, "before's id")
     params = {
         "job": job,
         "status": None if status is None else parse_status(str(status)).value,
-        "parent": None if parent is None else _uuid(parent, "parent"),
+        "parent": None if parent is None else parse_job_id(parent, "parent"),
         "since": since,
         "until": until,
         "before_at": before_at,
@@ -146,14 +147,6 @@ def list_jobs(
 
 def count_children(conn: psycopg.Connection, parent_id: uuid.UUID | str) -> int:
     """How many jobs name this one as their flow parent."""
-    row = conn.execute(QUERIES["jobs_count_children"], {"parent": _uuid(parent_id, "parent_id")}).fetchone()
+    row = conn.execute(QUERIES["jobs_count_children"], {"parent": parse_job_id(parent_id, "parent_id")}).fetchone()
     return int(row[0]) if row else 0
 
-
-def _uuid(value: uuid.UUID | str, name: str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise ValueError(f"{name} {value!r} is not a job id (a UUID)") from None
