@@ -27,7 +27,7 @@ from shared.names import queue_label_from_resource
 from shared.migrate import migrate, sync_registry
 from shared.outbox.relay import Relay, RelayStats
 from shared.queues import QueueDirectory
-from shared.registry import JobSpec, Registry, RegistryError
+from shared.registry import JobSpec, Registry
 from shared.runtime.dispatch import load_handler
 from shared.runtime.handler import JobHandler, RunReport
 from shared.scheduled.fire import FireOutcome, FireResult, fire_schedule, latest_fire

@@ -267,7 +267,7 @@ class JobHandler:
             if job_id in seen:
                 # The same job twice in one batch (a duplicate send): run it once; the copy comes back later and
                 # finds it done.
-                invocation.plans[delivery.message_id] = RecordPlan(Plan.BUSY, deadline=now + slot)
+                invocation.plans[delivery.message_id] = RecordPlan(Plan.BUSY)
                 continue
             seen.add(job_id)
             stale_after = (len(starts) + 1) * slot + INVOCATION_MARGIN_SECONDS
