@@ -25,6 +25,12 @@ RELAY_DRAIN_SECONDS = "CONVEYOR_RELAY_DRAIN_SECONDS"
 QUEUE_URLS = "CONVEYOR_QUEUE_URLS"
 DLQ_URLS = "CONVEYOR_DLQ_URLS"
 REGISTRY = "CONVEYOR_REGISTRY"
+# The ops function (issue 14): each registry queue's event source mapping id, as JSON {label: uuid}, so pause/resume
+# needs no lambda:ListEventSourceMappings; and the schedule group whose schedules pause/resume switches.
+EVENT_SOURCE_MAPPINGS = "CONVEYOR_EVENT_SOURCE_MAPPINGS"
+SCHEDULE_GROUP = "CONVEYOR_SCHEDULE_GROUP"
+# The local API's static tokens: "TOKEN=scope,scope;TOKEN2=scope" (see shared.operations.local_server).
+API_TOKENS = "CONVEYOR_API_TOKENS"
 
 DEFAULT_REGISTRY = "shared.jobs:registry"
 
