@@ -62,9 +62,10 @@
     if (seconds === null || seconds === undefined) return "–";
     if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
     if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
-    if (seconds < 3600) return `${Math.floor(seconds / 60)} m ${Math.round(seconds % 60)} s`;
-    if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} m`;
-    return `${Math.floor(seconds / 86400)} d ${Math.round((seconds % 86400) / 3600)} h`;
+    const two = (big, bigUnit, small, smallUnit) => (small ? `${big} ${bigUnit} ${small} ${smallUnit}` : `${big} ${bigUnit}`);
+    if (seconds < 3600) return two(Math.floor(seconds / 60), "min", Math.round(seconds % 60), "s");
+    if (seconds < 86400) return two(Math.floor(seconds / 3600), "h", Math.round((seconds % 3600) / 60), "min");
+    return two(Math.floor(seconds / 86400), "d", Math.round((seconds % 86400) / 3600), "h");
   }
 
   const pad = (n) => String(n).padStart(2, "0");
@@ -177,14 +178,11 @@
     $("token-input").focus();
   }
 
+  // A new token is a new caller, with other scopes and so other buttons: start the page afresh.
   function useToken(value) {
     if (value) sessionStorage.setItem(TOKEN_KEY, value);
     else sessionStorage.removeItem(TOKEN_KEY);
-    state.needToken = false;
-    state.me = null;
-    $("token-prompt").hidden = true;
-    $("main").hidden = false;
-    refresh();
+    location.reload();
   }
 
   // -- header: who, health ------------------------------------------------------------------------------------------
@@ -362,7 +360,7 @@
   }
 
   function chartSize(container) {
-    return { width: Math.max(container.clientWidth, 200), height: 150 };
+    return { width: Math.max(container.clientWidth, 200), height: 130 };
   }
 
   function drawChart(window, data) {
@@ -407,6 +405,7 @@
     state.jobsKey = key;
     for (const [id, first] of [["filter-job", "All jobs"], ["trigger-job", null]]) {
       const select = $(id);
+      if (!select) continue;   // the trigger form is gone for a caller who may not trigger
       const current = select.value || (id === "filter-job" ? state.filters.job : "") || "";
       select.replaceChildren(...(first ? [h("option", { value: "" }, first)] : []),
         ...jobs.map((j) => h("option", { value: j }, j)));
@@ -562,11 +561,12 @@
     $("detail").dataset.status = d.status;
 
     const buttons = [];
-    if (d.actions.includes("retry")) {
+    // The run's own `actions` (what this caller may do to it now), and the caller's scopes as well: belt and braces.
+    if (d.actions.includes("retry") && may("retry")) {
       buttons.push(h("button", { type: "button", dataset: { testid: "retry-button" },
         onclick: (e) => runAction(d.id, "retry", e.currentTarget) }, "Retry"));
     }
-    if (d.actions.includes("cancel")) {
+    if (d.actions.includes("cancel") && may("cancel")) {
       buttons.push(
         h("input", { type: "text", id: "cancel-reason", dataset: { testid: "cancel-reason" }, placeholder: "Reason (optional)" }),
         h("button", { type: "button", class: "danger", dataset: { testid: "cancel-button" },
@@ -664,7 +664,10 @@
       if (!state.me) {
         state.me = await api("GET", "/me");
         renderMe();
-        $("trigger-card").hidden = !may("trigger");
+        // Without the trigger action the form is not hidden but gone: the page holds no control it cannot use.
+        const card = $("trigger-card");
+        if (card && may("trigger")) card.hidden = false;
+        else if (card) card.remove();
       }
       const results = await Promise.allSettled([
         loadHealth(),
@@ -730,7 +733,7 @@
     window.addEventListener("hashchange", () => {
       if (/token=/.test(location.hash)) {
         takeTokenFromFragment();
-        useToken(token());
+        location.reload();
       }
     });
     let resizeTimer = null;
