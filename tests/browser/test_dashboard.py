@@ -95,9 +95,18 @@ class Dashboard:
         """What an operator does instead of waiting for the 5 s auto-refresh: press Filter."""
         self.driver.find_element(By.CSS_SELECTOR, '#filters button[type="submit"]').click()
 
+    def read(self, script: str, *args):
+        """Read the page in one script: nothing found in it can be replaced by a refresh before it is read."""
+        return self.driver.execute_script(script, *args)
+
     def row_status(self, job_id: str) -> str | None:
-        rows = self.find("run-row", id=job_id)
-        return rows[0].get_attribute("data-status") if rows else None
+        return self.read(
+            "const row = document.querySelector(`[data-testid=run-row][data-id='${arguments[0]}']`);"
+            "return row ? row.dataset.status : null;", job_id,
+        )  # fmt: skip
+
+    def text(self, testid: str) -> str:
+        return self.read(f"const e = document.querySelector('[data-testid={testid}]'); return e ? e.innerText : '';")
 
     def wait_row(self, job_id: str, *statuses: str) -> str:
         self.refresh()
@@ -115,8 +124,7 @@ class Dashboard:
         self.wait(click, message=f"the detail panel of {job_id} never opened")
 
     def detail_status(self) -> str | None:
-        badges = self.find("run-status")
-        return badges[0].get_attribute("data-status") if badges else None
+        return self.read("const b = document.querySelector('[data-testid=run-status]'); return b ? b.dataset.status : null;")
 
     def wait_detail(self, *statuses: str, timeout: float = 20) -> str:
         return self.wait(
@@ -167,9 +175,8 @@ def test_a_dead_run_retried_from_its_detail_panel_succeeds(dashboard, conn, swit
     assert dashboard.wait_row(dead, "succeeded") == "succeeded"
     assert dashboard.banner() == ""
     # The detail keeps the lineage: the failed attempt and who retried it.
-    attempts = dashboard.find("attempts")[0].text
-    assert "the handler is broken" in attempts
-    assert "retry" in dashboard.find("audit")[0].text
+    assert "the handler is broken" in dashboard.text("attempts")
+    assert "retry" in dashboard.text("audit")
     assert dashboard.row_status(later) == "pending"
 
     # The documentation screenshot: runs in four states, the work queue's jobs shown, the retried run's detail open.
@@ -202,8 +209,8 @@ def test_a_read_only_token_sees_everything_but_not_one_action_button(dashboard, 
     wait_status(conn, dead, "dead")
 
     dashboard.open(READER_TOKEN)
-    dashboard.wait(lambda: dashboard.find("scope")[0].text == "jobs:read", message="the header never showed the scopes")
-    assert [s.text for s in dashboard.find("scope")] == ["jobs:read"]
+    dashboard.wait(lambda: dashboard.text("scope") == "jobs:read", message="the header never showed the scopes")
+    assert len(dashboard.find("scope")) == 1
     assert dashboard.wait_row(dead, "dead") == "dead"
     assert dashboard.row_status(pending) == "pending"
     dashboard.click("queue-expand")
@@ -220,9 +227,9 @@ def test_a_read_only_token_sees_everything_but_not_one_action_button(dashboard, 
     for job_id, status in ((dead, "dead"), (pending, "pending")):
         dashboard.open_run(job_id)
         assert dashboard.wait_detail(status) == status
-        assert dashboard.find("run-id")[0].text == job_id
+        assert dashboard.text("run-id") == job_id
         for testid in ACTION_TESTIDS:
             assert not dashboard.find(testid), f"a read-only caller sees {testid}"
-        labels = {b.text.strip() for b in dashboard.driver.find_elements(By.TAG_NAME, "button")}
+        labels = set(dashboard.read("return [...document.querySelectorAll('button')].map(b => b.textContent.trim());"))
         assert not labels & ACTION_LABELS, f"a read-only caller sees buttons {labels & ACTION_LABELS}"
     assert dashboard.banner() == ""

@@ -24,6 +24,7 @@
     selected: null,         // the open run's id
     detail: null,           // its RunDetail
     charts: {},             // window -> uPlot
+    bucketSeconds: {},      // window -> the width of its buckets
     timer: null,
     busy: false,            // a refresh is in flight
     again: false,           // another was asked for meanwhile (after an action): run it when this one ends
@@ -87,9 +88,12 @@
     return h("span", { class: `badge status-${status}`, dataset: { status, testid: testid || "status-badge" } }, status);
   }
 
+  // Job ids are UUIDv7: the leading digits are the time (the same for runs created together), the tail is random.
   function shortId(id) {
-    return id.length > 13 ? `${id.slice(0, 8)}…` : id;
+    return id.length > 13 ? `…${id.slice(-12)}` : id;
   }
+
+  const ERROR_STATUSES = new Set(["failed", "dead", "retrying", "abandoned"]);
 
   // -- the API ----------------------------------------------------------------------------------------------------
 
@@ -356,11 +360,17 @@
     const total = (a) => a.reduce((n, v) => n + v, 0);
     $(`chart-${window}-note`).textContent =
       `${total(ok)} succeeded, ${total(bad)} failed · ${fmtSeconds(t.bucket_seconds)} buckets`;
+    state.bucketSeconds[window] = t.bucket_seconds;
     drawChart(window, [xs, ok, bad]);
   }
 
   function chartSize(container) {
     return { width: Math.max(container.clientWidth, 200), height: 130 };
+  }
+
+  // uPlot's bar path builder: each series' bar beside the bucket's start (align -1 left of it, 1 right of it).
+  function bars(align) {
+    return uPlot.paths.bars({ size: [0.45, 24], align });
   }
 
   function drawChart(window, data) {
@@ -378,15 +388,20 @@
       ...chartSize(container),
       cursor: { drag: { x: false, y: false } },
       legend: { live: true },
-      scales: { y: { range: (u, min, max) => [0, Math.max(max, 1)] } },
+      scales: {
+        // A bucket's margin each side, so the first and last buckets' bars are drawn whole.
+        x: { time: true, range: (u, min, max) => [min - (state.bucketSeconds[window] || 0), max + (state.bucketSeconds[window] || 0)] },
+        y: { range: (u, min, max) => [0, Math.max(Math.ceil(max * 1.15), 1)] },
+      },
       axes: [
         { stroke: "#555", grid: { stroke: "#eee" } },
         { stroke: "#555", grid: { stroke: "#eee" }, size: 40, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000] },
       ],
       series: [
         { value: (u, v) => (v === null ? "–" : fmtTime(new Date(v * 1000).toISOString())) },
-        { label: "Succeeded", stroke: "#2e7d32", fill: "rgba(46,125,50,0.12)", width: 2 },
-        { label: "Failed", stroke: "#c62828", fill: "rgba(198,40,40,0.12)", width: 2 },
+        // Counts per bucket as bars, side by side: a line between sparse counts would draw peaks that never were.
+        { label: "Succeeded", stroke: "#2e7d32", fill: "rgba(46,125,50,0.75)", paths: bars(-1) },
+        { label: "Failed", stroke: "#c62828", fill: "rgba(198,40,40,0.8)", paths: bars(1) },
       ],
     };
     state.charts[window] = new uPlot(opts, data, container);
@@ -485,7 +500,9 @@
   }
 
   function runRow(run) {
-    const problem = run.last_error ? `${run.last_error_type ? `${run.last_error_type}: ` : ""}${run.last_error}` : run.reason;
+    // A run that failed shows its error; any other (one retried and then succeeded) its reason, not an old error.
+    const error = run.last_error ? `${run.last_error_type ? `${run.last_error_type}: ` : ""}${run.last_error}` : null;
+    const problem = ERROR_STATUSES.has(run.status) ? error || run.reason : run.reason || "";
     return h("tr", {
       class: `run-row${run.id === state.selected ? " selected" : ""}`,
       dataset: { testid: "run-row", id: run.id, status: run.status, job: run.job },
@@ -500,7 +517,7 @@
       h("td", { class: "num" }, String(run.attempt)),
       h("td", { title: fullTime(run.created_at) }, fmtTime(run.created_at)),
       h("td", { class: "num" }, fmtSeconds(run.duration_seconds)),
-      h("td", { class: "problem", title: problem || "" }, problem || ""),
+      h("td", { class: ERROR_STATUSES.has(run.status) ? "problem bad" : "problem", title: problem || "" }, problem || ""),
     );
   }
 
@@ -544,9 +561,12 @@
     return !!(reason && reason.value);
   }
 
-  function field(label, value, attrs) {
+  // One label and value of the detail's grid (two pairs a line); a wide one takes the whole line.
+  function field(label, value, attrs, wide) {
     if (value === null || value === undefined || value === "") return null;
-    return [h("dt", {}, label), h("dd", attrs || {}, value)];
+    const dd = h("dd", attrs || {}, value);
+    if (wide) dd.classList.add("wide");
+    return [h("dt", { class: wide ? "wide" : null }, label), dd];
   }
 
   function json(value) {
@@ -580,15 +600,13 @@
       ? h("a", { href: "#", class: "mono", onclick: (e) => { e.preventDefault(); openRun(d.parent_id); } }, d.parent_id) : null;
 
     const fields = [
-      field("Id", d.id, { class: "mono", dataset: { testid: "run-id" } }),
-      field("Job", d.job),
+      field("Id", d.id, { class: "mono", dataset: { testid: "run-id" } }, true),
       field("Queue", d.queue),
-      field("Status", d.status),
       field("Attempt", String(d.attempt)),
-      field("Reason", d.reason, { dataset: { testid: "run-reason" } }),
+      field("Reason", d.reason, { dataset: { testid: "run-reason" } }, true),
       field("Last error", d.last_error ? `${d.last_error_type ? `${d.last_error_type}: ` : ""}${d.last_error}` : null,
-        { class: "bad" }),
-      field("Progress", progress),
+        { class: ERROR_STATUSES.has(d.status) ? "bad" : "" }, true),
+      field("Progress", progress, {}, true),
       field("Scheduled for", time(d.scheduled_for)),
       field("Created", time(d.created_at)),
       field("Run at", time(d.run_at)),
@@ -597,12 +615,12 @@
       field("Started", time(d.started_at)),
       field("Finished", time(d.finished_at)),
       field("Took", d.duration_seconds === null || d.duration_seconds === undefined ? null : fmtSeconds(d.duration_seconds)),
-      field("Parent", parent),
+      field("Parent", parent, {}, true),
       field("Children", d.children_total
         ? `${d.children_total}${d.children_pending !== null && d.children_pending !== undefined ? ` (${d.children_pending} pending)` : ""}`
         : null),
-      field("Message id", d.message_id, { class: "mono" }),
-      field("Dedup key", d.dedup_key, { class: "mono" }),
+      field("Message id", d.message_id, { class: "mono" }, true),
+      field("Dedup key", d.dedup_key, { class: "mono" }, true),
     ].filter(Boolean).flat();
 
     const sections = [
