@@ -132,6 +132,14 @@ class _AccessLog:
         return self._format
 
 
+class _SharedLambdaIntegration(integrations.HttpLambdaIntegration):
+    """``HttpLambdaIntegration`` without its per-route ``AWS::Lambda::Permission``: the construct grants API Gateway
+    one permission for the whole stage instead, which saves 15 of the stack's 500 resources (each queue costs 12)."""
+
+    def _complete_bind(self, *, route: apigw.IHttpRoute, scope: Construct) -> None:
+        """Where ``HttpLambdaIntegration`` would add the route's own invoke permission: nothing to add."""
+
+
 class OperationsApi(Construct):
     """The ``ops`` function and the HTTP API in front of it; ``url`` is the API's base URL."""
 
@@ -157,6 +165,7 @@ class OperationsApi(Construct):
             handler=HANDLER,
             description="Conveyor: the operations API (queues, runs, health; retry, cancel, trigger, redrive, pause)",
             timeout=TIMEOUT,
+            # Lambda's CPU grows with memory: pydantic validation and the page's answers stay quick at 512 MB.
             memory=512,
             environment={
                 env.QUEUE_URLS: stack.to_json_string({label: q.queue.queue_url for label, q in queues.items()}),
@@ -205,7 +214,13 @@ class OperationsApi(Construct):
         CfnOutput(stack, "OperationsApiUrl", value=self.url, description="the operations API and dashboard page")
 
     def _add_routes(self, config: ApiConfig) -> None:
-        integration = integrations.HttpLambdaIntegration("Ops", self.function)
+        integration = _SharedLambdaIntegration("Ops", self.function)
+        # API Gateway may invoke the function for any route of this API's stage, and nothing else may.
+        self.function.add_permission(
+            "ApiInvoke",
+            principal=iam.ServicePrincipal("apigateway.amazonaws.com"),
+            source_arn=Stack.of(self).format_arn(service="execute-api", resource=self.api.api_id, resource_name=f"{self.stage.stage_name}/*"),
+        )
         if config.uses_jwt:
             assert config.issuer is not None
             authorizer: apigw.IHttpRouteAuthorizer = authorizers.HttpJwtAuthorizer(

@@ -158,6 +158,20 @@ def test_only_the_page_routes_are_public(synth):
     assert integration["Properties"]["PayloadFormatVersion"] == "2.0"
 
 
+def test_api_gateway_may_invoke_the_function_only_from_this_apis_stage(synth):
+    functions = synth.resources("AWS::Lambda::Function")
+    function_id = logical_id(functions, "FunctionName", system_function_name("ops", stage=stage_of(synth)))
+    [permission] = [
+        p["Properties"] for p in synth.resources("AWS::Lambda::Permission").values()
+        if p["Properties"]["FunctionName"] == {"Fn::GetAtt": [function_id, "Arn"]}
+    ]  # fmt: skip  (one for all routes, not one per route: the stack has 500 resources to spend)
+    assert permission["Principal"] == "apigateway.amazonaws.com" and permission["Action"] == "lambda:InvokeFunction"
+    [api_id] = synth.resources("AWS::ApiGatewayV2::Api")
+    assert joined(permission["SourceArn"]) == (
+        f"arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:<{api_id}>/$default/*"
+    )
+
+
 def test_the_stage_logs_every_request_and_is_throttled(synth, jwt_synth):
     [api] = synth.resources("AWS::ApiGatewayV2::Api").values()
     assert "CorsConfiguration" not in api["Properties"]  # the page is served from the API's own origin
