@@ -135,6 +135,10 @@ class Dashboard:
     def click(self, testid: str) -> None:
         self.wait(lambda: self.find(testid)[0].click() or True, message=f"no {testid} to click")
 
+    def script_errors(self) -> list[str]:
+        """Errors the page's own scripts threw (the console's network lines, a 409 or a 503 health, are answers)."""
+        return [e["message"] for e in self.driver.get_log("browser") if e.get("source") == "javascript"]
+
     def banner(self) -> str:
         banner = self.driver.find_element(By.CSS_SELECTOR, '[data-testid="error-banner"]')
         return banner.text if banner.is_displayed() else ""
@@ -185,6 +189,7 @@ def test_a_dead_run_retried_from_its_detail_panel_succeeds(dashboard, conn, swit
     dashboard.driver.execute_script("window.scrollTo(0, 0)")
     SCREENSHOT.parent.mkdir(exist_ok=True)
     assert dashboard.driver.save_screenshot(str(SCREENSHOT))
+    assert dashboard.script_errors() == []
 
 
 def test_a_pending_run_is_cancelled_with_the_cancel_button(dashboard, conn):
@@ -201,6 +206,7 @@ def test_a_pending_run_is_cancelled_with_the_cancel_button(dashboard, conn):
     assert dashboard.wait_row(pending, "cancelled") == "cancelled"
     wait_status(conn, pending, "cancelled")
     assert dashboard.banner() == ""
+    assert dashboard.script_errors() == []
 
 
 def test_a_read_only_token_sees_everything_but_not_one_action_button(dashboard, conn):
@@ -233,3 +239,4 @@ def test_a_read_only_token_sees_everything_but_not_one_action_button(dashboard, 
         labels = set(dashboard.read("return [...document.querySelectorAll('button')].map(b => b.textContent.trim());"))
         assert not labels & ACTION_LABELS, f"a read-only caller sees buttons {labels & ACTION_LABELS}"
     assert dashboard.banner() == ""
+    assert dashboard.script_errors() == []
