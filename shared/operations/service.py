@@ -463,8 +463,15 @@ class Operations:
                   "skipped": result.skipped, "complete": result.complete, "task_handle": result.task_handle}  # fmt: skip
         if result.errors:
             detail["errors"] = result.errors[:10]
-        with self._db() as conn, conn.transaction():
-            self._audit(conn, caller, Action.REDRIVE, queue, None, "ok", detail)
+        try:
+            with self._db() as conn, conn.transaction():
+                self._audit(conn, caller, Action.REDRIVE, queue, None, "ok", detail)
+        except Unavailable as exc:
+            # The messages have moved; say so, rather than let the operator think nothing happened.
+            raise Unavailable(
+                f"the redrive of {queue} ran (moved {result.moved}, failed {result.failed}) but its audit row could "
+                f"not be written: {exc.message}", queue=queue, moved=result.moved, failed=result.failed,
+            ) from exc
         return result
 
     def pause(self, caller: Caller, queue: str) -> QueueSwitch:
