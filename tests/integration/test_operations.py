@@ -360,6 +360,8 @@ def test_a_retried_dead_job_runs_again_through_the_local_runtime_as_attempt_1_an
         job_id = enqueue(conn, WORK, {"n": 1})
         assert runtime.wait_for(lambda: (get_job(conn, job_id) or None) and get_job(conn, job_id).status == "dead", 20)
         assert get_job(conn, job_id).attempt == 1
+        [failed] = ops.run(READER, str(job_id)).attempts
+        assert (failed.attempt, failed.error_type) == (1, "PermanentJobError")
 
         ops.retry(ADMIN, str(job_id))
 
@@ -367,6 +369,9 @@ def test_a_retried_dead_job_runs_again_through_the_local_runtime_as_attempt_1_an
         record = get_job(conn, job_id)
         assert record.attempt == 1  # a fresh count: attempt 1 again, not 2
         assert seen == [1, 1]
+        detail = ops.run(READER, str(job_id))
+        assert [(a.attempt, a.error_type) for a in detail.attempts] == [(1, "PermanentJobError")]  # history kept
+        assert detail.reason == "retried by ada"
         assert [r["action"] for r in audit(conn)] == ["retry"]
 
 
@@ -656,3 +661,74 @@ def test_build_operations_for_the_local_runtime_reads_this_stage(db_url, stage, 
     assert ops.redriver.move_task is False
     assert ops.health(READER).healthy
     assert {q.name for q in ops.queues(READER).queues} == set(REGISTRY.queues())
+
+
+def test_build_operations_for_aws_reads_the_mappings_and_schedule_group(db_url, stage, monkeypatch, aws_endpoint):
+    from shared.operations.controls import AwsQueueControls
+    from shared.settings import EVENT_SOURCE_MAPPINGS, SCHEDULE_GROUP, SettingsError
+
+    mapping = str(uuid.uuid4())
+    monkeypatch.setenv(EVENT_SOURCE_MAPPINGS, json.dumps({"work": mapping}))
+    monkeypatch.setenv(SCHEDULE_GROUP, "my-group")
+    ops = build_operations(REGISTRY, Settings(stage=stage, database_url=db_url), local=False)
+    assert isinstance(ops.controls, AwsQueueControls)
+    assert (ops.controls.mappings, ops.controls.schedule_group, ops.controls.stage) == ({"work": mapping}, "my-group", stage)
+    assert ops.redriver.move_task is True
+
+    monkeypatch.setenv(EVENT_SOURCE_MAPPINGS, "[1, 2]")
+    with pytest.raises(SettingsError, match=EVENT_SOURCE_MAPPINGS):
+        build_operations(REGISTRY, Settings(stage=stage, database_url=db_url), local=False)
+
+
+# -- redrive -----------------------------------------------------------------------------------------------------------
+
+
+def dlq_messages(sqs, url, *, job_name: str | None = None, count: int = 1) -> None:
+    from shared.envelope import ATTR_JOB_NAME
+
+    for i in range(count):
+        attributes = {} if job_name is None else {ATTR_JOB_NAME: {"DataType": "String", "StringValue": job_name}}
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": i}), MessageAttributes=attributes)
+
+
+def depth(sqs, url) -> int:
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"])
+
+
+def test_redrive_moves_the_dead_letters_back_and_audits_the_counts(ops, conn, sqs, queues):
+    queue_url, dlq_url = queues["work"]
+    dlq_messages(sqs, dlq_url, job_name="test.work", count=3)
+    result = ops.redrive(ADMIN, "work")
+    assert (result.queue, result.mode, result.moved, result.failed, result.complete) == ("work", "copy", 3, 0, True)
+    assert (depth(sqs, dlq_url), depth(sqs, queue_url)) == (0, 3)
+    [row] = audit(conn)
+    assert (row["action"], row["target"], row["result"], row["job_id"]) == ("redrive", "work", "ok", None)
+    assert (row["detail"]["moved"], row["detail"]["mode"], row["detail"]["job"]) == (3, "copy", None)
+
+
+def test_redrive_of_one_job_leaves_the_other_jobs_messages(db_url, sqs, stage, conn):
+    shared_queue = Registry()
+    shared_queue.job("a.one", payload=Work, queue="shared")
+    shared_queue.job("a.two", payload=Work, queue="shared")
+    urls = ensure_queues(sqs, shared_queue, stage=stage)
+    queue_url, dlq_url = urls["shared"]
+    dlq_messages(sqs, dlq_url, job_name="a.one", count=2)
+    dlq_messages(sqs, dlq_url, job_name="a.two", count=1)
+    ops = make_ops(db_url, sqs, stage, registry=shared_queue)
+    result = ops.redrive(ADMIN, "shared", job="a.one")
+    assert (result.job, result.moved, result.skipped) == ("a.one", 2, 1)
+    assert (depth(sqs, queue_url), depth(sqs, dlq_url)) == (2, 1)
+    [row] = audit(conn)
+    assert (row["detail"]["job"], row["detail"]["moved"], row["detail"]["skipped"]) == ("a.one", 2, 1)
+
+
+def test_a_redrive_whose_queue_is_gone_is_unavailable_and_audited_as_an_error(ops, conn, sqs, queues):
+    sqs.delete_queue(QueueUrl=queues["work"][0])  # the queue to send back to no longer exists
+    dlq_messages(sqs, queues["work"][1], job_name="test.work")
+    with pytest.raises(Unavailable) as refused:
+        ops.redrive(ADMIN, "work")
+    assert "does not exist" in refused.value.message
+    [row] = audit(conn)
+    assert (row["action"], row["target"], row["result"], row["detail"]["error"]) == ("redrive", "work", "error", "unavailable")
+    assert depth(sqs, queues["work"][1]) == 1
