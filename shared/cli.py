@@ -576,7 +576,12 @@ def _operations(args: argparse.Namespace):
     if state is not None:
         url = state["database_url"]
         if state.get("aws_endpoint_url"):
-            os.environ.setdefault("AWS_ENDPOINT_URL", state["aws_endpoint_url"])
+            from shared.local.aws import LOCAL_CREDENTIALS
+
+            # The local emulator, with the credentials `conveyor dev` gave it: a new terminal has none of its own.
+            os.environ["AWS_ENDPOINT_URL"] = state["aws_endpoint_url"]
+            for key, value in LOCAL_CREDENTIALS.items():
+                os.environ.setdefault(key, value)
         os.environ.setdefault(env.STAGE, state.get("stage") or "dev")
     local = bool(os.environ.get("AWS_ENDPOINT_URL"))
     settings = Settings.from_env()
