@@ -8,77 +8,40 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import sys
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
 from shared import settings as env
+from shared import timeparse
+from shared.timeparse import TimeParseError
 
 STATE_FILE = Path(".conveyor") / "dev.json"
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-def parse_duration(text: str) -> timedelta:
-    """``90``, ``45s``, ``10m``, ``1h30m``, ``2d`` → a timedelta."""
-    text = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return timedelta(seconds=float(text))
-    pos, total = 0, 0.0
-    for match in _DURATION_RE.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match[1]) * _UNITS[match[2]]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 30s, 10m, 1h30m, 2d")
-    try:
-        return timedelta(seconds=total)
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"duration {text!r} is too long") from None
+def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type=`` from a :mod:`shared.timeparse` parser: its message becomes argparse's, word for word."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except TimeParseError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
-def parse_datetime(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid time {text!r}: use ISO 8601 with an offset, e.g. 2026-12-01T09:00:00+08:00") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"time {text!r} has no UTC offset: add one, e.g. {text}+00:00")
-    try:
-        value.astimezone(timezone.utc)
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"time {text!r} is out of range: in UTC it falls outside years 1-9999") from None
-    return value
-
-
-def parse_when(text: str) -> datetime:
-    """``--since``/``--until``: a duration ago (``90m``, ``2d``) or an ISO 8601 time with an offset."""
-    try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        pass
-    else:
-        return parse_datetime(text)  # a time: its own errors (no offset, out of range) say more
-    try:
-        ago = parse_duration(text)
-    except argparse.ArgumentTypeError:
-        if re.fullmatch(rf"(?:{_DURATION_RE.pattern})+", text.strip().lower()):
-            raise  # a duration, too long for Python's timedelta: its own message says so
-        raise argparse.ArgumentTypeError(
-            f"invalid time {text!r}: use a duration ago (30m, 2d) or ISO 8601 with an offset (2026-12-01T09:00:00+00:00)"
-        ) from None
-    try:
-        return datetime.now(timezone.utc) - ago
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"{text!r} ago is before year 1") from None
+parse_duration = _argument_type(timeparse.parse_duration)
+parse_datetime = _argument_type(timeparse.parse_datetime)
+parse_when = _argument_type(timeparse.parse_when)
 
 
 def _status(text: str):
