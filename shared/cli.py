@@ -113,17 +113,51 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--status", type=_status, help="only this status (succeeded, dead, running, abandoned, ...)")
     runs.add_argument("--since", type=parse_when, help="enqueued at or after: a duration ago (1h, 2d) or an ISO 8601 time")
     runs.add_argument("--until", type=parse_when, help="enqueued before: a duration ago or an ISO 8601 time")
+    runs.add_argument("--q", dest="q", metavar="TEXT", help="a job id, or text in the dedup key, last error or reason")
     runs.add_argument("--parent", type=_job_id, metavar="ID", help="only the children of this flow parent")
-    runs.add_argument("--before", type=_job_id, metavar="ID", help="the next page: jobs older than this one")
+    page = runs.add_mutually_exclusive_group()
+    page.add_argument("--before", type=_job_id, metavar="ID", help="the next page: jobs older than this one")
+    page.add_argument("--cursor", metavar="CURSOR", help="the next page: the cursor the previous page printed")
     runs.add_argument("--limit", type=_positive, default=50, help="rows to list (default 50, at most 1000)")
-    runs.add_argument("--json", action="store_true", help="one JSON array, for scripts")
-    runs.add_argument("--database-url")
+    _ops_arguments(runs)
 
     show_job = sub.add_parser("show", help="everything the ledger knows about one job")
     show_job.add_argument("id", type=_job_id, help="the job id")
-    show_job.add_argument("--json", action="store_true", help="one JSON object, for scripts")
-    show_job.add_argument("--database-url")
+    _ops_arguments(show_job)
+
+    _ops_arguments(sub.add_parser("queues", help="queue depths, DLQs, per-job counts and the relay's lag"))
+    _ops_arguments(sub.add_parser("health", help="database, relay lag, dead-letter queues: exit 1 when unhealthy"))
+
+    retry = sub.add_parser("retry", help="run a failed or dead job again (same id, a fresh attempt count)")
+    retry.add_argument("id", type=_job_id, help="the job id")
+    _ops_arguments(retry)
+
+    cancel = sub.add_parser("cancel", help="cancel a job that has not started")
+    cancel.add_argument("id", type=_job_id, help="the job id")
+    cancel.add_argument("--reason", help="kept in the ledger and the audit log")
+    _ops_arguments(cancel)
+
+    trigger = sub.add_parser("trigger", help="enqueue a job now (a scheduled job's run out of schedule, say)")
+    trigger.add_argument("job", help="job name, e.g. reservations.cleanup")
+    trigger.add_argument("--json", dest="payload", default=None, help="the payload as a JSON object; @path or - as for enqueue")
+    _ops_arguments(trigger, json_flag="--json-output")
+
+    redrive = sub.add_parser("redrive", help="move a queue's dead-letter messages back to it (all, or one job's)")
+    redrive.add_argument("queue", help="the registry queue, e.g. email-high")
+    redrive.add_argument("--job", help="only this job's messages (the others stay in the dead-letter queue)")
+    _ops_arguments(redrive)
+
+    for verb, what in (("pause", "stop"), ("resume", "restart")):
+        switch = sub.add_parser(verb, help=f"{what} a queue's consumers and its jobs' schedules (messages stay queued)")
+        switch.add_argument("queue", help="the registry queue, e.g. email-default")
+        _ops_arguments(switch)
     return parser
+
+
+def _ops_arguments(parser: argparse.ArgumentParser, json_flag: str = "--json") -> None:
+    """The flags every operations verb takes: where the system is, and machine-readable output."""
+    parser.add_argument(json_flag, dest="json", action="store_true", help="print the answer as JSON (as the HTTP API does)")
+    parser.add_argument("--database-url")
 
 
 def _job_id(text: str):
@@ -491,60 +525,164 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operations(args: argparse.Namespace):
+    """The operations service for where this command points: the `conveyor dev` running in this folder (its database
+    and local AWS), or ``--database-url``/``DATABASE_URL`` with the default AWS credentials (a deployed stage named by
+    ``CONVEYOR_STAGE``). The HTTP API builds the same service, so both do exactly the same thing."""
+    from shared.operations.service import build_operations
+    from shared.settings import Settings
+
+    url = _configured_database_url(args.database_url)
+    state = None if url else _dev_state()
+    if url is None and state is None:
+        raise CliError("no database: pass --database-url, set DATABASE_URL, or start `conveyor dev` in this directory")
+    if state is not None:
+        url = state["database_url"]
+        if state.get("aws_endpoint_url"):
+            os.environ.setdefault("AWS_ENDPOINT_URL", state["aws_endpoint_url"])
+        os.environ.setdefault(env.STAGE, state.get("stage") or "dev")
+    local = bool(os.environ.get("AWS_ENDPOINT_URL"))
+    settings = Settings.from_env()
+    settings = Settings(**{**settings.__dict__, "database_url": url})
+    return build_operations(_registry(), settings, local=local)
+
+
+def _answer(args: argparse.Namespace, model: Any, text: Any) -> None:
+    if args.json:
+        print(model.model_dump_json(indent=2))
+    else:
+        print(text(model))
+
+
+def _ops_call(method: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a service method as the terminal's caller; a refusal becomes the CLI's one-line error."""
+    from shared.operations.errors import OperationError
+    from shared.operations.scopes import cli_caller
+
+    try:
+        return method(cli_caller(), *args, **kwargs)
+    except OperationError as exc:
+        raise CliError(exc.message) from None
+
+
+def _reraise_refusal(exc: Exception) -> None:
+    from shared.operations.errors import OperationError
+
+    if isinstance(exc, OperationError):
+        raise CliError(exc.message) from None
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
-    from shared.ledger.read import MAX_PAGE, get_job, list_jobs
+    from shared.ledger.read import MAX_PAGE
+    from shared.operations import text
 
     if args.limit > MAX_PAGE:
-        raise CliError(f"--limit {args.limit} is over {MAX_PAGE}; page with --before ID (the last id listed)")
-    with _connect(_database_url(args.database_url)) as conn:
-        before = None
-        if args.before is not None:
-            anchor = get_job(conn, args.before)
-            if anchor is None:
-                raise CliError(f"--before {args.before}: {_no_such_job(args.before)}")
-            before = anchor.cursor
-        records = list_jobs(
-            conn, job=args.job, status=args.status, since=args.since, until=args.until, parent=args.parent,
-            limit=args.limit, before=before,
-        )  # fmt: skip
+        raise CliError(f"--limit {args.limit} is over {MAX_PAGE}; page with --cursor (printed under a full page)")
+    ops = _operations(args)
+    cursor = args.cursor
+    if args.before is not None:
+        try:
+            cursor = ops.cursor_of(args.before)
+        except LookupError:
+            raise CliError(f"--before {args.before}: {_no_such_job(args.before)}") from None
+    page = _ops_call(
+        ops.runs, job=args.job, status=args.status, since=args.since, until=args.until, q=args.q,
+        parent=args.parent, cursor=cursor, limit=args.limit,
+    )  # fmt: skip
     if args.json:
-        print(json.dumps([r.to_json() for r in records], indent=2))
+        print(page.model_dump_json(indent=2))
         return 0
-    if not records:
+    if not page.runs:
         print("no runs match")
         return 0
-    print(_runs_table(records))
-    if len(records) == args.limit:
-        print(f"(next page: the same command with --before {records[-1].id})")
+    print(text.runs_text(page.runs))
+    if page.next_cursor:
+        print(f"(next page: the same command with --cursor {page.next_cursor})")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from shared.ledger.read import MAX_PAGE, count_children, get_job, list_jobs
+    from shared.operations import text
+    from shared.operations.errors import NotFound
+    from shared.operations.scopes import cli_caller
 
-    with _connect(_database_url(args.database_url)) as conn:
-        record = get_job(conn, args.id)
-        if record is None:
-            raise CliError(_no_such_job(args.id))
-        total = count_children(conn, record.id)
-        children = list_jobs(conn, parent=record.id, limit=MAX_PAGE if args.json else 50) if total else []
-    if args.json:
-        print(json.dumps({**record.to_json(), "children": [c.to_json() for c in children], "children_total": total}, indent=2))
-        return 0
-    values = record.to_json()
-    width = max(map(len, values))
-    for name, value in values.items():
-        if name in ("payload", "result") and value is not None:
-            text = json.dumps(value, indent=2)
-        else:
-            text = "" if value is None else str(value)
-        text = text.replace("\n", "\n" + " " * (width + 2))  # continuation lines under the value
-        print(f"{name + ':':<{width + 1}} {text}".rstrip())
-    if total:
-        print(f"\nchildren ({total}):")
-        print(_runs_table(children))
-        if total > len(children):
-            print(f"(all of them: conveyor runs --parent {record.id})")
+    ops = _operations(args)
+    try:
+        detail = ops.run(cli_caller(), str(args.id))
+    except NotFound:
+        raise CliError(_no_such_job(args.id)) from None
+    except Exception as exc:
+        _reraise_refusal(exc)
+        raise
+    _answer(args, detail, text.run_text)
+    return 0
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    from shared.operations import text
+
+    ops = _operations(args)
+    _answer(args, _ops_call(ops.queues), text.queues_text)
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from shared.operations import text
+
+    health = _ops_call(_operations(args).health)
+    _answer(args, health, text.health_text)
+    return 0 if health.healthy else 1
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from shared.operations import text
+
+    _answer(args, _ops_call(_operations(args).retry, str(args.id)), text.action_text)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from shared.operations import text
+
+    _answer(args, _ops_call(_operations(args).cancel, str(args.id), args.reason), text.action_text)
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from shared.operations import text
+
+    payload = None
+    if args.payload is not None:
+        raw, source = _json_argument(args.payload)
+        try:
+            payload = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"{source} is not valid JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise CliError(f"{source} must be a JSON object, got {_json_type(payload)}")
+    _answer(args, _ops_call(_operations(args).trigger, args.job, payload), text.action_text)
+    return 0
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from shared.operations import text
+
+    result = _ops_call(_operations(args).redrive, args.queue, args.job)
+    _answer(args, result, text.redrive_text)
+    return 0 if result.failed == 0 and result.complete else 1
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    from shared.operations import text
+
+    _answer(args, _ops_call(_operations(args).pause, args.queue), text.switch_text)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from shared.operations import text
+
+    _answer(args, _ops_call(_operations(args).resume, args.queue), text.switch_text)
     return 0
 
 
@@ -555,29 +693,10 @@ def _no_such_job(job_id: Any) -> str:
     )
 
 
-def _runs_table(records: list[Any]) -> str:
-    """Aligned columns, one job per line: what `conveyor runs` and the children of `conveyor show` print."""
-    header = ("ID", "JOB", "STATUS", "ATTEMPT", "CREATED", "FINISHED", "DURATION", "LAST ERROR")
-    rows = [header]
-    for r in records:
-        duration = r.duration_seconds
-        error = f"{r.last_error_type}: {r.last_error}" if r.last_error_type and r.last_error else (r.last_error or r.reason or "")
-        error = " ".join(error.split())
-        rows.append((
-            str(r.id), r.job_name, r.status.value, str(r.attempt), _short_time(r.created_at), _short_time(r.finished_at),
-            "" if duration is None else f"{duration:.1f}s", error if len(error) <= 80 else error[:79] + "…",
-        ))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return "\n".join(
-        ("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]).rstrip() for row in rows
-    )
-
-
-def _short_time(value: datetime | None) -> str:
-    return "" if value is None else value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-COMMANDS = {"runs": cmd_runs, "show": cmd_show, "outbox": cmd_outbox, "dev": cmd_dev, "migrate": cmd_migrate, "enqueue": cmd_enqueue, "invoke": cmd_invoke, "jobs": cmd_jobs}
+COMMANDS = {
+    "runs": cmd_runs, "show": cmd_show, "queues": cmd_queues, "health": cmd_health, "retry": cmd_retry,
+    "cancel": cmd_cancel, "trigger": cmd_trigger, "redrive": cmd_redrive, "pause": cmd_pause, "resume": cmd_resume,
+    "outbox": cmd_outbox, "dev": cmd_dev, "migrate": cmd_migrate, "enqueue": cmd_enqueue, "invoke": cmd_invoke, "jobs": cmd_jobs}
 
 
 if __name__ == "__main__":
