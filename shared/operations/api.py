@@ -70,6 +70,7 @@ STATIC_CACHE = "public, max-age=300"
 INDEX_CACHE = "no-cache"
 MAX_LIMIT = 1000  # the runs list's page size cap (shared.ledger.read.MAX_PAGE)
 INTERNAL_MESSAGE = "internal error; see the function's logs"
+NO_CREDENTIALS = "no valid credentials: send Authorization: Bearer <token>, with a token this API accepts"
 
 OperationsSource = Operations | Callable[[], Operations]
 
@@ -90,7 +91,7 @@ def build_app(operations: OperationsSource) -> APIGatewayHttpResolver:
     def caller() -> Caller:
         found = caller_from_event(app.current_event)
         if found is None:
-            raise Unauthenticated("no credentials: send a bearer token (Authorization: Bearer <token>)")
+            raise Unauthenticated(NO_CREDENTIALS)
         return found
 
     # -- reading ---------------------------------------------------------------------------------------------------
@@ -197,10 +198,15 @@ def build_app(operations: OperationsSource) -> APIGatewayHttpResolver:
         # Validation runs before the route, so before the route would have asked who is calling: an anonymous
         # request hears "who are you?" first, as it would from API Gateway's authorizer.
         if caller_from_event(app.current_event) is None and not _public(app.current_event.path):
-            return operation_error(Unauthenticated("no credentials: send a bearer token (Authorization: Bearer <token>)"))
+            return operation_error(Unauthenticated(NO_CREDENTIALS))
         errors = [_error_entry(e) for e in exc.errors()]
         message = "; ".join(f"{e['where']}: {e['message']}" if e["where"] else e["message"] for e in errors)
         return _json_response(422, {"code": "invalid_request", "message": message or "invalid request", "errors": errors})
+
+    @app.exception_handler(UnicodeDecodeError)
+    def not_text(exc: UnicodeDecodeError) -> Response:
+        # Only the request body is decoded before a route runs: JSON must be UTF-8.
+        return _json_response(422, {"code": "invalid_request", "message": "the request body is not UTF-8 text", "errors": []})
 
     @app.not_found
     def not_found(exc: NotFoundError) -> Response:
@@ -224,8 +230,9 @@ class _Lazy:
     """The service, built on first use and then kept (one per Lambda container, or per local server)."""
 
     def __init__(self, source: OperationsSource) -> None:
-        self._value = source if isinstance(source, Operations) else None
-        self._factory = None if isinstance(source, Operations) else source
+        ready = isinstance(source, Operations) or not callable(source)
+        self._value: Operations | None = source if ready else None  # type: ignore[assignment]
+        self._factory = None if ready else source
         self._lock = threading.Lock()
 
     def __call__(self) -> Operations:
