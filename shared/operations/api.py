@@ -50,7 +50,7 @@ from shared.operations.scopes import Caller
 from shared.operations.service import Operations
 from shared.timeparse import TimeParseError, parse_when
 
-logger = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 TITLE = "Conveyor operations"
 API_VERSION = "1"
@@ -81,9 +81,11 @@ class CancelRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=500, description="recorded in the ledger and the audit log")
 
 
-def build_app(operations: OperationsSource) -> APIGatewayHttpResolver:
+def build_app(operations: OperationsSource, *, logger: Any = None) -> APIGatewayHttpResolver:
     """The resolver for every route. ``operations`` is the service, or a factory called once, on the first request
-    that needs it (so a Lambda's cold start, and the page's files, do not wait for the database or AWS clients)."""
+    that needs it (so a Lambda's cold start, and the page's files, do not wait for the database or AWS clients).
+    ``logger`` (the function's Powertools logger, say) records unexpected errors; default: this module's."""
+    log = logger or _logger
     # An answer that does not match its model is our bug: 500 (logged by the catch-all below), not the caller's 422.
     app = APIGatewayHttpResolver(enable_validation=True, response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR)
     service = _Lazy(operations)
@@ -215,7 +217,7 @@ def build_app(operations: OperationsSource) -> APIGatewayHttpResolver:
 
     @app.exception_handler(Exception)
     def internal(exc: Exception) -> Response:
-        logger.exception("ops API: %s %s failed", app.current_event.http_method, app.current_event.path)
+        log.exception("ops API: %s %s failed", app.current_event.http_method, app.current_event.path)
         return _json_response(500, {"code": "internal", "message": INTERNAL_MESSAGE})
 
     return app
