@@ -69,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--database-url", help="use this PostgreSQL instead of the embedded one (default: $DATABASE_URL)")
     dev.add_argument("--no-scheduler", action="store_true", help="do not fire schedules")
     dev.add_argument("--verbose", action="store_true", help="show the handlers' JSON logs")
+    dev.add_argument(
+        "--api-port", type=_port, default=8710,
+        help="the operations API and dashboard on 127.0.0.1 (default 8710; 0 = any free port)",
+    )  # fmt: skip
+    dev.add_argument(
+        "--token", action="append", metavar="TOKEN=SCOPES",
+        help=f"an API bearer token and its scopes, e.g. s3cret=jobs:read,jobs:retry (repeatable; default: "
+        f"${env.API_TOKENS}; with none, every local caller has every scope)",
+    )  # fmt: skip
 
     migrate = sub.add_parser("migrate", help="apply pending migrations and sync the registry to the database")
     migrate.add_argument("--database-url")
@@ -167,6 +176,32 @@ def _job_id(text: str):
         return uuid.UUID(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a job id (a UUID)") from None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 = any free port)")
+    return int(text)
+
+
+def _api_tokens(given: list[str] | None) -> dict[str, Any] | None:
+    """`conveyor dev`'s API tokens: each --token, else $CONVEYOR_API_TOKENS; None: no tokens (all scopes)."""
+    from shared.operations.local_server import LocalApiError, parse_tokens
+
+    try:
+        if given:
+            tokens: dict[str, Any] = {}
+            for number, value in enumerate(given, start=1):
+                source = "--token" if len(given) == 1 else f"--token #{number}"
+                for token, scopes in parse_tokens(value, source=source).items():
+                    if token in tokens:
+                        raise CliError("--token: the same token is given twice")
+                    tokens[token] = scopes
+            return tokens
+        text = os.environ.get(env.API_TOKENS, "").strip()
+        return parse_tokens(text, source=env.API_TOKENS) if text else None
+    except LocalApiError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _positive(text: str) -> int:
@@ -296,6 +331,7 @@ def _connect(url: str):
 def cmd_dev(args: argparse.Namespace) -> int:
     from shared.local.postgres import PostgresNotAvailable
     from shared.local.runtime import AlreadyRunning, LocalConfig, LocalRuntime
+    from shared.operations.local_server import ApiPortInUse
 
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     if not args.verbose:
@@ -307,6 +343,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         scheduler=not args.no_scheduler,
         state_file=STATE_FILE,
+        api_port=args.api_port,
+        api_tokens=_api_tokens(args.token),
     )
     runtime = LocalRuntime(registry, config, out=lambda line: print(line, flush=True))
 
@@ -320,6 +358,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         runtime.start()
     except AlreadyRunning as exc:
         raise CliError(str(exc)) from None
+    except ApiPortInUse as exc:
+        raise CliError(f"port {exc.port} is in use, so the local API cannot start: pass --api-port with another port (0 = any free port)") from None
     except PostgresNotAvailable as exc:
         # The first line says why; the rest is the server log's tail, which stays in its file.
         raise CliError(_first_line(exc) + (f" (server log: {exc.log_file})" if exc.log_file else "")) from None
