@@ -33,6 +33,8 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, Field
 
+from shared.ledger.cancel import MAX_REASON_CHARS
+from shared.ledger.read import MAX_PAGE
 from shared.operations.auth import caller_from_event
 from shared.operations.errors import InvalidRequest, OperationError, Unauthenticated
 from shared.operations.models import (
@@ -68,7 +70,7 @@ STATIC_TYPES = {
 # The page's files change with each deploy and carry no version in their names: a short cache, then revalidate.
 STATIC_CACHE = "public, max-age=300"
 INDEX_CACHE = "no-cache"
-MAX_LIMIT = 1000  # the runs list's page size cap (shared.ledger.read.MAX_PAGE)
+MAX_LIMIT = MAX_PAGE  # the runs list's page size cap
 INTERNAL_MESSAGE = "internal error; see the function's logs"
 NO_CREDENTIALS = "no valid credentials: send Authorization: Bearer <token>, with a token this API accepts"
 
@@ -78,7 +80,7 @@ OperationsSource = Operations | Callable[[], Operations]
 class CancelRequest(BaseModel):
     """The optional body of ``POST /runs/{id}/cancel``."""
 
-    reason: str | None = Field(default=None, max_length=500, description="recorded in the ledger and the audit log")
+    reason: str | None = Field(default=None, max_length=MAX_REASON_CHARS, description="recorded in the ledger and the audit log")
 
 
 def build_app(operations: OperationsSource, *, logger: Any = None) -> APIGatewayHttpResolver:
