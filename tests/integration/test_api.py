@@ -17,7 +17,7 @@ import pytest
 
 from shared.operations.scopes import ALL_SCOPES, Scope
 from shared.outbox import enqueue
-from tests.support import FakeLambdaContext, insert_run
+from tests.support import FakeLambdaContext, insert_run, make_work_handler
 from tests.support import registry as test_registry
 
 READ, RETRY, CANCEL = Scope.READ.value, Scope.RETRY.value, Scope.CANCEL.value
@@ -99,8 +99,8 @@ class Client:
 
 
 @pytest.fixture
-def local_api(runtime_factory):
-    runtime = runtime_factory(api_port=0, api_tokens=TOKENS)
+def local_api(runtime_factory, calls):
+    runtime = runtime_factory(handlers={"test.work": make_work_handler(calls)}, api_port=0, api_tokens=TOKENS)
     assert runtime.api is not None
     return runtime, Client(runtime.api.port)
 
@@ -126,8 +126,8 @@ def test_every_route_over_http_refuses_without_a_token_or_its_scope_and_works_wi
     allowed.json()
 
 
-def test_runtime_announces_the_api_and_records_it_in_the_state_file(runtime_factory, tmp_path):
-    runtime = runtime_factory(api_port=0, state_file=tmp_path / "dev.json")
+def test_runtime_announces_the_api_and_records_it_in_the_state_file(runtime_factory, calls, tmp_path):
+    runtime = runtime_factory(handlers={"test.work": make_work_handler(calls)}, api_port=0, state_file=tmp_path / "dev.json")
     url = f"http://127.0.0.1:{runtime.api.port}/"
     assert f"api        {url}  (dashboard; API under the same address)" in runtime.lines
     assert json.loads((tmp_path / "dev.json").read_text())["api_url"] == url
@@ -319,6 +319,9 @@ def test_every_route_through_the_lambda_checks_the_jwt_scopes(ops_function, conn
     module, _ = ops_function
     method, template, scope, body = route
     path = template.format(**vars(Fixtures.make(conn)))
+    if path.endswith("/redrive"):
+        # On AWS a whole-queue redrive is an SQS message move task, which moto lacks; one job's is copied.
+        path += "?job=test.work"
 
     anonymous = call(module, jwt_event(method, path, None, body))
     assert anonymous.status == 401 and anonymous.json()["code"] == "unauthenticated", anonymous
