@@ -19,12 +19,18 @@ Keys (see README "Deploying"):
 ``conveyor:alarms``            ``{"email"?, "oldestMessageAgeSeconds"?, "relayLagSeconds"?}``
 ``conveyor:emailFrom``         the From address of ``email.send``: a verified SES identity (required by jobs that send
                                email; their IAM policy allows sending only as this address)
+``conveyor:api``               the operations API: ``{"issuer"?, "audience"?, "rateLimit"?, "burstLimit"?}``. With an
+                               ``issuer`` (the https URL of a JWT issuer) and its ``audience`` (a client id, or a list),
+                               every data route takes a JWT authorizer with per-route scopes; without one, every data
+                               route requires IAM (SigV4) auth instead, so an unconfigured API is never open.
+                               ``rateLimit``/``burstLimit``: the stage's throttling (default 10 requests/s, burst 20)
 """
 
 from __future__ import annotations
 
 import json
 import re
+from urllib.parse import urlsplit
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +104,20 @@ class AlarmConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """The operations API's caller authentication (``infra.operations``): JWT when an issuer is set, else IAM."""
+
+    issuer: str | None = None
+    audience: tuple[str, ...] = ()
+    rate_limit: int = 10
+    burst_limit: int = 20
+
+    @property
+    def uses_jwt(self) -> bool:
+        return self.issuer is not None
+
+
+@dataclass(frozen=True)
 class ConveyorConfig:
     stage: str
     database: ExistingDatabase | CreatedDatabase
@@ -107,6 +127,7 @@ class ConveyorConfig:
     relay: RelayConfig = RelayConfig()
     alarms: AlarmConfig = AlarmConfig()
     email_from: str | None = None
+    api: ApiConfig = ApiConfig()
 
 
 def load_config(context: Callable[[str], Any] | Mapping[str, Any]) -> ConveyorConfig:
@@ -143,6 +164,7 @@ def load_config(context: Callable[[str], Any] | Mapping[str, Any]) -> ConveyorCo
         relay=_relay(_object(value("relay"), "relay", default={})),
         alarms=_alarms(_object(value("alarms"), "alarms", default={})),
         email_from=email_from,
+        api=_api(_object(value("api"), "api", default={})),
     )
 
 
@@ -217,6 +239,49 @@ def _alarms(raw: dict[str, Any]) -> AlarmConfig:
         if seconds < 1:
             raise ConfigError(f"{PREFIX}alarms.{name}={seconds} must be a positive number of seconds")
     return AlarmConfig(email=email, oldest_message_age_seconds=age, relay_lag_seconds=lag)
+
+
+def _api(raw: dict[str, Any]) -> ApiConfig:
+    key = f"{PREFIX}api"
+    _no_extra(raw, {"issuer", "audience", "rateLimit", "burstLimit"}, key)
+    issuer, audience = raw.get("issuer"), raw.get("audience")
+    if issuer is not None:
+        issuer = _issuer(issuer)
+        if isinstance(audience, str):
+            audience = [audience]
+        if not isinstance(audience, list) or not audience or not all(isinstance(a, str) and a.strip() for a in audience):
+            raise ConfigError(
+                f"{key}.audience={audience!r} must be the audience your tokens carry (a client id, or a list of them): "
+                "API Gateway's JWT authorizer refuses a token whose aud (or client_id) is not one of them"
+            )
+    elif audience is not None:
+        raise ConfigError(f"{key}.audience is set but {key}.issuer is not: a JWT audience needs the issuer of the tokens")
+    rate = _integer(raw.get("rateLimit"), "api.rateLimit", default=10)
+    burst = _integer(raw.get("burstLimit"), "api.burstLimit", default=20)
+    for name, limit in (("rateLimit", rate), ("burstLimit", burst)):
+        if not 1 <= limit <= 10_000:
+            raise ConfigError(f"{key}.{name}={limit} must be 1-10000 requests (per second for rateLimit)")
+    return ApiConfig(issuer=issuer, audience=tuple(audience or ()), rate_limit=rate, burst_limit=burst)
+
+
+def _issuer(raw: Any) -> str:
+    """The JWT issuer: API Gateway fetches its keys from ``<issuer>/.well-known/openid-configuration`` over HTTPS and
+    compares it with each token's ``iss`` claim, so it must be an https URL without query or fragment."""
+    what = (
+        "an https URL of a JWT issuer, exactly as the tokens' iss claim has it (e.g. "
+        "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123 or https://example.eu.auth0.com/)"
+    )
+    if not isinstance(raw, str):
+        raise ConfigError(f"{PREFIX}api.issuer={raw!r} is not {what}")
+    try:
+        parts = urlsplit(raw)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        raise ConfigError(f"{PREFIX}api.issuer={raw!r} is not {what}") from None
+    usable = parts.scheme == "https" and "." in (parts.hostname or "") and port_ok
+    if not usable or parts.username or parts.query or parts.fragment or any(c.isspace() for c in raw):
+        raise ConfigError(f"{PREFIX}api.issuer={raw!r} is not {what}")
+    return raw
 
 
 # -- values --------------------------------------------------------------------------------------------------------

@@ -73,15 +73,15 @@ class QueueConsumer(Construct):
             dead_letter_reason="Invoked synchronously by its SQS event source: a failed message stays on the queue "
             "and its redrive policy moves it to the queue's DLQ after the last attempt.",
         )
-        self.function.add_event_source(
-            sources.SqsEventSource(
-                job_queue.queue,
-                batch_size=settings.batch_size,
-                max_batching_window=Duration.seconds(settings.batch_window) if settings.batch_window else None,
-                report_batch_item_failures=True,
-                max_concurrency=settings.concurrency,
-            )
+        # Kept: the operations API pauses and resumes the queue by disabling and enabling this mapping.
+        self.event_source = sources.SqsEventSource(
+            job_queue.queue,
+            batch_size=settings.batch_size,
+            max_batching_window=Duration.seconds(settings.batch_window) if settings.batch_window else None,
+            report_batch_item_failures=True,
+            max_concurrency=settings.concurrency,
         )
+        self.function.add_event_source(self.event_source)
         acknowledge(
             self.function,
             id="Serverless-LambdaEventSourceMappingDestination",

@@ -50,8 +50,9 @@ class Scheduling(Construct):
         stage = factory.stage
         # Destroyed with the stack: it holds no data, and a retained group keeps its name, so creating the stack
         # again would fail on it.
+        self.group_name = schedule_group_name(stage=stage)
         self.group = scheduler.ScheduleGroup(
-            self, "Group", schedule_group_name=schedule_group_name(stage=stage), removal_policy=RemovalPolicy.DESTROY
+            self, "Group", schedule_group_name=self.group_name, removal_policy=RemovalPolicy.DESTROY
         )
         self.dead_letter_queue = sqs.Queue(
             self,

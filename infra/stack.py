@@ -18,6 +18,7 @@ from infra.database import DatabaseAccess
 from infra.job_queue import JobQueue
 from infra.lambda_defaults import FunctionArtifacts, FunctionFactory
 from infra.monitoring import Monitoring
+from infra.operations import OperationsApi
 from infra.queue_function import QueueConsumer
 from infra.relay import OutboxRelay
 from infra.scheduling import Scheduling
@@ -94,6 +95,16 @@ class ConveyorStack(Stack):
             factory=self.factory,
             database=self.database,
             scheduling=self.scheduling,
+        )
+        self.operations = OperationsApi(
+            self,
+            "Operations",
+            config=config.api,
+            queues=self.queues,
+            event_sources={label: consumer.event_source for label, consumer in consumers.items()},
+            scheduling=self.scheduling,
+            factory=self.factory,
+            database=self.database,
         )
         self.migrate = self.factory.function(
             self,

@@ -16,6 +16,9 @@ log = logging.getLogger("conveyor.local.poller")
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
+# How long a poller of a paused queue sleeps before asking again (the pause state itself is read at most once a second).
+PAUSED_RECHECK_SECONDS = 0.25
+
 
 class QueuePoller(threading.Thread):
     """Polls one queue and hands each batch to its function, as the event source mapping does on AWS.
@@ -41,6 +44,7 @@ class QueuePoller(threading.Thread):
         region: str = "us-east-1",
         wait_seconds: int = 1,
         name: str | None = None,
+        paused: Callable[[str], bool] = lambda queue: False,
     ) -> None:
         super().__init__(name=name or f"poller-{queue.name}", daemon=True)
         self.sqs = sqs
@@ -53,6 +57,7 @@ class QueuePoller(threading.Thread):
         self.stage = stage
         self.region = region
         self.wait_seconds = wait_seconds
+        self.paused = paused
         self.busy = False
 
     def run(self) -> None:
@@ -64,6 +69,9 @@ class QueuePoller(threading.Thread):
                 self.stop_event.wait(1.0)
 
     def poll_once(self) -> int:
+        if self.paused(self.queue.name):
+            self.stop_event.wait(PAUSED_RECHECK_SECONDS)
+            return 0
         messages = self.sqs.receive_message(
             QueueUrl=self.url,
             MaxNumberOfMessages=self.queue.batch_size,

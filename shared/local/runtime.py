@@ -21,6 +21,7 @@ from typing import Any
 from shared import settings as env
 from shared.database import Database, connect
 from shared.local.aws import LocalAws, ensure_queues, prepare_local_services
+from shared.local.pausewatch import PauseWatch
 from shared.local.poller import QueuePoller
 from shared.local.scheduler import LocalScheduler
 from shared.names import queue_label_from_resource
@@ -82,6 +83,7 @@ class LocalRuntime:
         self._reports_lock = threading.Lock()
         self._ledger: Database | None = None
         self.api: LocalApiServer | None = None
+        self.pauses: PauseWatch | None = None
         self._state_lock: Any = None  # the open, locked file that makes the state file ours
 
 
@@ -169,6 +171,8 @@ class LocalRuntime:
     def _start_workers(self) -> None:
         settings = Settings(stage=self.config.stage, database_url=self.database_url)
         directory = QueueDirectory(self.sqs, settings)
+        # One reader of conveyor.paused_queues for every poller and the scheduler (at most a read a second).
+        self.pauses = PauseWatch(lambda: connect(settings))
         for job in self.registry:
             handler = self.config.handlers.get(job.name) or load_handler(job)
             handler.bind(sqs=self.sqs, directory=directory, database=Database(settings))
@@ -204,12 +208,14 @@ class LocalRuntime:
                     stage=self.config.stage,
                     wait_seconds=self.config.poll_wait_seconds,
                     name=f"poller-{label}-{worker}",
+                    paused=self.pauses.paused,
                 )
                 self.pollers.append(poller)
                 self._spawn(poller)
         if self.config.scheduler and self.registry.scheduled():
             scheduler = LocalScheduler(
-                self.registry, self._fire, self.stop_event, now=self.config.clock, last_fire=self._last_fire
+                self.registry, self._fire, self.stop_event, now=self.config.clock, last_fire=self._last_fire,
+                paused=self.pauses.paused,
             )
             scheduler.prime()
             started = self.config.clock()
@@ -355,6 +361,9 @@ class LocalRuntime:
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
+        if self.pauses is not None:
+            self.pauses.close()
+            self.pauses = None
         if self._state_lock is not None:
             # Only the runtime holding the lock wrote the state file; a refused second one never reaches here.
             self.config.state_file.unlink(missing_ok=True)  # type: ignore[union-attr]

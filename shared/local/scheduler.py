@@ -9,6 +9,11 @@ fired at once; and while running, when a wake-up (a laptop's sleep, a stalled da
 the next one began. With ``missed=once`` that fire runs the latest due period, once; with ``missed=skip`` it records
 the missed period as skipped. Either way the scheduler then waits for the period after the latest due one: missed
 periods are never replayed one by one.
+
+A paused queue's schedules do not fire (as on AWS, where pausing disables them): nothing is enqueued or recorded, and
+the job's next fire stays where it was. On resume that period is late, so the missed-run rule decides what it stands
+for (``missed=once``: the latest period due runs once, at once; ``missed=skip``: it is recorded skipped and the
+schedule waits for the next period).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class LocalScheduler(threading.Thread):
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         last_fire: Callable[[JobSpec], datetime | None] = lambda job: None,
+        paused: Callable[[str], bool] = lambda queue: False,
     ) -> None:
         super().__init__(name="scheduler", daemon=True)
         self.jobs = registry.scheduled()
@@ -43,6 +49,7 @@ class LocalScheduler(threading.Thread):
         self.stop_event = stop
         self.now = now
         self.last_fire = last_fire
+        self.paused = paused
         self.next_fire: dict[str, datetime | None] = {}
         self.primed = False
 
@@ -60,9 +67,14 @@ class LocalScheduler(threading.Thread):
         if not self.primed:
             self.prime()
         while not self.stop_event.is_set():
-            pending = [t for t in self.next_fire.values() if t is not None]
-            if not pending:
+            planned = {job.name: self.next_fire.get(job.name) for job in self.jobs}
+            if all(t is None for t in planned.values()):
                 return
+            # A paused queue's jobs are left out of the wait, so the loop looks again within a second.
+            pending = [t for job in self.jobs if (t := planned[job.name]) is not None and not self.paused(job.queue)]
+            if not pending:
+                self.stop_event.wait(1.0)
+                continue
             wait = (min(pending) - self.now()).total_seconds()
             if wait > 0:
                 self.stop_event.wait(min(wait, 1.0))
@@ -72,7 +84,7 @@ class LocalScheduler(threading.Thread):
     def fire_due(self, now: datetime) -> None:
         for job in self.jobs:
             due = self.next_fire.get(job.name)
-            if due is None or due > now:
+            if due is None or due > now or self.paused(job.queue):
                 continue
             plan = plan_fire(job.parsed_schedule, due, now, job.missed)
             if plan.late:

@@ -1,14 +1,84 @@
 """Moving messages from a queue's dead-letter queue back to the queue.
 
-TODO(helper H2): whole queue with StartMessageMoveTask on AWS; receive → send → delete (locally for the whole queue,
-since the emulator lacks StartMessageMoveTask, and everywhere for one job's messages).
+Two modes:
+
+- **move task** (a whole queue, on AWS): ``StartMessageMoveTask`` with the DLQ as source and no destination, so SQS
+  moves every message back to the queue it came from. The move is asynchronous: the answer carries the task handle,
+  and ``moved`` is the DLQ's ``ApproximateNumberOfMessages`` when the task started (what it is about to move, an
+  approximation, not a count of moved messages). SQS allows one active task per DLQ; a second start is refused with
+  :class:`~shared.operations.errors.WrongState`.
+- **copy** (locally, where the emulator lacks StartMessageMoveTask, and everywhere for one job's messages): receive
+  from the DLQ, send the same body and attributes to the queue, and delete from the DLQ only what SQS accepted.
+
+What copy mode guarantees:
+
+- **nothing is lost**: a message is deleted from the DLQ only after the queue accepted its copy. A send that fails
+  leaves it in the DLQ (counted in ``failed``, its visibility released at the end); a crash between the send and the
+  delete leaves the message in both places, and the next redrive sends it again: a duplicate the run ledger makes
+  harmless (the second copy finds its run already running or finished);
+- **the job starts over**: a copy carries ``conveyor.failed_at``, which tells the handler it is a deliberate redrive
+  (the ledger restarts a dead run with a fresh attempt count). The runtime sets it on the copies it dead-letters; a
+  message the queue's redrive policy moved (it ran out of receives) lacks it, so it is added here, with the attempt
+  reset to 1 as the runtime's own copies have it;
+- **it ends**: one pass stops when a receive brings nothing new (a message or a job already handled this pass), or at
+  the deadline (then ``complete`` is False: run it again for the rest). Messages received are held invisible until
+  the deadline is past, so none comes back within the pass; skipped and failed ones are made visible again at the
+  end (ChangeMessageVisibilityBatch 0), as are any left in hand when the deadline stopped the pass.
+
+Queues are standard queues (no message groups or deduplication ids to carry over).
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.envelope import (
+    ATTR_ATTEMPT,
+    ATTR_ERROR,
+    ATTR_ERROR_TYPE,
+    ATTR_FAILED_AT,
+    ATTR_JOB_ID,
+    ATTR_JOB_NAME,
+    SQS_MAX_ATTRIBUTES,
+    SQS_MAX_BATCH_BYTES,
+    attributes_size,
+)
+from shared.operations.errors import Unavailable, WrongState
 from shared.operations.models import RedriveResult
+
+log = logging.getLogger("conveyor.operations.redrive")
+
+# SQS's limits on one batch request and one receive.
+BATCH_ENTRIES = 10
+# Received messages stay invisible at least this long (and past the deadline), so none reappears within one pass.
+MIN_VISIBILITY_SECONDS = 120
+MAX_VISIBILITY_SECONDS = 12 * 60 * 60
+# Attributes that may give way when conveyor.failed_at must be added to a message already holding ten: the reason
+# first (the ledger keeps it), then the producer's own, last in name order first.
+DROPPABLE_FIRST = (ATTR_ERROR, ATTR_ERROR_TYPE)
+# Error codes SQS answers StartMessageMoveTask with while a task is already active on the source queue.
+MOVE_TASK_ACTIVE_CODES = frozenset({"AWS.SimpleQueueService.UnsupportedOperation", "UnsupportedOperation"})
+
+
+@dataclass
+class _Pass:
+    """What one copy pass has seen and what it still has to give back."""
+
+    seen_messages: set[str] = field(default_factory=set)
+    sent_jobs: set[str] = field(default_factory=set)
+    # Receipt handles of messages that stay in the DLQ (skipped, failed, or a job already sent), released at the end.
+    release: dict[str, str] = field(default_factory=dict)
+    moved: int = 0
+    failed: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
 
 
 class Redriver:
@@ -18,4 +88,218 @@ class Redriver:
 
     def redrive(self, queue: str, *, dlq_url: str, queue_url: str, job: str | None, deadline: float) -> RedriveResult:
         """Move ``queue``'s DLQ messages (only ``job``'s when given) back; stop at ``deadline`` (time.monotonic())."""
-        raise NotImplementedError
+        if self.move_task and job is None:
+            return self._start_move_task(queue, dlq_url)
+        return self._copy(queue, dlq_url=dlq_url, queue_url=queue_url, job=job, deadline=deadline)
+
+    # -- move task ---------------------------------------------------------------------------------------------------
+
+    def _start_move_task(self, queue: str, dlq_url: str) -> RedriveResult:
+        try:
+            attributes = self.sqs.get_queue_attributes(
+                QueueUrl=dlq_url, AttributeNames=["QueueArn", "ApproximateNumberOfMessages"]
+            )["Attributes"]
+        except (ClientError, BotoCoreError) as exc:
+            raise Unavailable(f"could not read the dead-letter queue of {queue!r} ({dlq_url}): {exc}") from exc
+        dlq_arn = attributes["QueueArn"]
+        waiting = int(attributes.get("ApproximateNumberOfMessages", "0"))
+        try:
+            # No DestinationArn: SQS moves each message back to the queue whose redrive policy sent it there.
+            handle = self.sqs.start_message_move_task(SourceArn=dlq_arn)["TaskHandle"]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in MOVE_TASK_ACTIVE_CODES:
+                raise WrongState(
+                    f"a message move task is already running on the dead-letter queue of {queue!r} ({dlq_arn}); "
+                    f"wait for it to finish: {exc.response.get('Error', {}).get('Message', code)}",
+                    status="move_task_running",
+                ) from exc
+            raise Unavailable(f"SQS refused to start moving the dead-letter queue of {queue!r} ({dlq_arn}): {exc}") from exc
+        except BotoCoreError as exc:
+            raise Unavailable(f"could not start moving the dead-letter queue of {queue!r} ({dlq_arn}): {exc}") from exc
+        return RedriveResult(queue=queue, job=None, mode="move_task", moved=waiting, task_handle=handle, complete=True)
+
+    # -- copy ----------------------------------------------------------------------------------------------------
+
+    def _copy(self, queue: str, *, dlq_url: str, queue_url: str, job: str | None, deadline: float) -> RedriveResult:
+        state = _Pass()
+        complete = True
+        confirming = False
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    complete = False
+                    break
+                try:
+                    messages = self.sqs.receive_message(
+                        QueueUrl=dlq_url,
+                        MaxNumberOfMessages=BATCH_ENTRIES,
+                        VisibilityTimeout=_visibility(remaining),
+                        MessageAttributeNames=["All"],
+                        AttributeNames=["All"],
+                        # A short poll asks only some of SQS's servers and may come back empty while messages wait;
+                        # an empty answer is checked once with a long poll (which asks them all) before the end.
+                        WaitTimeSeconds=1 if confirming else 0,
+                    ).get("Messages", [])
+                except (ClientError, BotoCoreError) as exc:
+                    if not state.seen_messages:
+                        raise Unavailable(f"could not receive from the dead-letter queue of {queue!r} ({dlq_url}): {exc}") from exc
+                    state.errors.append(f"receive from the dead-letter queue failed: {exc}")
+                    complete = False
+                    break
+                if not messages and not confirming and remaining > 1:
+                    confirming = True
+                    continue
+                confirming = False
+                to_send: list[dict[str, Any]] = []
+                anything_new = False
+                for message in messages:
+                    message_id = message["MessageId"]
+                    job_id = _attribute(message, ATTR_JOB_ID)
+                    if message_id in state.seen_messages or (job_id is not None and job_id in state.sent_jobs):
+                        # Seen this pass, or a new copy of a job already sent back (it failed again meanwhile): it
+                        # stays in the DLQ, and it is not new, so it cannot keep the pass going.
+                        state.release[message_id] = message["ReceiptHandle"]
+                        continue
+                    anything_new = True
+                    state.seen_messages.add(message_id)
+                    if job is not None and _attribute(message, ATTR_JOB_NAME) != job:
+                        state.skipped += 1
+                        state.release[message_id] = message["ReceiptHandle"]
+                        continue
+                    to_send.append(message)
+                    if job_id is not None:
+                        state.sent_jobs.add(job_id)
+                if not anything_new:
+                    break
+                self._send_back(to_send, dlq_url=dlq_url, queue_url=queue_url, state=state)
+        finally:
+            self._release(dlq_url, state)
+        return RedriveResult(
+            queue=queue, job=job, mode="copy", moved=state.moved, failed=state.failed, skipped=state.skipped,
+            complete=complete, errors=state.errors,
+        )  # fmt: skip
+
+    def _send_back(self, messages: list[dict[str, Any]], *, dlq_url: str, queue_url: str, state: _Pass) -> None:
+        """Send each message to the queue, then delete from the DLQ exactly the ones SQS accepted."""
+        for chunk in _batches(messages):
+            entries = {str(i): m for i, m in enumerate(chunk)}
+            accepted: list[dict[str, Any]] = []
+            try:
+                response = self.sqs.send_message_batch(
+                    QueueUrl=queue_url,
+                    Entries=[
+                        {"Id": key, "MessageBody": m["Body"], "MessageAttributes": redriven_attributes(m)}
+                        for key, m in entries.items()
+                    ],
+                )
+            except (ClientError, BotoCoreError) as exc:
+                for m in chunk:
+                    state.release[m["MessageId"]] = m["ReceiptHandle"]
+                state.failed += len(chunk)
+                state.errors.append(f"could not send {len(chunk)} message(s) back to the queue (left in the DLQ): {exc}")
+                continue
+            for failure in response.get("Failed", []):
+                m = entries[failure["Id"]]
+                state.release[m["MessageId"]] = m["ReceiptHandle"]
+                state.failed += 1
+                state.errors.append(
+                    f"message {m['MessageId']}{_job_label(m)} not sent back (left in the DLQ): "
+                    f"{failure.get('Code', 'error')}: {failure.get('Message', '')}".rstrip(": ")
+                )
+            for success in response.get("Successful", []):
+                accepted.append(entries[success["Id"]])
+            state.moved += len(accepted)
+            if accepted:
+                self._delete(dlq_url, accepted, state)
+
+    def _delete(self, dlq_url: str, messages: list[dict[str, Any]], state: _Pass) -> None:
+        """Delete sent messages from the DLQ. One left there by a failed delete is sent again by the next redrive: a
+        duplicate the ledger absorbs, never a loss."""
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+        try:
+            response = self.sqs.delete_message_batch(QueueUrl=dlq_url, Entries=entries)
+        except (ClientError, BotoCoreError) as exc:
+            state.errors.append(
+                f"{len(messages)} message(s) sent back but not deleted from the DLQ (a later redrive sends them again, "
+                f"a harmless duplicate): {exc}"
+            )
+            return
+        for failure in response.get("Failed", []):
+            m = messages[int(failure["Id"])]
+            state.errors.append(
+                f"message {m['MessageId']}{_job_label(m)} sent back but not deleted from the DLQ (a later redrive sends "
+                f"it again, a harmless duplicate): {failure.get('Code', 'error')}"
+            )
+
+    def _release(self, dlq_url: str, state: _Pass) -> None:
+        """Make the messages left in the DLQ visible again now rather than when their visibility timeout ends."""
+        handles = list(state.release.values())
+        for start in range(0, len(handles), BATCH_ENTRIES):
+            chunk = handles[start : start + BATCH_ENTRIES]
+            try:
+                self.sqs.change_message_visibility_batch(
+                    QueueUrl=dlq_url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(chunk)],
+                )
+            except (ClientError, BotoCoreError) as exc:
+                # They stay in the DLQ either way; they only become visible later.
+                log.warning("could not release %d DLQ message(s) at once: %s", len(chunk), exc)
+
+
+def redriven_attributes(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The attributes a message goes back with: its own (in the shape SendMessage takes), plus ``conveyor.failed_at``
+    (and the attempt reset to 1) when it lacks it, so the handler restarts the job rather than taking the copy for a
+    late duplicate of a dead run. Within SQS's ten attributes: to make room, the reason goes first, then the
+    producer's attributes last in name order."""
+    attributes: dict[str, dict[str, Any]] = {}
+    for name, value in (message.get("MessageAttributes") or {}).items():
+        kept = {"DataType": value["DataType"]}
+        if "StringValue" in value:
+            kept["StringValue"] = value["StringValue"]
+        if "BinaryValue" in value:
+            kept["BinaryValue"] = value["BinaryValue"]
+        attributes[name] = kept
+    if ATTR_FAILED_AT in attributes:
+        return attributes
+    attributes[ATTR_ATTEMPT] = {"DataType": "Number", "StringValue": "1"}
+    droppable = [n for n in DROPPABLE_FIRST if n in attributes] + sorted(
+        (n for n in attributes if not n.startswith("conveyor.")), reverse=True
+    )
+    while len(attributes) >= SQS_MAX_ATTRIBUTES and droppable:
+        del attributes[droppable.pop(0)]
+    attributes[ATTR_FAILED_AT] = {"DataType": "String", "StringValue": datetime.now(UTC).isoformat()}
+    return attributes
+
+
+def _batches(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """SendMessageBatch requests of at most ten entries and SQS's bytes per request (bodies plus attributes)."""
+    batches: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    size = 0
+    for m in messages:
+        m_size = len(m["Body"].encode("utf-8")) + attributes_size(redriven_attributes(m))
+        if current and (len(current) == BATCH_ENTRIES or size + m_size > SQS_MAX_BATCH_BYTES):
+            batches.append(current)
+            current, size = [], 0
+        current.append(m)
+        size += m_size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _visibility(remaining: float) -> int:
+    """Hold received messages past the deadline, so none reappears within this pass."""
+    return min(MAX_VISIBILITY_SECONDS, max(MIN_VISIBILITY_SECONDS, math.ceil(remaining) + 60))
+
+
+def _attribute(message: dict[str, Any], name: str) -> str | None:
+    value = (message.get("MessageAttributes") or {}).get(name)
+    return None if value is None else value.get("StringValue")
+
+
+def _job_label(message: dict[str, Any]) -> str:
+    job_name, job_id = _attribute(message, ATTR_JOB_NAME), _attribute(message, ATTR_JOB_ID)
+    return f" (job {job_name} {job_id})" if job_name or job_id else ""

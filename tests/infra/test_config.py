@@ -68,6 +68,17 @@ def test_the_repository_cdk_json_is_valid():
         ({"database": {**EXISTING, "secretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db"}}, "the complete ARN"),
         ({"database": {**EXISTING, "secretKmsKeyArn": "alias/db"}}, "is not a KMS key ARN"),
         ({"database": {**EXISTING, "dbname": "my-db"}}, "is not a PostgreSQL database name"),
+        ({"api": {"issuer": "cognito-idp.eu-west-1.amazonaws.com/pool", "audience": "a"}}, "conveyor:api.issuer='cognito-idp.eu-west-1.amazonaws.com/pool' is not an https URL of a JWT issuer"),
+        ({"api": {"issuer": "http://issuer.example.com/", "audience": "a"}}, "is not an https URL"),
+        ({"api": {"issuer": "https://issuer.example.com/?tenant=1", "audience": "a"}}, "is not an https URL"),
+        ({"api": {"issuer": "https://localhost/", "audience": "a"}}, "is not an https URL"),
+        ({"api": {"issuer": "https://issuer.example.com:0/", "audience": "a"}}, "is not an https URL"),
+        ({"api": {"issuer": 42, "audience": "a"}}, "conveyor:api.issuer=42 is not an https URL"),
+        ({"api": {"issuer": "https://issuer.example.com/"}}, "conveyor:api.audience=None must be the audience your tokens carry"),
+        ({"api": {"issuer": "https://issuer.example.com/", "audience": []}}, "conveyor:api.audience=[] must be"),
+        ({"api": {"audience": "client"}}, "conveyor:api.audience is set but conveyor:api.issuer is not"),
+        ({"api": {"rateLimit": 0}}, "conveyor:api.rateLimit=0 must be 1-10000"),
+        ({"api": {"scopes": "x"}}, "conveyor:api has unknown keys ['scopes']"),
     ],
 )
 def test_bad_values_fail_with_the_key_and_what_is_allowed(overrides, message):
@@ -113,3 +124,12 @@ def test_synth_stops_on_bad_context_before_building_anything(tmp_path):
     with pytest.raises(ConfigError, match="conveyor:stage"):
         build_app(app, artifacts=FunctionArtifacts(code_dir=tmp_path, layer_dir=tmp_path))
     assert app.node.children == []
+
+
+def test_the_api_uses_iam_auth_unless_an_issuer_is_given():
+    # Secure by default: no identity provider configured means SigV4 on every data route, never an open API.
+    assert config().api.uses_jwt is False
+    jwt = config(api={"issuer": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123", "audience": "client-1"})
+    assert jwt.api.uses_jwt is True and jwt.api.audience == ("client-1",)
+    listed = config(api=json.dumps({"issuer": "https://tenant.eu.auth0.com/", "audience": ["a", "b"], "rateLimit": "50"}))
+    assert listed.api.audience == ("a", "b") and listed.api.rate_limit == 50 and listed.api.burst_limit == 20

@@ -103,7 +103,7 @@ def test_functions_use_the_project_defaults_and_real_handlers(synth):
         k: f for k, f in synth.resources("AWS::Lambda::Function").items()
         if str(f["Properties"].get("FunctionName", "")).startswith("conveyor-")
     }  # fmt: skip
-    assert len(functions) == len(registry.queues()) + 3  # + relay, schedule, migrate
+    assert len(functions) == len(registry.queues()) + 4  # + relay, schedule, migrate, ops
     sys.path.insert(0, str(synth.code_dir))
     try:
         for function in functions.values():

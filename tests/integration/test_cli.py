@@ -205,15 +205,18 @@ def test_runs_and_show_print_the_ledger_as_tables_or_json(db_url):
     assert "child 2 died" in lines[1]
 
     dead = conveyor("runs", "--status", "dead", "--json", env=env)
-    (record,) = json.loads(dead.stdout)
+    (record,) = json.loads(dead.stdout)["runs"]
     assert record["id"] == str(children[1]) and record["status"] == "dead" and record["attempt"] == 5
     assert datetime.fromisoformat(record["created_at"]).tzinfo is not None
 
     first = conveyor("runs", "--limit", "2", "--since", "1d", env=env)
-    assert f"--before {children[0]}" in first.stdout
-    rest = conveyor("runs", "--limit", "2", "--before", str(children[0]), "--json", env=env)
-    assert [r["id"] for r in json.loads(rest.stdout)] == [str(children[1])]
-    assert json.loads(conveyor("runs", "--job", "email.send", "--json", env=env).stdout)[0]["job_name"] == "email.send"
+    cursor = first.stdout.rsplit("--cursor ", 1)[1].split(")")[0]
+    rest = conveyor("runs", "--limit", "2", "--cursor", cursor, "--json", env=env)
+    assert [r["id"] for r in json.loads(rest.stdout)["runs"]] == [str(children[1])]
+    # --before ID pages from a job id, as earlier versions did.
+    before = conveyor("runs", "--limit", "2", "--before", str(children[0]), "--json", env=env)
+    assert [r["id"] for r in json.loads(before.stdout)["runs"]] == [str(children[1])]
+    assert json.loads(conveyor("runs", "--job", "email.send", "--json", env=env).stdout)["runs"][0]["job"] == "email.send"
     assert conveyor("runs", "--until", "1d", env=env).stdout.strip() == "no runs match"
 
     shown = conveyor("show", str(parent), env=env)
@@ -233,5 +236,5 @@ def test_runs_finds_the_database_of_a_running_dev(running_dev, tmp_path):
     job_id = conveyor("enqueue", "email.send", "--json", payload, cwd=tmp_path, env=no_env).stdout.strip()
     listed = conveyor("runs", "--json", cwd=tmp_path, env=no_env)
     assert listed.returncode == 0, listed.stderr
-    assert job_id in [r["id"] for r in json.loads(listed.stdout)]
+    assert job_id in [r["id"] for r in json.loads(listed.stdout)["runs"]]
     assert conveyor("show", job_id, cwd=tmp_path, env=no_env).returncode == 0

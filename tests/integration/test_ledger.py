@@ -20,7 +20,7 @@ from shared.registry import JobPayload, Registry, RetryPolicy
 from shared.runtime import JobContext, job_handler
 from shared.settings import Settings
 
-from tests.support import FakeLambdaContext, fast_forward, publish, receive
+from tests.support import FakeLambdaContext, fast_forward, insert_run, publish, receive
 
 
 class Step(JobPayload):
@@ -302,6 +302,8 @@ def test_a_stale_run_is_shown_abandoned_and_its_redelivery_continues_the_same_ro
     row = job(conn, job_id)
     assert (row["status"], row["attempt"], row["error_type"]) == ("succeeded", 2, "Abandoned")
     assert conn.execute("SELECT count(*) FROM conveyor.runs WHERE id = %s", (job_id,)).fetchone()[0] == 1
+    [lost] = attempts_history(conn, job_id)
+    assert (lost["attempt"], lost["outcome"], lost["error_type"]) == (1, "abandoned", "Abandoned")
 
 
 def test_each_record_is_visible_again_at_the_end_of_its_slot(conn, db_url, sqs, stage, steps, make_handler):
@@ -607,3 +609,46 @@ def test_ctx_transaction_inside_a_transaction_the_job_opened_is_refused(conn, db
     assert (row["status"], row["error_type"]) == ("retrying", "RuntimeError")
     assert "make ctx.transaction() the outermost transaction" in row["error"]
     assert conn.execute("SELECT count(*) FROM public.effects").fetchone()[0] == 0
+
+
+# -- failed attempts' history (conveyor.runs.attempts) ---------------------------------------------------------------
+
+
+def attempts_history(conn, job_id) -> list[dict]:
+    return conn.execute("SELECT coalesce(attempts, '[]') FROM conveyor.runs WHERE id = %s", (job_id,)).fetchone()[0]
+
+
+def test_each_failed_attempt_is_kept_with_its_error_and_a_success_adds_none(conn, db_url, sqs, stage, steps, make_handler):
+    job_id = enqueue_step(conn, 20)
+    publish(db_url, sqs, stage)
+
+    def flaky(payload, ctx):
+        if ctx.attempt <= 2:
+            raise RuntimeError(f"attempt {ctx.attempt} broke")
+
+    handler = make_handler(flaky)
+    for _ in range(3):
+        event = receive(sqs, steps, 1)
+        handler(event, FakeLambdaContext())
+        fast_forward(sqs, steps, event)
+    assert job(conn, job_id)["status"] == "succeeded"
+    history = attempts_history(conn, job_id)
+    assert [(e["attempt"], e["outcome"], e["error_type"], e["error"]) for e in history] == [
+        (1, "retrying", "RuntimeError", "attempt 1 broke"),
+        (2, "retrying", "RuntimeError", "attempt 2 broke"),
+    ]
+    assert all(e["started_at"] <= e["finished_at"] for e in history)
+
+
+def test_the_history_keeps_the_last_25_failed_attempts(conn):
+    from shared.ledger import record
+
+    job_id = insert_run(conn, "test.step", "running", run_token=uuid.uuid4())
+    for attempt in range(1, 31):
+        token = uuid.uuid4()
+        conn.execute("UPDATE conveyor.runs SET status = 'running', attempt = %s, run_token = %s WHERE id = %s", (attempt, token, job_id))
+        status = "dead" if attempt == 30 else "retrying"
+        assert record.finish(conn, [record.Outcome(job_id, token, status, error_type="RuntimeError", error=f"no {attempt}")]) == 1
+    history = attempts_history(conn, job_id)
+    assert [e["attempt"] for e in history] == list(range(6, 31))
+    assert (history[-1]["outcome"], history[-1]["error"]) == ("dead", "no 30")
