@@ -12,8 +12,8 @@ Errors are JSON ``{"code", "message", ...details}``: an :class:`OperationError` 
 traceback, never shown to the caller).
 
 ``GET /`` and ``GET /static/<file>`` serve the page's files from ``shared/operations/page/`` without
-authentication: they hold no data (the page fetches it from the API with the caller's credentials), so the login
-redirect and the static files need no token. ``GET /openapi.json`` is public for the same reason.
+authentication: they hold no data (the page fetches that from the API with the caller's credentials), so a browser
+can load them before it holds a token. ``GET /openapi.json`` needs ``jobs:read`` like every other GET.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 from shared.ledger.cancel import MAX_REASON_CHARS
 from shared.ledger.read import MAX_PAGE
 from shared.operations.auth import caller_from_event
-from shared.operations.errors import InvalidRequest, OperationError, Unauthenticated
+from shared.operations.errors import Forbidden, InvalidRequest, OperationError, Unauthenticated
 from shared.operations.models import (
     ActionResult,
     Health,
@@ -48,7 +48,7 @@ from shared.operations.models import (
     RunsPage,
     Throughput,
 )
-from shared.operations.scopes import Caller
+from shared.operations.scopes import Caller, Scope
 from shared.operations.service import Operations
 from shared.timeparse import TimeParseError, parse_when
 
@@ -176,6 +176,10 @@ def build_app(operations: OperationsSource, *, logger: Any = None) -> APIGateway
 
     @app.get("/openapi.json", summary="this document", include_in_schema=False)
     def openapi():
+        # Read access, like every GET of the API (API Gateway's route asks the same): it is the API's map.
+        who = caller()
+        if not who.may(Scope.READ):
+            raise Forbidden(f"{who.actor} needs the {Scope.READ.value} scope to read the API's description", required_scope=Scope.READ.value)
         document = app.get_openapi_json_schema(title=TITLE, version=API_VERSION)
         return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=document)
 
@@ -258,7 +262,7 @@ def _when(name: str, text: str | None):
 
 
 def _public(path: str) -> bool:
-    return path == "/" or path == "/openapi.json" or path.startswith("/static/")
+    return path == "/" or path.startswith("/static/")
 
 
 def _error_entry(error: dict[str, Any]) -> dict[str, Any]:

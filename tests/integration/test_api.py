@@ -73,6 +73,7 @@ ROUTES: list[tuple[str, str, str | None, Any]] = [
     ("POST", "/queues/work/redrive", RETRY, None),
     ("POST", "/queues/work/pause", RETRY, None),
     ("POST", "/queues/work/resume", RETRY, None),
+    ("GET", "/openapi.json", READ, None),
 ]
 ROUTE_IDS = [f"{m} {p.split('?')[0]}" for m, p, _, _ in ROUTES]
 
@@ -237,7 +238,7 @@ def test_health_is_503_while_a_dead_letter_queue_holds_a_message(local_api):
 
 def test_openapi_document_lists_every_route(local_api):
     _, client = local_api
-    answer = client.request("GET", "/openapi.json")
+    answer = client.request("GET", "/openapi.json", "read-token")
     assert answer.status == 200
     document = answer.json()
     assert document["info"]["title"] == "Conveyor operations"
