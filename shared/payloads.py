@@ -26,7 +26,8 @@ class EmailSend(JobPayload):
     to: EmailAddress
     template: EmailTemplate
     subject: Annotated[str, StringConstraints(min_length=1, max_length=998)]
-    variables: dict[str, str] = Field(default_factory=dict)
+    # Sensitive: a password reset's variables carry its token. Masked wherever operations show a payload.
+    variables: dict[str, str] = Field(default_factory=dict, json_schema_extra={"sensitive": True})
 
 
 class ReservationsCleanup(JobPayload):

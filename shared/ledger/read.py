@@ -109,14 +109,16 @@ def list_jobs(
     since: datetime | None = None,
     until: datetime | None = None,
     parent: uuid.UUID | str | None = None,
+    q: str | None = None,
     limit: int = 50,
     before: Cursor | None = None,
 ) -> list[JobRecord]:
     """Jobs newest first (by ``created_at``, then id), at most ``limit`` (1 to 1,000).
 
     ``since`` is inclusive and ``until`` exclusive, both on ``created_at`` (when the job was enqueued) and both
-    timezone-aware. ``parent`` lists a flow parent's children. ``before`` is the :attr:`JobRecord.cursor` of the
-    last record of the previous page.
+    timezone-aware. ``parent`` lists a flow parent's children. ``q`` is free text: a job id (that job only) or
+    a case-insensitive substring of the dedup key, the last error or the reason. ``before`` is the
+    :attr:`JobRecord.cursor` of the last record of the previous page.
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE}, got {limit!r}")
@@ -132,8 +134,23 @@ def list_jobs(
         if not isinstance(before_at, datetime) or before_at.tzinfo is None:
             raise ValueError(f"before's created_at must be a timezone-aware datetime, got {before_at!r}")
         before_id = parse_job_id(raw_id, "before's id")
+    q_id = q_pattern = None
+    if q is not None:
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(f"q must be non-empty text, got {q!r}")
+        if "\x00" in q:
+            raise ValueError("q contains a NUL character (U+0000), which PostgreSQL cannot compare")
+        q = q.strip()
+        try:
+            q_id = uuid.UUID(q)
+        except ValueError:
+            # LIKE's wildcards in the text are literal characters to the person searching.
+            escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            q_pattern = f"%{escaped}%"
     params = {
         "job": job,
+        "q": None if q is None else (q_pattern or q),
+        "q_id": q_id,
         "status": None if status is None else parse_status(str(status)).value,
         "parent": None if parent is None else parse_job_id(parent, "parent"),
         "since": since,

@@ -26,6 +26,12 @@ WHERE (%(job)s::text IS NULL OR job_name = %(job)s::text)
   AND (%(parent)s::uuid IS NULL OR parent_id = %(parent)s::uuid)
   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
   AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s::timestamptz)
+  -- Free text: an exact job id when it parses as one, else a substring of the dedup key, the last error or the
+  -- reason (a scan of what the other filters leave; the keyset order still bounds a page).
+  AND (%(q)s::text IS NULL
+       OR (%(q_id)s::uuid IS NOT NULL AND id = %(q_id)s::uuid)
+       OR (%(q_id)s::uuid IS NULL
+           AND (dedup_key ILIKE %(q)s::text OR last_error ILIKE %(q)s::text OR reason ILIKE %(q)s::text)))
   AND (%(before_at)s::timestamptz IS NULL
        OR (created_at <= %(before_at)s::timestamptz
            AND (created_at < %(before_at)s::timestamptz OR id < %(before_id)s::uuid)))
