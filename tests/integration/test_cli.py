@@ -82,7 +82,7 @@ def running_dev(db_url, stage, aws_endpoint, tmp_path):
     """A `conveyor dev` in ``tmp_path``, ready; stopped with Ctrl-C after the test."""
     env = {**os.environ, "DATABASE_URL": "", "CONVEYOR_DATABASE_URL": "", "AWS_ENDPOINT_URL": aws_endpoint}
     process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "dev", "--stage", stage, "--database-url", db_url, "--no-scheduler"],
+        [sys.executable, "-m", "shared.cli", "dev", "--stage", stage, "--database-url", db_url, "--no-scheduler", "--api-port", "0"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     output: list[str] = []
