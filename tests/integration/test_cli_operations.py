@@ -18,7 +18,7 @@ import pytest
 
 from tests.integration.test_cli import ROOT
 
-REGISTRY = "tests.support:registry"
+REGISTRY = "tests.cli_registry:registry"
 
 
 @pytest.fixture
