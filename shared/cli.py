@@ -8,77 +8,40 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import sys
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
 from shared import settings as env
+from shared import timeparse
+from shared.timeparse import TimeParseError
 
 STATE_FILE = Path(".conveyor") / "dev.json"
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-def parse_duration(text: str) -> timedelta:
-    """``90``, ``45s``, ``10m``, ``1h30m``, ``2d`` → a timedelta."""
-    text = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return timedelta(seconds=float(text))
-    pos, total = 0, 0.0
-    for match in _DURATION_RE.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match[1]) * _UNITS[match[2]]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 30s, 10m, 1h30m, 2d")
-    try:
-        return timedelta(seconds=total)
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"duration {text!r} is too long") from None
+def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type=`` from a :mod:`shared.timeparse` parser: its message becomes argparse's, word for word."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except TimeParseError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
-def parse_datetime(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid time {text!r}: use ISO 8601 with an offset, e.g. 2026-12-01T09:00:00+08:00") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"time {text!r} has no UTC offset: add one, e.g. {text}+00:00")
-    try:
-        value.astimezone(timezone.utc)
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"time {text!r} is out of range: in UTC it falls outside years 1-9999") from None
-    return value
-
-
-def parse_when(text: str) -> datetime:
-    """``--since``/``--until``: a duration ago (``90m``, ``2d``) or an ISO 8601 time with an offset."""
-    try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        pass
-    else:
-        return parse_datetime(text)  # a time: its own errors (no offset, out of range) say more
-    try:
-        ago = parse_duration(text)
-    except argparse.ArgumentTypeError:
-        if re.fullmatch(rf"(?:{_DURATION_RE.pattern})+", text.strip().lower()):
-            raise  # a duration, too long for Python's timedelta: its own message says so
-        raise argparse.ArgumentTypeError(
-            f"invalid time {text!r}: use a duration ago (30m, 2d) or ISO 8601 with an offset (2026-12-01T09:00:00+00:00)"
-        ) from None
-    try:
-        return datetime.now(timezone.utc) - ago
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"{text!r} ago is before year 1") from None
+parse_duration = _argument_type(timeparse.parse_duration)
+parse_datetime = _argument_type(timeparse.parse_datetime)
+parse_when = _argument_type(timeparse.parse_when)
 
 
 def _status(text: str):
@@ -106,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--database-url", help="use this PostgreSQL instead of the embedded one (default: $DATABASE_URL)")
     dev.add_argument("--no-scheduler", action="store_true", help="do not fire schedules")
     dev.add_argument("--verbose", action="store_true", help="show the handlers' JSON logs")
+    dev.add_argument(
+        "--api-port", type=_port, default=8710,
+        help="the operations API and dashboard on 127.0.0.1 (default 8710; 0 = any free port)",
+    )  # fmt: skip
+    dev.add_argument(
+        "--token", action="append", metavar="TOKEN=SCOPES",
+        help=f"an API bearer token and its scopes, e.g. s3cret=jobs:read,jobs:retry (repeatable; default: "
+        f"${env.API_TOKENS}; with none, every local caller has every scope)",
+    )  # fmt: skip
 
     migrate = sub.add_parser("migrate", help="apply pending migrations and sync the registry to the database")
     migrate.add_argument("--database-url")
@@ -204,6 +176,32 @@ def _job_id(text: str):
         return uuid.UUID(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a job id (a UUID)") from None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 = any free port)")
+    return int(text)
+
+
+def _api_tokens(given: list[str] | None) -> dict[str, Any] | None:
+    """`conveyor dev`'s API tokens: each --token, else $CONVEYOR_API_TOKENS; None: no tokens (all scopes)."""
+    from shared.operations.local_server import LocalApiError, parse_tokens
+
+    try:
+        if given:
+            tokens: dict[str, Any] = {}
+            for number, value in enumerate(given, start=1):
+                source = "--token" if len(given) == 1 else f"--token #{number}"
+                for token, scopes in parse_tokens(value, source=source).items():
+                    if token in tokens:
+                        raise CliError("--token: the same token is given twice")
+                    tokens[token] = scopes
+            return tokens
+        text = os.environ.get(env.API_TOKENS, "").strip()
+        return parse_tokens(text, source=env.API_TOKENS) if text else None
+    except LocalApiError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _positive(text: str) -> int:
@@ -333,6 +331,7 @@ def _connect(url: str):
 def cmd_dev(args: argparse.Namespace) -> int:
     from shared.local.postgres import PostgresNotAvailable
     from shared.local.runtime import AlreadyRunning, LocalConfig, LocalRuntime
+    from shared.operations.local_server import ApiPortInUse
 
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     if not args.verbose:
@@ -344,6 +343,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         scheduler=not args.no_scheduler,
         state_file=STATE_FILE,
+        api_port=args.api_port,
+        api_tokens=_api_tokens(args.token),
     )
     runtime = LocalRuntime(registry, config, out=lambda line: print(line, flush=True))
 
@@ -357,6 +358,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         runtime.start()
     except AlreadyRunning as exc:
         raise CliError(str(exc)) from None
+    except ApiPortInUse as exc:
+        raise CliError(f"port {exc.port} is in use, so the local API cannot start: pass --api-port with another port (0 = any free port)") from None
     except PostgresNotAvailable as exc:
         # The first line says why; the rest is the server log's tail, which stays in its file.
         raise CliError(_first_line(exc) + (f" (server log: {exc.log_file})" if exc.log_file else "")) from None
@@ -576,7 +579,12 @@ def _operations(args: argparse.Namespace):
     if state is not None:
         url = state["database_url"]
         if state.get("aws_endpoint_url"):
-            os.environ.setdefault("AWS_ENDPOINT_URL", state["aws_endpoint_url"])
+            from shared.local.aws import LOCAL_CREDENTIALS
+
+            # The local emulator, with the credentials `conveyor dev` gave it: a new terminal has none of its own.
+            os.environ["AWS_ENDPOINT_URL"] = state["aws_endpoint_url"]
+            for key, value in LOCAL_CREDENTIALS.items():
+                os.environ.setdefault(key, value)
         os.environ.setdefault(env.STAGE, state.get("stage") or "dev")
     local = bool(os.environ.get("AWS_ENDPOINT_URL"))
     settings = Settings.from_env()

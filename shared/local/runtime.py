@@ -25,6 +25,9 @@ from shared.local.pausewatch import PauseWatch
 from shared.local.poller import QueuePoller
 from shared.local.scheduler import LocalScheduler
 from shared.names import queue_label_from_resource
+from shared.operations.local_server import DEFAULT_PORT as DEFAULT_API_PORT
+from shared.operations.local_server import LocalApiServer
+from shared.operations.scopes import Scope
 from shared.migrate import migrate, sync_registry
 from shared.outbox.relay import Relay, RelayStats
 from shared.queues import QueueDirectory
@@ -55,6 +58,10 @@ class LocalConfig:
     handlers: Mapping[str, JobHandler] = field(default_factory=dict)
     # The scheduler's clock (aware datetimes); tests pass a fast one to see schedules fire without waiting.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # The operations API and dashboard on 127.0.0.1 (0: any free port; None: not started). Without tokens every
+    # local caller has every scope; with them, a request needs `Authorization: Bearer <token>`.
+    api_port: int | None = DEFAULT_API_PORT
+    api_tokens: Mapping[str, frozenset[Scope]] | None = None
 
 
 class LocalRuntime:
@@ -75,6 +82,7 @@ class LocalRuntime:
         self.reports: list[RunReport] = []
         self._reports_lock = threading.Lock()
         self._ledger: Database | None = None
+        self.api: LocalApiServer | None = None
         self.pauses: PauseWatch | None = None
         self._state_lock: Any = None  # the open, locked file that makes the state file ours
 
@@ -217,6 +225,7 @@ class LocalRuntime:
                 missed = f" (missed while stopped; missed={job.missed.value} applies now)" if upcoming and upcoming <= started else ""
                 self.out(f"schedule   {job.name:<24} {job.schedule} {job.timezone}, next run {when}{missed}")
             self._spawn(scheduler)
+        self._start_api(settings)
         if self.config.state_file:
             self.config.state_file.parent.mkdir(parents=True, exist_ok=True)
             self.config.state_file.write_text(json.dumps({
@@ -224,7 +233,28 @@ class LocalRuntime:
                 "database_url": self.database_url,
                 "aws_endpoint_url": os.environ.get("AWS_ENDPOINT_URL"),
                 "stage": self.config.stage,
+                "api_url": self.api.url if self.api else None,
             }))
+
+    def _start_api(self, settings: Settings) -> None:
+        """The operations API and the dashboard, served by the ops Lambda's own resolver over the same service the
+        CLI uses (local mode: pauses are read by the pollers, redrive copies messages)."""
+        if self.config.api_port is None:
+            return
+        from shared.operations.api import build_app
+
+        registry = self.registry
+
+        def operations() -> Any:  # built on the first API request: the page's files need no database
+            from shared.operations.service import build_operations
+
+            return build_operations(registry, settings, local=True)
+
+        self.api = LocalApiServer(build_app(operations), port=self.config.api_port, tokens=self.config.api_tokens)
+        self.api.start()
+        self.out(f"api        {self.api.url}  (dashboard; API under the same address)")
+        if self.config.api_tokens:
+            self.out(f"api        {len(self.config.api_tokens)} token(s): requests need Authorization: Bearer <token>")
 
     def _spawn(self, thread: threading.Thread) -> None:
         self.threads.append(thread)
@@ -315,6 +345,9 @@ class LocalRuntime:
         """Stop taking work, let in-flight batches finish, then stop the servers. Committed jobs stay in the outbox
         or on their queue, so nothing is lost by stopping at any point."""
         self.stop_event.set()
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
         for thread in self.threads:
             thread.join(timeout=60)
         self.threads.clear()

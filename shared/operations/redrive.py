@@ -73,6 +73,8 @@ class _Pass:
 
     seen_messages: set[str] = field(default_factory=set)
     sent_jobs: set[str] = field(default_factory=set)
+    # SQS's clock (SentTimestamp, ms) is compared with ours: a copy sent to the DLQ after the pass began is new.
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     # Receipt handles of messages that stay in the DLQ (skipped, failed, or a job already sent), released at the end.
     release: dict[str, str] = field(default_factory=dict)
     moved: int = 0
@@ -157,9 +159,12 @@ class Redriver:
                 for message in messages:
                     message_id = message["MessageId"]
                     job_id = _attribute(message, ATTR_JOB_ID)
-                    if message_id in state.seen_messages or (job_id is not None and job_id in state.sent_jobs):
-                        # Seen this pass, or a new copy of a job already sent back (it failed again meanwhile): it
-                        # stays in the DLQ, and it is not new, so it cannot keep the pass going.
+                    if message_id in state.seen_messages or (
+                        job_id is not None and job_id in state.sent_jobs and _sent_ms(message) >= state.started_ms
+                    ):
+                        # Seen this pass, or a copy of a job already sent back that reached the DLQ during the pass
+                        # (it failed again meanwhile): it stays in the DLQ, and it is not new, so it cannot keep the
+                        # pass going. Older copies of the same job (it was retried and died again) all go back.
                         state.release[message_id] = message["ReceiptHandle"]
                         continue
                     anything_new = True
@@ -246,6 +251,13 @@ class Redriver:
             except (ClientError, BotoCoreError) as exc:
                 # They stay in the DLQ either way; they only become visible later.
                 log.warning("could not release %d DLQ message(s) at once: %s", len(chunk), exc)
+
+
+def _sent_ms(message: dict[str, Any]) -> int:
+    try:
+        return int(message.get("Attributes", {}).get("SentTimestamp", "0"))
+    except ValueError:
+        return 0
 
 
 def redriven_attributes(message: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -715,11 +715,28 @@ def _json_env(name: str) -> dict[str, str] | None:
     return value
 
 
+class _LazyClient:
+    """A boto3 client made on first use. Reading the ledger (``conveyor runs``, ``show``) needs only the database, so
+    a terminal with no AWS region or credentials configured can still do it; the first AWS call says what is
+    missing."""
+
+    def __init__(self, service: str, config: Any) -> None:
+        self._service = service
+        self._config = config
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client(self._service, config=self._config)
+        return getattr(self._client, name)
+
+
 def build_operations(registry: Registry, settings: Settings | None = None, *, local: bool) -> Operations:
     """The service as the environment configures it: the ops Lambda (``local=False``: pause/resume switch event
     source mappings and schedules, a whole-queue redrive is an SQS message move task) or the CLI/``conveyor dev``
     against the local runtime (``local=True``: the pollers obey the pauses table; redrive copies messages)."""
-    import boto3
     from botocore.config import Config
 
     from shared.database import connect as open_connection
@@ -727,7 +744,7 @@ def build_operations(registry: Registry, settings: Settings | None = None, *, lo
     settings = settings or Settings.from_env()
     # Short timeouts: an operator (or the health check) waits on these calls.
     config = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 3})
-    sqs = boto3.client("sqs", config=config)
+    sqs = _LazyClient("sqs", config)
     controls: QueueControls
     if local:
         controls = LocalQueueControls(registry)
@@ -737,8 +754,8 @@ def build_operations(registry: Registry, settings: Settings | None = None, *, lo
         controls = AwsQueueControls(
             registry,
             stage=settings.stage,
-            lambda_client=boto3.client("lambda", config=config),
-            scheduler_client=boto3.client("scheduler", config=config),
+            lambda_client=_LazyClient("lambda", config),
+            scheduler_client=_LazyClient("scheduler", config),
             mappings=_json_env(EVENT_SOURCE_MAPPINGS),
             schedule_group=os.environ.get(SCHEDULE_GROUP) or None,
         )

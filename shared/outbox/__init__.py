@@ -47,7 +47,8 @@ from enum import StrEnum
 from typing import Any
 
 import psycopg
-from pydantic import BaseModel, ValidationError
+import pydantic_core
+from pydantic import BaseModel, Secret, SecretBytes, SecretStr, ValidationError
 
 from shared.envelope import check_payload_size
 from shared.ids import new_job_id
@@ -133,16 +134,43 @@ def _non_finite(value: Any, path: str = "") -> str | None:
     return None
 
 
+# What pydantic writes for SecretStr/SecretBytes/Secret in JSON: only a body holding it can hold a masked secret.
+_SECRET_MASK = '"**********"'
+
+
+def _reveal(value: Any) -> tuple[Any, bool]:
+    if isinstance(value, (SecretStr, SecretBytes, Secret)):
+        return value.get_secret_value(), True
+    if isinstance(value, dict):
+        pairs = [(k, *_reveal(v)) for k, v in value.items()]
+        return {k: v for k, v, _ in pairs}, any(found for *_, found in pairs)
+    if isinstance(value, (list, tuple)):
+        items = [_reveal(v) for v in value]
+        return [v for v, _ in items], any(found for _, found in items)
+    return value, False
+
+
+def _with_secrets_revealed(model: BaseModel) -> str | None:
+    """The body with each secret's value instead of pydantic's mask (which is for logs and reprs: the job needs the
+    value), or None when the mask in the body was ordinary text. Walks the Python-mode dump, where secrets are
+    still objects, and writes JSON from it."""
+    data, found = _reveal(model.model_dump(by_alias=True))
+    return pydantic_core.to_json(data).decode() if found else None
+
+
 def payload_body(job: JobSpec, model: BaseModel) -> str:
     """The exact JSON text the relay will send and the handler will parse, refused where it would not parse back.
 
-    By alias, because the handler validates by alias (a field ``from_`` with alias ``from`` must travel as
+    Secrets (``SecretStr`` and the like) are written with their values: masking them is for logs and the operations
+    API, not for the job that needs them. By alias, because the handler validates by alias (a field ``from_`` with alias ``from`` must travel as
     ``from``; the registry refuses a model whose validation aliases do not accept what it writes). NaN and infinity
     are refused: JSON has no spelling for them and pydantic would write ``null``, which the handler's model then
     rejects. A NUL character is refused: PostgreSQL text cannot hold it, so the INSERT would fail and abort the
     caller's whole transaction. The size is measured on this text, which is stored and sent as is.
     """
     body = model.model_dump_json(by_alias=True)
+    if _SECRET_MASK in body:
+        body = _with_secrets_revealed(model) or body
     # pydantic writes NaN and infinity as null, so only a body with a null can hold one: look closer only then.
     if "null" in body:
         where = _non_finite(model.model_dump(by_alias=True))

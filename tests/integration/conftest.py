@@ -19,10 +19,11 @@ def runtime_factory(db_url, stage, aws_endpoint):
     saved = dict(os.environ)
 
     def start(registry=test_registry, handlers=None, **config):
+        # No API unless a test asks for one (api_port=0: any free port), so runs never fight over port 8710.
         lines = []
         runtime = LocalRuntime(
             registry,
-            LocalConfig(**{"stage": stage, "database_url": db_url, "scheduler": False, "handlers": handlers or {}, **config}),
+            LocalConfig(**{"stage": stage, "database_url": db_url, "scheduler": False, "handlers": handlers or {}, "api_port": None, **config}),
             out=lines.append,
         )
         runtime.lines = lines

@@ -82,7 +82,7 @@ def running_dev(db_url, stage, aws_endpoint, tmp_path):
     """A `conveyor dev` in ``tmp_path``, ready; stopped with Ctrl-C after the test."""
     env = {**os.environ, "DATABASE_URL": "", "CONVEYOR_DATABASE_URL": "", "AWS_ENDPOINT_URL": aws_endpoint}
     process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "dev", "--stage", stage, "--database-url", db_url, "--no-scheduler"],
+        [sys.executable, "-m", "shared.cli", "dev", "--stage", stage, "--database-url", db_url, "--no-scheduler", "--api-port", "0"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     output: list[str] = []
@@ -238,3 +238,10 @@ def test_runs_finds_the_database_of_a_running_dev(running_dev, tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert job_id in [r["id"] for r in json.loads(listed.stdout)["runs"]]
     assert conveyor("show", job_id, cwd=tmp_path, env=no_env).returncode == 0
+
+
+def test_reading_the_ledger_needs_no_aws_configuration(db_url):
+    bare = {k: "" for k in os.environ if k.startswith("AWS_") and k != "AWS_CA_BUNDLE"}
+    listed = conveyor("runs", "--json", env={**bare, "DATABASE_URL": db_url})
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["runs"] == []

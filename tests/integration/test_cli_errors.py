@@ -60,6 +60,11 @@ CASES = {
     "runs, no database": (["runs"], {}, "no database"),
     "show, unknown id": (["show", "00000000-0000-7000-8000-0000000000ff", "--database-url", "{db}"], {}, "no job with id"),
     "show, malformed id": (["show", "42"], {}, "'42' is not a job id"),
+    # the local API's port and tokens, refused before anything starts
+    "dev, port out of range": (["dev", "--api-port", "70000"], {}, "'70000' is not a port"),
+    "dev, token unknown scope": (["dev", "--token", "s3cret=jobs:read,jobs:write"], {}, "--token: unknown scope 'jobs:write'"),
+    "dev, token without scopes": (["dev", "--token", "a=jobs:read", "--token", "s3cret"], {}, "--token #2 has no '='"),
+    "dev, tokens env malformed": (["dev"], {"CONVEYOR_API_TOKENS": "a=jobs:read;;b=jobs:cancel"}, "CONVEYOR_API_TOKENS entry 2 is empty"),
 }
 
 EVENTS = {
@@ -113,6 +118,22 @@ def test_a_url_with_a_password_is_not_echoed(tmp_path):
     result = conveyor("migrate", "--database-url", "mysql://user:s3cret@127.0.0.1/db", env={})
     line = assert_one_line_error(result, "database URL")
     assert "s3cret" not in line
+
+
+def test_dev_whose_api_port_is_taken_is_one_line_naming_the_port_and_the_flag(db_url, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = conveyor(
+            "dev", "--database-url", db_url, "--no-scheduler", "--stage", "tport", "--api-port", str(port),
+            env={}, cwd=tmp_path,
+        )  # fmt: skip
+    line = assert_one_line_error(result, f"port {port} is in use")
+    assert "--api-port" in line
+    assert not (tmp_path / ".conveyor" / "dev.json").exists(), "a runtime that failed to start leaves no state file"
 
 
 @pytest.fixture

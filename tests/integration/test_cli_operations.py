@@ -18,7 +18,7 @@ import pytest
 
 from tests.integration.test_cli import ROOT
 
-REGISTRY = "tests.support:registry"
+REGISTRY = "tests.cli_registry:registry"
 
 
 @pytest.fixture
@@ -40,9 +40,12 @@ def dev(db_url, stage, aws_endpoint, tmp_path):
             break
     assert (tmp_path / ".conveyor" / "dev.json").exists(), "".join(output)
 
+    # A new terminal: no AWS endpoint, region or credentials; the state file of `conveyor dev` is all it has.
+    terminal = {k: v for k, v in env.items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
+
     def run(*args, stdin=None):
         return subprocess.run(
-            [sys.executable, "-m", "shared.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+            [sys.executable, "-m", "shared.cli", *args], cwd=tmp_path, env=terminal, capture_output=True, text=True,
             timeout=120, input=stdin,
         )  # fmt: skip
 

@@ -283,3 +283,27 @@ def test_delay_counts_from_the_enqueue_statement_not_the_transaction_start(conn)
         due_sql = conn.execute("SELECT run_at - now() FROM conveyor.outbox WHERE id = %s", (sql_id,)).fetchone()[0]
     assert early >= timedelta(seconds=1.45)
     assert due_sql >= timedelta(seconds=0.45)  # due when add_job ran, not when the transaction began
+
+
+def test_a_secret_field_travels_with_its_value_not_pydantics_mask(conn):
+    """SecretStr hides a value from logs and reprs; the job still needs the value itself."""
+    from pydantic import BaseModel, SecretStr
+
+    from shared.outbox import payload_body
+    from shared.registry import JobPayload, Registry
+
+    class Credentials(BaseModel):
+        token: SecretStr
+
+    class Login(JobPayload):
+        user: str
+        password: SecretStr
+        nested: Credentials
+        many: list[SecretStr] = []
+
+    job = Registry().job("test.login", payload=Login, queue="work")
+    model = Login(user="ada", password="hunter2", nested={"token": "t0k"}, many=["a", "b"])
+    body = payload_body(job, model)
+    assert json.loads(body) == {"user": "ada", "password": "hunter2", "nested": {"token": "t0k"}, "many": ["a", "b"]}
+    parsed = Login.model_validate_json(body)
+    assert parsed.password.get_secret_value() == "hunter2" and parsed.nested.token.get_secret_value() == "t0k"

@@ -265,3 +265,49 @@ def test_a_dead_job_redriven_runs_again_and_succeeds_with_a_fresh_attempt_count(
     assert seen == [(7, 1), (7, 1)]
     [other] = drain(runtime.sqs, dlq_url)
     assert other["MessageAttributes"][ATTR_JOB_NAME]["StringValue"] == "test.other"
+
+
+def test_two_copies_of_one_job_already_in_the_dlq_both_go_back(sqs, queues):
+    """A retried job that died again leaves a second copy: both are the operator's to move (the ledger runs the job
+    once), and a DLQ left holding one would keep the health check failing."""
+    queue_url, dlq_url = queues
+    job_id = dead_message(sqs, dlq_url, 1)
+    sqs.send_message(
+        QueueUrl=dlq_url, MessageBody='{"n":1}',
+        MessageAttributes={ATTR_JOB_ID: string(job_id), ATTR_JOB_NAME: string("test.work"), ATTR_FAILED_AT: string("2026-01-02T00:00:00+00:00")},
+    )  # fmt: skip
+
+    result = Redriver(sqs, move_task=False).redrive("work", dlq_url=dlq_url, queue_url=queue_url, job=None, deadline=soon())
+
+    assert (result.moved, result.complete) == (2, True)
+    assert drain(sqs, dlq_url) == []
+    assert job_ids(drain(sqs, queue_url)) == [job_id, job_id]
+
+
+def test_a_copy_that_fails_again_during_the_pass_stays_in_the_dlq(sqs, queues):
+    """The job dies again while the pass runs (a consumer took the moved copy at once): its new copy is not moved
+    again, so a job that always fails cannot keep one pass going until its deadline."""
+    queue_url, dlq_url = queues
+    job_id = dead_message(sqs, dlq_url, 1)
+
+    class DiesAgainAtOnce:
+        """SQS, where every message sent back is dead-lettered again the moment it arrives."""
+
+        def __init__(self, client):
+            self.client = client
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+        def send_message_batch(self, **kwargs):
+            answer = self.client.send_message_batch(**kwargs)
+            for entry in kwargs["Entries"]:
+                self.client.send_message(QueueUrl=dlq_url, MessageBody=entry["MessageBody"], MessageAttributes=entry["MessageAttributes"])
+            return answer
+
+    result = Redriver(DiesAgainAtOnce(sqs), move_task=False).redrive(
+        "work", dlq_url=dlq_url, queue_url=queue_url, job=None, deadline=soon()
+    )
+
+    assert (result.moved, result.complete) == (1, True)
+    assert job_ids(drain(sqs, dlq_url)) == [job_id]
