@@ -602,12 +602,16 @@ def _answer(args: argparse.Namespace, model: Any, text: Any) -> None:
 def _ops_call(method: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a service method as the terminal's caller; a refusal becomes the CLI's one-line error."""
     from shared.operations.errors import OperationError
-    from shared.operations.scopes import cli_caller
-
     try:
-        return method(cli_caller(), *args, **kwargs)
+        return method(_caller(), *args, **kwargs)
     except OperationError as exc:
         raise CliError(exc.message) from None
+
+
+def _caller():
+    from shared.operations.scopes import cli_caller
+
+    return cli_caller(os.environ.get(env.SCOPES))
 
 
 def _reraise_refusal(exc: Exception) -> None:
@@ -649,11 +653,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from shared.operations import text
     from shared.operations.errors import NotFound
-    from shared.operations.scopes import cli_caller
-
     ops = _operations(args)
     try:
-        detail = ops.run(cli_caller(), str(args.id))
+        detail = ops.run(_caller(), str(args.id))
     except NotFound:
         raise CliError(_no_such_job(args.id)) from None
     except Exception as exc:

@@ -69,12 +69,26 @@ class Caller:
         return [a for a in Action if self.may(a)]
 
 
-def cli_caller() -> Caller:
-    """The terminal's caller: whoever holds the database URL and AWS credentials can do everything anyway."""
+def cli_caller(scopes: str | None = None) -> Caller:
+    """The terminal's caller: whoever holds the database URL and AWS credentials can do everything anyway, so by
+    default every scope. ``scopes`` (``CONVEYOR_SCOPES``, comma- or space-separated) narrows it, e.g. to
+    ``jobs:read`` for an on-call shell that should only look: a guard against a slip, not a security boundary. A
+    name that is not a scope is refused rather than ignored, so a typo cannot widen or empty the set unnoticed."""
     import getpass
+
+    granted = ALL_SCOPES
+    if scopes is not None:
+        names = scopes.replace(",", " ").split()
+        unknown = sorted(set(names) - {s.value for s in Scope})
+        if unknown:
+            raise ValueError(
+                f"CONVEYOR_SCOPES names {', '.join(map(repr, unknown))}, which is not a scope; scopes: "
+                + ", ".join(s.value for s in Scope)
+            )
+        granted = frozenset(Scope(n) for n in names)
 
     try:
         user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no user name in a bare container; the audit log still says it was the CLI
         user = "unknown"
-    return Caller(actor=f"cli:{user}", scopes=ALL_SCOPES)
+    return Caller(actor=f"cli:{user}", scopes=granted)

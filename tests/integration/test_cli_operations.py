@@ -139,3 +139,37 @@ def test_cancel_pause_and_resume(dev):
     assert [q["paused"] for q in json.loads(_ok(dev("queues", "--json")))["queues"] if q["name"] == "work"] == [True]
     assert "resumed" in _ok(dev("resume", "work"))
     _wait_status(dev, held, {"succeeded"})
+
+
+VERBS = {
+    # verb and arguments → the scope it needs
+    ("queues",): "jobs:read",
+    ("health",): "jobs:read",
+    ("runs",): "jobs:read",
+    ("show", "00000000-0000-7000-8000-0000000000ff"): "jobs:read",
+    ("retry", "00000000-0000-7000-8000-0000000000ff"): "jobs:retry",
+    ("cancel", "00000000-0000-7000-8000-0000000000ff"): "jobs:cancel",
+    ("trigger", "test.work", "--json", '{"n": 1}'): "jobs:retry",
+    ("redrive", "work"): "jobs:retry",
+    ("pause", "work"): "jobs:retry",
+    ("resume", "work"): "jobs:retry",
+}
+
+
+def test_every_verb_refuses_without_its_scope_and_changes_nothing(db_url):
+    """CONVEYOR_SCOPES narrows what a terminal may do (a look-only on-call shell): each verb checks the same scope
+    its API route does, in the same service, before touching anything."""
+    import psycopg
+
+    from tests.integration.test_cli import conveyor
+
+    for args, scope in VERBS.items():
+        others = " ".join(s for s in ("jobs:read", "jobs:retry", "jobs:cancel") if s != scope)
+        env = {"DATABASE_URL": db_url, "CONVEYOR_REGISTRY": REGISTRY, "CONVEYOR_SCOPES": others}
+        refused = conveyor(*args, env=env)
+        _refused(refused, f"needs the {scope} scope")
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM conveyor.paused_queues").fetchone() == (0,)
+    bad = conveyor("queues", env={"DATABASE_URL": db_url, "CONVEYOR_SCOPES": "jobs:read,jobs:write"})
+    _refused(bad, "'jobs:write', which is not a scope")
