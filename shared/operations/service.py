@@ -488,12 +488,17 @@ class Operations:
     def _switch(self, caller: Caller, action: Action, queue: str, *, paused: bool) -> QueueSwitch:
         _require(caller, action)
         self._known_queue(caller, action, queue)
+        # The database first: when it is down, refuse before AWS is touched, so a 503 here changed nothing.
+        with self._db() as conn:
+            conn.execute("SELECT 1")
         try:
             mappings, schedules = self.controls.set_paused(queue, paused)  # AWS calls, no transaction open
         except Exception as exc:
-            error = exc if isinstance(exc, Unavailable) else Unavailable(
-                f"could not {action.value} queue {queue}: {exc}", queue=queue
-            )
+            reason = exc.message if isinstance(exc, OperationError) else str(exc)
+            error = Unavailable(
+                f"could not {action.value} queue {queue}: {reason}; parts switched before the failure stay switched: "
+                f"repeat the call (doing it twice is harmless)", queue=queue,
+            )  # fmt: skip
             self._audit_error(caller, action, queue, None, error)
             raise error from exc
 
@@ -504,7 +509,18 @@ class Operations:
             )
             return switch, {"changed": changed, "event_source_mappings": mappings, "schedules": list(schedules)}
 
-        return self._act(caller, action, queue, None, effect)
+        try:
+            return self._act(caller, action, queue, None, effect)
+        except Unavailable as exc:
+            if not (mappings or schedules):
+                raise
+            # AWS has switched; only the record failed. Say what changed, since the page will not show it.
+            what = f"{mappings} event source mapping(s)" + (f" and the schedules of {', '.join(schedules)}" if schedules else "")
+            raise Unavailable(
+                f"queue {queue}: {what} {'disabled' if paused else 'enabled'} on AWS, but the database could not record "
+                f"the {action.value} ({exc.message}); repeat the call to record it",
+                queue=queue, event_source_mappings=mappings, schedules=list(schedules),
+            ) from exc
 
     def _known_queue(self, caller: Caller, action: Action, queue: str) -> None:
         if queue not in self.registry.queues():

@@ -652,6 +652,47 @@ def test_a_pause_aws_refuses_is_unavailable_audited_and_not_recorded(db_url, sqs
     assert (row["action"], row["result"], row["detail"]["error"]) == ("pause", "error", "unavailable")
 
 
+class SwitchingControls:
+    """AWS switching the queue's mapping and a schedule, as AwsQueueControls reports it; records each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bool]] = []
+
+    def set_paused(self, queue: str, paused: bool) -> tuple[int, list[str]]:
+        self.calls.append((queue, paused))
+        return 1, ["test.work"]
+
+
+def test_a_pause_with_the_database_down_refuses_before_touching_aws(db_url, sqs, stage, queues):
+    controls = SwitchingControls()
+    down = Settings(stage=stage, database_url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
+    ops = make_ops(db_url, sqs, stage, controls=controls, connect_to=lambda: connect(down))
+    with pytest.raises(Unavailable):
+        ops.pause(ADMIN, "work")
+    assert controls.calls == []
+
+
+def test_a_pause_the_database_cannot_record_after_aws_switched_says_what_switched(db_url, sqs, stage, queues, conn):
+    controls = SwitchingControls()
+    settings = Settings(stage=stage, database_url=db_url)
+    down = Settings(stage=stage, database_url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
+    opened: list[int] = []
+
+    def database_gone_after_the_first_connection():
+        opened.append(1)
+        return connect(settings if len(opened) == 1 else down)
+
+    ops = make_ops(db_url, sqs, stage, controls=controls, connect_to=database_gone_after_the_first_connection)
+    with pytest.raises(Unavailable) as raised:
+        ops.pause(ADMIN, "work")
+    assert controls.calls == [("work", True)]
+    message = raised.value.message
+    assert "1 event source mapping(s) and the schedules of test.work disabled on AWS" in message, message
+    assert "repeat the call to record it" in message
+    assert raised.value.details["event_source_mappings"] == 1
+    assert conn.execute("SELECT count(*) FROM conveyor.paused_queues").fetchone() == (0,)
+
+
 # -- wiring ------------------------------------------------------------------------------------------------------------
 
 
