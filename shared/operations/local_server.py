@@ -11,6 +11,12 @@ event on. What API Gateway's authorizer does, this does with static tokens:
   known token goes on with no identity, so the API answers 401 on data routes while the page's files still load.
 
 Only loopback addresses are accepted as the host: the tokens travel in clear HTTP.
+
+Other web pages open in the developer's browser can reach 127.0.0.1 too, so two checks guard the (by default
+all-scopes) API from them: the ``Host`` header must name this server by a loopback name (a DNS-rebinding page
+sends its own host name), and a request that changes anything must not come from another origin (``Origin``, or
+``Sec-Fetch-Site: cross-site``): a form or ``fetch`` from another site could otherwise pause a queue or trigger a
+job. Terminals (curl, scripts) send neither header and are not affected.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import json
 import socket
 import threading
 import time
@@ -282,13 +289,41 @@ class _LocalContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def cross_site_problem(method: str, headers: Mapping[str, str], port: int) -> str | None:
+    """Why this request may come from another web page and is refused, or None. ``headers`` are lower-cased."""
+    names = {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+    host = (headers.get("host") or "").strip().lower()
+    if host not in names:
+        return f"Host {host or '(none)'!r} is not this server's loopback address; use http://127.0.0.1:{port}/"
+    if method.upper() in SAFE_METHODS:
+        return None
+    origin = (headers.get("origin") or "").strip().lower()
+    if origin and origin not in {f"http://{name}" for name in names}:
+        return f"a request from {origin} may not act on this system; actions are taken from the dashboard itself or a terminal"
+    if (headers.get("sec-fetch-site") or "").strip().lower() == "cross-site":
+        return "a request from another site may not act on this system"
+    return None
+
+
 def _handler_class(server: LocalApiServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "conveyor-local-api"
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            lowered = {name.lower(): value for name, value in self.headers.items()}
+            problem = cross_site_problem(self.command, lowered, server.port)
+            if problem is not None:
+                self._refuse(403, "forbidden", problem)
+                return
+            raw_length = (self.headers.get("Content-Length") or "0").strip()
+            if not raw_length.isdigit():
+                self._refuse(400, "invalid_request", f"Content-Length {raw_length[:40]!r} is not a byte count")
+                return
+            length = int(raw_length)
             if length > MAX_BODY_BYTES:
                 self._write(413, {"Content-Type": "application/json"}, [], b'{"code":"invalid_request","message":"body over 1 MiB"}')
                 return
@@ -304,6 +339,12 @@ def _handler_class(server: LocalApiServer) -> type[BaseHTTPRequestHandler]:
             for name, values in (response.get("multiValueHeaders") or {}).items():
                 headers[name] = ",".join(values)
             self._write(int(response.get("statusCode", 200)), headers, response.get("cookies") or [], data)
+
+        def _refuse(self, status: int, code: str, message: str) -> None:
+            # The body (if any) is not read, so the connection cannot be reused for another request.
+            self.close_connection = True
+            data = json.dumps({"code": code, "message": message}).encode()
+            self._write(status, {"Content-Type": "application/json", "Connection": "close"}, [], data)
 
         def _write(self, status: int, headers: Mapping[str, str], cookies: list[str], data: bytes) -> None:
             self.send_response(status)

@@ -362,3 +362,68 @@ def test_the_lambda_answers_500_without_details_when_the_service_cannot_be_built
     assert answer.status == 500 and answer.json() == {"code": "internal", "message": "internal error; see the function's logs"}
     # The page's files need no service at all.
     assert call(module, jwt_event("GET", "/", None)).status == 200
+
+
+# -- the local server's guards against other web pages -------------------------------------------------------------
+
+
+def raw_request(port: int, request: bytes) -> tuple[int, dict[str, Any]]:
+    """One HTTP request written by hand (headers http.client would fix for us), and the status and JSON answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body or b"null")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "http://127.0.0.1:1"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ],
+    ids=["foreign origin", "another local port", "cross-site fetch"],
+)
+def test_another_web_page_cannot_act_through_the_local_api(runtime_factory, calls, conn, extra):
+    """Without tokens every local caller has every scope, so a page the developer has open elsewhere must not be able
+    to pause a queue with a form post or a fetch."""
+    runtime = runtime_factory(handlers={"test.work": make_work_handler(calls)}, api_port=0)
+    port = runtime.api.port
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/queues/work/pause", body=b"", headers={"Content-Type": "text/plain", **extra})
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+    assert (response.status, answer["code"]) == (403, "forbidden"), answer
+    assert conn.execute("SELECT count(*) FROM conveyor.paused_queues").fetchone() == (0,)
+    # The page itself (same origin) and a terminal (no Origin) still act.
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/queues/work/pause", headers={"Origin": f"http://127.0.0.1:{port}"})
+    assert connection.getresponse().status == 200
+    connection.close()
+
+
+def test_a_host_name_that_is_not_loopback_is_refused_even_for_reading(runtime_factory, calls):
+    """A DNS-rebinding page reaches 127.0.0.1 under its own host name; the Host header gives it away."""
+    runtime = runtime_factory(handlers={"test.work": make_work_handler(calls)}, api_port=0)
+    port = runtime.api.port
+    status, answer = raw_request(port, f"GET /runs HTTP/1.1\r\nHost: evil.example:{port}\r\n\r\n".encode())
+    assert (status, answer["code"]) == (403, "forbidden")
+    assert "evil.example" in answer["message"]
+    status, _ = raw_request(port, f"GET /runs HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n".encode())
+    assert status == 200
+
+
+@pytest.mark.parametrize("length", ["-1", "ten", "1e3"])
+def test_a_content_length_that_is_not_a_byte_count_is_refused_at_once(runtime_factory, calls, length):
+    runtime = runtime_factory(handlers={"test.work": make_work_handler(calls)}, api_port=0)
+    port = runtime.api.port
+    request = f"POST /queues/work/pause HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {length}\r\n\r\n{{}}"
+    status, answer = raw_request(port, request.encode())
+    assert (status, answer["code"]) == (400, "invalid_request")
