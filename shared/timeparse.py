@@ -22,7 +22,10 @@ def parse_duration(text: str) -> timedelta:
     """``90``, ``45s``, ``10m``, ``1h30m``, ``2d`` → a timedelta."""
     text = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return timedelta(seconds=float(text))
+        try:
+            return timedelta(seconds=float(text))
+        except OverflowError:
+            raise TimeParseError(f"duration {text!r} is too long") from None
     pos, total = 0, 0.0
     for match in DURATION_RE.finditer(text):
         if match.start() != pos:
@@ -63,7 +66,7 @@ def parse_when(text: str, *, now: datetime | None = None) -> datetime:
     try:
         ago = parse_duration(text)
     except TimeParseError:
-        if re.fullmatch(rf"(?:{DURATION_RE.pattern})+", text.strip().lower()):
+        if re.fullmatch(rf"(?:{DURATION_RE.pattern})+|\d+(?:\.\d+)?", text.strip().lower()):
             raise  # a duration, too long for Python's timedelta: its own message says so
         raise TimeParseError(
             f"invalid time {text!r}: use a duration ago (30m, 2d) or ISO 8601 with an offset (2026-12-01T09:00:00+00:00)"

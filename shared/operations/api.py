@@ -29,14 +29,14 @@ from uuid import UUID
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, Field
 
 from shared.ledger.cancel import MAX_REASON_CHARS
 from shared.ledger.read import MAX_PAGE
 from shared.operations.auth import caller_from_event
-from shared.operations.errors import Forbidden, InvalidRequest, OperationError, Unauthenticated
+from shared.operations.errors import Forbidden, InvalidRequest, OperationError, Unauthenticated, UnsupportedMediaType
 from shared.operations.models import (
     ActionResult,
     Health,
@@ -72,6 +72,10 @@ STATIC_CACHE = "public, max-age=300"
 INDEX_CACHE = "no-cache"
 MAX_LIMIT = MAX_PAGE  # the runs list's page size cap
 INTERNAL_MESSAGE = "internal error; see the function's logs"
+MEDIA_TYPE_MESSAGE = (
+    "the request body is {content_type}; send a JSON object with Content-Type: application/json "
+    "(curl: -H 'Content-Type: application/json' -d '{{...}}')"
+)
 NO_CREDENTIALS = "no valid credentials: send Authorization: Bearer <token>, with a token this API accepts"
 
 OperationsSource = Operations | Callable[[], Operations]
@@ -100,6 +104,14 @@ def build_app(operations: OperationsSource, *, logger: Any = None) -> APIGateway
 
     # -- reading ---------------------------------------------------------------------------------------------------
 
+    def json_body() -> None:
+        """A body must be JSON: Powertools would read a form post as a form, making a payload of its field names
+        (``curl -d`` sends forms unless told otherwise)."""
+        event = app.current_event
+        content_type = (event.headers.get("content-type") or "").strip().lower()
+        if event.body and content_type and not content_type.startswith("application/json"):
+            raise UnsupportedMediaType(MEDIA_TYPE_MESSAGE.format(content_type=content_type))
+
     @app.get("/me", summary="who the caller is, their scopes and the actions they may take")
     def me() -> Me:
         return service().me(caller())
@@ -114,7 +126,7 @@ def build_app(operations: OperationsSource, *, logger: Any = None) -> APIGateway
         status: Annotated[str | None, Query(description="only this status (succeeded, dead, running, ...)")] = None,
         since: Annotated[str | None, Query(description="created at or after: a duration ago (90m, 2d) or ISO 8601 with an offset")] = None,
         until: Annotated[str | None, Query(description="created before: a duration ago or ISO 8601 with an offset")] = None,
-        q: Annotated[str | None, Query(description="search: a job id, or text in the job name, error or reason")] = None,
+        q: Annotated[str | None, Query(description="search: a job id, or text in the dedup key, last error or reason")] = None,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="runs per page")] = 50,
     ) -> RunsPage:
@@ -148,14 +160,18 @@ def build_app(operations: OperationsSource, *, logger: Any = None) -> APIGateway
         job_id: Annotated[UUID, Path(description="the job id")],
         body: Annotated[CancelRequest | None, Body(description='optional: {"reason": "..."}')] = None,
     ) -> ActionResult:
-        return service().cancel(caller(), str(job_id), body.reason if body else None)
+        who = caller()
+        json_body()
+        return service().cancel(who, str(job_id), body.reason if body else None)
 
     @app.post("/jobs/<name>/trigger", summary="enqueue a job now, with this payload (default: {})")
     def trigger(
         name: Annotated[str, Path(description="the job name, e.g. email.send")],
         payload: Annotated[dict[str, Any] | None, Body(description="the job's payload, as its model takes it")] = None,
     ) -> ActionResult:
-        return service().trigger(caller(), name, payload)
+        who = caller()
+        json_body()
+        return service().trigger(who, name, payload)
 
     @app.post("/queues/<name>/redrive", summary="move the queue's dead-letter messages back to it")
     def redrive(
@@ -210,6 +226,13 @@ def build_app(operations: OperationsSource, *, logger: Any = None) -> APIGateway
         errors = [_error_entry(e) for e in exc.errors()]
         message = "; ".join(f"{e['where']}: {e['message']}" if e["where"] else e["message"] for e in errors)
         return _json_response(422, {"code": "invalid_request", "message": message or "invalid request", "errors": errors})
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def unsupported_content(exc: RequestUnsupportedContentType) -> Response:
+        if caller_from_event(app.current_event) is None:
+            return operation_error(Unauthenticated(NO_CREDENTIALS))
+        content_type = (app.current_event.headers.get("content-type") or "").strip()
+        return operation_error(UnsupportedMediaType(MEDIA_TYPE_MESSAGE.format(content_type=content_type)))
 
     @app.exception_handler(UnicodeDecodeError)
     def not_text(exc: UnicodeDecodeError) -> Response:

@@ -58,6 +58,14 @@ class InvalidRequest(OperationError):
     http_status = 422
 
 
+class UnsupportedMediaType(OperationError):
+    """A request body that is not JSON (a form post, text/plain): bodies are JSON objects, sent as
+    ``Content-Type: application/json``."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
 class Unavailable(OperationError):
     """A dependency (the database, SQS, Lambda, Scheduler) failed; nothing was changed unless ``details`` say so."""
 

@@ -427,3 +427,31 @@ def test_a_content_length_that_is_not_a_byte_count_is_refused_at_once(runtime_fa
     request = f"POST /queues/work/pause HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {length}\r\n\r\n{{}}"
     status, answer = raw_request(port, request.encode())
     assert (status, answer["code"]) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "content_type, body",
+    [("text/plain", b'{"n": 1}'), ("application/x-www-form-urlencoded", b'{"n": 1}')],
+    ids=["text", "form (curl -d)"],
+)
+def test_a_body_that_is_not_json_is_refused_as_such(local_api, conn, content_type, body):
+    """`curl -d '{...}'` sends a form unless told otherwise; read as a form, the payload would be its field names."""
+    _, client = local_api
+    connection = http.client.HTTPConnection("127.0.0.1", client.port, timeout=30)
+    connection.request(
+        "POST", "/jobs/test.work/trigger", body=body,
+        headers={"Content-Type": content_type, "Authorization": "Bearer admin-token"},
+    )  # fmt: skip
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+    assert (response.status, answer["code"]) == (415, "unsupported_media_type"), answer
+    assert "application/json" in answer["message"]
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone() == (0,)
+
+
+def test_a_number_of_seconds_too_large_for_a_duration_is_a_422(local_api):
+    _, client = local_api
+    answer = client.request("GET", "/runs?since=99999999999999999999", token="admin-token")
+    assert (answer.status, answer.json()["code"]) == (422, "invalid_request"), answer
+    assert "too long" in answer.json()["message"]
