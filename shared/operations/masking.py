@@ -1,8 +1,6 @@
 """Masking sensitive payload fields before a payload is shown (``GET /runs/{id}``, ``conveyor show``).
 
-A field is sensitive when its type is pydantic's ``SecretStr`` or ``SecretBytes`` (or ``Secret[...]``), bare or
-inside ``Optional``/a union, or when it is declared with ``Field(json_schema_extra={"sensitive": True})``. Its value
-is replaced with ``"***"`` (a null stays null: that it is empty is not a secret). The walk follows the model's types
+Which fields are sensitive is :mod:`shared.sensitive`'s rule. A sensitive value is replaced with ``"***"`` (a null stays null: that it is empty is not a secret). The walk follows the model's types
 through nested models, lists, tuples, sets and dict values, so a secret three levels down is masked too.
 
 The stored payload is the JSON the producer sent, keyed by the wire names (aliases), and may not even fit the model
@@ -12,24 +10,19 @@ payload the model refuses is still masked field by field.
 
 from __future__ import annotations
 
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, SecretBytes, SecretStr
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel
+
+from shared.sensitive import UNIONS as _UNIONS
+from shared.sensitive import is_secret as _is_secret
+from shared.sensitive import is_sensitive
+from shared.sensitive import unwrap as _unwrap
 
 MASK = "***"
 
-try:  # pydantic >= 2.7: Secret[T], the generic both SecretStr and SecretBytes derive from
-    from pydantic import Secret as _Secret
-
-    _SECRET_TYPES: tuple[type, ...] = (SecretStr, SecretBytes, _Secret)
-except ImportError:  # pragma: no cover - older pydantic
-    _SECRET_TYPES = (SecretStr, SecretBytes)
-
-_UNIONS = (typing.Union, types.UnionType)
 _SEQUENCES = (list, tuple, set, frozenset, Sequence, typing.List, typing.Tuple, typing.Set)  # noqa: UP006
 
 
@@ -48,36 +41,11 @@ def mask_everything(payload: Any) -> Any:
     return None if payload is None else MASK
 
 
-def is_sensitive(field: FieldInfo) -> bool:
-    """Declared sensitive (``json_schema_extra={"sensitive": True}``) or typed as a secret."""
-    extra = field.json_schema_extra
-    if isinstance(extra, dict) and extra.get("sensitive") is True:
-        return True
-    return _is_secret(field.annotation)
-
-
-def _is_secret(annotation: Any) -> bool:
-    annotation = _unwrap(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, _SECRET_TYPES):
-        return True
-    origin = typing.get_origin(annotation)
-    if isinstance(origin, type) and issubclass(origin, _SECRET_TYPES):  # Secret[int]
-        return True
-    if origin in _UNIONS:
-        return any(_is_secret(arm) for arm in typing.get_args(annotation) if arm is not type(None))
-    return False
-
-
-def _unwrap(annotation: Any) -> Any:
-    """``Annotated[X, ...]`` → ``X``."""
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return annotation
-
-
 def _mask_model(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
     out = dict(data)
+    declared: set[str] = set()
     for name, field in model.model_fields.items():
+        declared |= {name, field.alias, field.serialization_alias} - {None}
         keys = {name, field.alias, field.serialization_alias} - {None}
         for key in keys:
             if key not in out:
@@ -86,6 +54,8 @@ def _mask_model(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
                 out[key] = None if out[key] is None else MASK
             else:
                 out[key] = _mask(field.annotation, out[key])
+    for key in out.keys() - declared:
+        out[key] = mask_everything(out[key])
     return out
 
 

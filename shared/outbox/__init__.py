@@ -53,6 +53,7 @@ from pydantic import BaseModel, Secret, SecretBytes, SecretStr, ValidationError
 from shared.envelope import check_payload_size
 from shared.ids import new_job_id
 from shared.registry import JobSpec, Registry, default_registry
+from shared.sensitive import sensitive_names
 from shared.sqlfile import load_queries
 
 QUERIES = load_queries("shared.outbox")
@@ -61,10 +62,10 @@ QUERIES = load_queries("shared.outbox")
 class InvalidPayload(ValueError):
     """A payload that does not fit its job's model. Nothing was written."""
 
-    def __init__(self, job_name: str, error: ValidationError) -> None:
+    def __init__(self, job_name: str, error: ValidationError, model: type[BaseModel] | None = None) -> None:
         self.job_name = job_name
         self.errors = error.errors(include_url=False)
-        super().__init__(f"invalid payload for job {job_name!r}: {describe_validation_error(error)}")
+        super().__init__(f"invalid payload for job {job_name!r}: {describe_validation_error(error, model)}")
 
 
 class EnqueueError(ValueError):
@@ -78,13 +79,18 @@ class Dedup(StrEnum):
     REPLACE = "replace"  # the pending job takes the new payload, queue and run_at
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """``to: value is not a valid email address (got 'x'); subject: Field required`` — every field, one line."""
+def describe_validation_error(error: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """``to: value is not a valid email address (got 'x'); subject: Field required`` — every field, one line.
+
+    The input is quoted to help find the mistake, except where ``model`` marks the field sensitive: the message ends
+    up in the ledger's ``last_error``, which read-only operators see."""
+    hidden = sensitive_names(model) if model is not None else frozenset()
     parts = []
     for item in error.errors(include_url=False):
         location = ".".join(str(p) for p in item["loc"]) or "(payload)"
         message = item["msg"]
-        if item["type"] != "missing" and "input" in item and not isinstance(item["input"], dict):
+        quotable = not any(isinstance(p, str) and p in hidden for p in item["loc"])
+        if quotable and item["type"] != "missing" and "input" in item and not isinstance(item["input"], dict):
             message += f" (got {item['input']!r:.80})"
         parts.append(f"{location}: {message}")
     return "; ".join(parts)
@@ -108,7 +114,7 @@ def validate_payload(job: JobSpec, payload: BaseModel | dict[str, Any]) -> BaseM
     try:
         return job.payload.model_validate(payload)
     except ValidationError as exc:
-        raise InvalidPayload(job.name, exc) from None
+        raise InvalidPayload(job.name, exc, job.payload) from None
 
 
 # A "\u0000" escape in JSON text whose backslash is not itself escaped (an even run of backslashes before it).

@@ -498,7 +498,7 @@ class JobHandler:
         try:
             payload: BaseModel = self.job.payload.model_validate_json(delivery.body)
         except ValidationError as exc:
-            raise PayloadInvalid(f"invalid payload for job {self.job.name!r}: {describe_validation_error(exc)}") from exc
+            raise PayloadInvalid(f"invalid payload for job {self.job.name!r}: {describe_validation_error(exc, self.job.payload)}") from exc
         claim = plan.claim
         ctx = JobContext(
             job_id=delivery.job_id,

@@ -467,6 +467,32 @@ def test_masking_follows_secret_types_and_sensitive_fields_through_nested_models
     assert SECRET_PAYLOAD["password"] == "hunter2"  # a copy: the input is untouched
 
 
+def test_a_key_the_model_no_longer_declares_is_masked_whole():
+    """A field renamed since the job was enqueued (``pin`` was ``pincode``): the old key's value may be a secret."""
+    drifted = {**SECRET_PAYLOAD, "cards": [{"last4": "4242", "pincode": "0000"}], "old_token": {"v": "abc", "n": [1]}}
+    masked = mask_payload(Signup, drifted)
+    assert masked["cards"] == [{"last4": "4242", "pincode": MASK}]
+    assert masked["old_token"] == {"v": MASK, "n": [MASK]}
+    assert masked["user"] == "ada"
+
+
+def test_a_validation_error_never_quotes_a_sensitive_input():
+    """The message lands in the ledger's last_error (and the enqueue error), which read-only operators see."""
+    from pydantic import ValidationError
+
+    from shared.outbox import describe_validation_error
+
+    bad = {**SECRET_PAYLOAD, "user": 42, "password": 123456, "cards": [{"last4": "4242", "pin": 7777}]}
+    try:
+        Signup.model_validate(bad)
+    except ValidationError as exc:
+        message = describe_validation_error(exc, Signup)
+        plain = describe_validation_error(exc)
+    assert "password" in message and "123456" not in message and "7777" not in message
+    assert "(got 42)" in message  # a field that is not sensitive is still quoted, to help find the mistake
+    assert "123456" in plain  # without the model nothing is known to hide
+
+
 def test_run_shows_the_payload_masked_with_children_attempts_and_audit(ops, conn):
     parent = insert_run(conn, "test.signup", "waiting", queue="signup", payload=json.dumps(SECRET_PAYLOAD),
                         children_pending=1, attempts='[{"attempt": 1, "outcome": "failed", "error": "x"}]')  # fmt: skip
