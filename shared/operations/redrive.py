@@ -2,11 +2,12 @@
 
 Two modes:
 
-- **move task** (a whole queue, on AWS): ``StartMessageMoveTask`` with the DLQ as source and no destination, so SQS
-  moves every message back to the queue it came from. The move is asynchronous: the answer carries the task handle,
-  and ``moved`` is the DLQ's ``ApproximateNumberOfMessages`` when the task started (what it is about to move, an
-  approximation, not a count of moved messages). SQS allows one active task per DLQ; a second start is refused with
-  :class:`~shared.operations.errors.WrongState`.
+- **move task** (a whole queue, on AWS): ``StartMessageMoveTask`` from the DLQ to the queue, named as the destination
+  (the runtime dead-letters with SendMessage, so SQS has no source queue recorded for those messages). The move is
+  asynchronous: the answer carries the task handle, and ``moved`` is the DLQ's ``ApproximateNumberOfMessages`` when
+  the task started (what it is about to move, an approximation, not a count of moved messages). SQS allows one active
+  task per DLQ; a start refused while ListMessageMoveTasks shows one running is
+  :class:`~shared.operations.errors.WrongState`, any other refusal :class:`~shared.operations.errors.Unavailable`.
 - **copy** (locally, where the emulator lacks StartMessageMoveTask, and everywhere for one job's messages): receive
   from the DLQ, send the same body and attributes to the queue, and delete from the DLQ only what SQS accepted.
 
@@ -63,8 +64,8 @@ MAX_VISIBILITY_SECONDS = 12 * 60 * 60
 # Attributes that may give way when conveyor.failed_at must be added to a message already holding ten: the reason
 # first (the ledger keeps it), then the producer's own, last in name order first.
 DROPPABLE_FIRST = (ATTR_ERROR, ATTR_ERROR_TYPE)
-# Error codes SQS answers StartMessageMoveTask with while a task is already active on the source queue.
-MOVE_TASK_ACTIVE_CODES = frozenset({"AWS.SimpleQueueService.UnsupportedOperation", "UnsupportedOperation"})
+# SQS's generic refusal, which StartMessageMoveTask gives (among other cases) while a task is active on the source queue.
+UNSUPPORTED_OPERATION_CODES = frozenset({"AWS.SimpleQueueService.UnsupportedOperation", "UnsupportedOperation"})
 
 
 @dataclass
@@ -91,12 +92,12 @@ class Redriver:
     def redrive(self, queue: str, *, dlq_url: str, queue_url: str, job: str | None, deadline: float) -> RedriveResult:
         """Move ``queue``'s DLQ messages (only ``job``'s when given) back; stop at ``deadline`` (time.monotonic())."""
         if self.move_task and job is None:
-            return self._start_move_task(queue, dlq_url)
+            return self._start_move_task(queue, dlq_url=dlq_url, queue_url=queue_url)
         return self._copy(queue, dlq_url=dlq_url, queue_url=queue_url, job=job, deadline=deadline)
 
     # -- move task ---------------------------------------------------------------------------------------------------
 
-    def _start_move_task(self, queue: str, dlq_url: str) -> RedriveResult:
+    def _start_move_task(self, queue: str, *, dlq_url: str, queue_url: str) -> RedriveResult:
         try:
             attributes = self.sqs.get_queue_attributes(
                 QueueUrl=dlq_url, AttributeNames=["QueueArn", "ApproximateNumberOfMessages"]
@@ -106,20 +107,35 @@ class Redriver:
         dlq_arn = attributes["QueueArn"]
         waiting = int(attributes.get("ApproximateNumberOfMessages", "0"))
         try:
-            # No DestinationArn: SQS moves each message back to the queue whose redrive policy sent it there.
-            handle = self.sqs.start_message_move_task(SourceArn=dlq_arn)["TaskHandle"]
+            queue_arn = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        except (ClientError, BotoCoreError) as exc:
+            raise Unavailable(f"could not read the queue {queue!r} ({queue_url}): {exc}") from exc
+        try:
+            # The destination named: the runtime dead-letters with SendMessage, so SQS has no source queue recorded
+            # for those messages and a move "back to where each came from" could not move them.
+            handle = self.sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=queue_arn)["TaskHandle"]
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in MOVE_TASK_ACTIVE_CODES:
+            error = exc.response.get("Error", {})
+            if error.get("Code", "") in UNSUPPORTED_OPERATION_CODES and self._move_task_running(dlq_arn):
                 raise WrongState(
                     f"a message move task is already running on the dead-letter queue of {queue!r} ({dlq_arn}); "
-                    f"wait for it to finish: {exc.response.get('Error', {}).get('Message', code)}",
+                    f"wait for it to finish: {error.get('Message') or error.get('Code')}",
                     status="move_task_running",
                 ) from exc
             raise Unavailable(f"SQS refused to start moving the dead-letter queue of {queue!r} ({dlq_arn}): {exc}") from exc
         except BotoCoreError as exc:
             raise Unavailable(f"could not start moving the dead-letter queue of {queue!r} ({dlq_arn}): {exc}") from exc
         return RedriveResult(queue=queue, job=None, mode="move_task", moved=waiting, task_handle=handle, complete=True)
+
+    def _move_task_running(self, dlq_arn: str) -> bool:
+        """Whether the DLQ's latest move task is running: UnsupportedOperation is SQS's generic refusal, one active
+        task per source queue only one of its causes. Unknown (the list failed) counts as not running."""
+        try:
+            tasks = self.sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=1).get("Results", [])
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("could not list the message move tasks of %s: %s", dlq_arn, exc)
+            return False
+        return any(task.get("Status") == "RUNNING" for task in tasks)
 
     # -- copy ----------------------------------------------------------------------------------------------------
 

@@ -183,6 +183,8 @@ def test_an_unreachable_dlq_is_unavailable(sqs, stage):
 
 DLQ_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/conveyor-dev-work-dlq"
 DLQ_ARN = "arn:aws:sqs:us-east-1:123456789012:conveyor-dev-work-dlq"
+QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/conveyor-dev-work"
+QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:conveyor-dev-work"
 
 
 def stubbed_sqs():
@@ -193,37 +195,90 @@ def stubbed_sqs():
         {"Attributes": {"QueueArn": DLQ_ARN, "ApproximateNumberOfMessages": "42"}},
         {"QueueUrl": DLQ_URL, "AttributeNames": ["QueueArn", "ApproximateNumberOfMessages"]},
     )
+    stubber.add_response(
+        "get_queue_attributes", {"Attributes": {"QueueArn": QUEUE_ARN}}, {"QueueUrl": QUEUE_URL, "AttributeNames": ["QueueArn"]}
+    )
     return client, stubber
 
 
-def test_whole_queue_on_aws_starts_a_move_task_back_to_the_source_queue():
+def move(client) -> object:
+    return Redriver(client, move_task=True).redrive("work", dlq_url=DLQ_URL, queue_url=QUEUE_URL, job=None, deadline=soon())
+
+
+def test_whole_queue_on_aws_starts_a_move_task_to_the_queue():
     client, stubber = stubbed_sqs()
-    # No DestinationArn: SQS sends each message back to the queue it came from.
-    stubber.add_response("start_message_move_task", {"TaskHandle": "handle-1"}, {"SourceArn": DLQ_ARN})
+    # The destination named: the runtime dead-letters with SendMessage, so SQS has no source queue recorded for those
+    # messages and could not move them "back to where they came from".
+    stubber.add_response(
+        "start_message_move_task", {"TaskHandle": "handle-1"}, {"SourceArn": DLQ_ARN, "DestinationArn": QUEUE_ARN}
+    )
     with stubber:
-        result = Redriver(client, move_task=True).redrive("work", dlq_url=DLQ_URL, queue_url="unused", job=None, deadline=soon())
+        result = move(client)
     stubber.assert_no_pending_responses()
     assert (result.mode, result.task_handle, result.moved, result.complete) == ("move_task", "handle-1", 42, True)
 
 
-def test_a_move_task_already_running_is_a_clear_wrong_state():
-    client, stubber = stubbed_sqs()
+def refused(stubber, message: str = "There is already a task running.") -> None:
     stubber.add_client_error(
         "start_message_move_task",
         service_error_code="AWS.SimpleQueueService.UnsupportedOperation",
-        service_message="There is already a task running.",
+        service_message=message,
         http_status_code=400,
     )
+
+
+def test_a_move_task_already_running_is_a_clear_wrong_state():
+    client, stubber = stubbed_sqs()
+    refused(stubber)
+    stubber.add_response(
+        "list_message_move_tasks",
+        {"Results": [{"TaskHandle": "handle-0", "Status": "RUNNING", "SourceArn": DLQ_ARN}]},
+        {"SourceArn": DLQ_ARN, "MaxResults": 1},
+    )
     with stubber, pytest.raises(WrongState, match="already running") as raised:
-        Redriver(client, move_task=True).redrive("work", dlq_url=DLQ_URL, queue_url="unused", job=None, deadline=soon())
+        move(client)
+    stubber.assert_no_pending_responses()
     assert raised.value.details == {"status": "move_task_running"}
+
+
+@pytest.mark.parametrize(
+    "tasks", [[], [{"TaskHandle": "handle-0", "Status": "COMPLETED", "SourceArn": DLQ_ARN}]], ids=["none", "finished"]
+)
+def test_an_unsupported_operation_without_a_running_task_is_unavailable_with_sqs_message(tasks):
+    client, stubber = stubbed_sqs()
+    refused(stubber, "Source queue must be configured as a Dead Letter Queue.")
+    stubber.add_response("list_message_move_tasks", {"Results": tasks}, {"SourceArn": DLQ_ARN, "MaxResults": 1})
+    with stubber, pytest.raises(Unavailable, match="Source queue must be configured as a Dead Letter Queue"):
+        move(client)
+    stubber.assert_no_pending_responses()
+
+
+def test_an_unsupported_operation_whose_tasks_cannot_be_listed_is_unavailable():
+    client, stubber = stubbed_sqs()
+    refused(stubber, "Something else.")
+    stubber.add_client_error("list_message_move_tasks", service_error_code="AccessDenied", http_status_code=403)
+    with stubber, pytest.raises(Unavailable, match="Something else"):
+        move(client)
 
 
 def test_another_move_task_refusal_is_unavailable():
     client, stubber = stubbed_sqs()
     stubber.add_client_error("start_message_move_task", service_error_code="AccessDenied", http_status_code=403)
     with stubber, pytest.raises(Unavailable, match="refused"):
-        Redriver(client, move_task=True).redrive("work", dlq_url=DLQ_URL, queue_url="unused", job=None, deadline=soon())
+        move(client)
+
+
+def test_an_unreadable_queue_arn_is_unavailable():
+    client = boto3.client("sqs", region_name="us-east-1", endpoint_url="https://sqs.us-east-1.amazonaws.com")
+    stubber = Stubber(client)
+    stubber.add_response(
+        "get_queue_attributes",
+        {"Attributes": {"QueueArn": DLQ_ARN, "ApproximateNumberOfMessages": "42"}},
+        {"QueueUrl": DLQ_URL, "AttributeNames": ["QueueArn", "ApproximateNumberOfMessages"]},
+    )
+    stubber.add_client_error("get_queue_attributes", service_error_code="AWS.SimpleQueueService.NonExistentQueue", http_status_code=400)
+    with stubber, pytest.raises(Unavailable, match="could not read the queue"):
+        move(client)
 
 
 # -- end to end with the local runtime ---------------------------------------------------------------------------------
