@@ -21,8 +21,9 @@ What copy mode guarantees:
   (the ledger restarts a dead run with a fresh attempt count). The runtime sets it on the copies it dead-letters; a
   message the queue's redrive policy moved (it ran out of receives) lacks it, so it is added here, with the attempt
   reset to 1 as the runtime's own copies have it;
-- **it ends**: one pass stops when a receive brings nothing new (a message or a job already handled this pass), or at
-  the deadline (then ``complete`` is False: run it again for the rest). Messages received are held invisible until
+- **it ends**: one pass stops when a receive brings nothing new (nothing at all, or only messages or jobs already
+  handled this pass) and a long poll for a full batch confirms it, or at the deadline (then ``complete`` is False:
+  run it again for the rest). Messages received are held invisible until
   the deadline is past, so none comes back within the pass; skipped and failed ones are made visible again at the
   end (ChangeMessageVisibilityBatch 0), as are any left in hand when the deadline stopped the pass.
 
@@ -156,8 +157,9 @@ class Redriver:
                         VisibilityTimeout=_visibility(remaining),
                         MessageAttributeNames=["All"],
                         AttributeNames=["All"],
-                        # A short poll asks only some of SQS's servers and may come back empty while messages wait;
-                        # an empty answer is checked once with a long poll (which asks them all) before the end.
+                        # A short poll asks only some of SQS's servers: it may come back empty, or with only a
+                        # message already handled (SQS delivers at least once), while others wait. Such an answer is
+                        # checked once with a long poll (which asks them all) before the end.
                         WaitTimeSeconds=1 if confirming else 0,
                     ).get("Messages", [])
                 except (ClientError, BotoCoreError) as exc:
@@ -166,10 +168,6 @@ class Redriver:
                     state.errors.append(f"receive from the dead-letter queue failed: {exc}")
                     complete = False
                     break
-                if not messages and not confirming and remaining > 1:
-                    confirming = True
-                    continue
-                confirming = False
                 to_send: list[dict[str, Any]] = []
                 anything_new = False
                 for message in messages:
@@ -193,7 +191,15 @@ class Redriver:
                     if job_id is not None:
                         state.sent_jobs.add(job_id)
                 if not anything_new:
-                    break
+                    if confirming:
+                        break
+                    if remaining <= 1:
+                        # No time left to confirm that nothing waits.
+                        complete = False
+                        break
+                    confirming = True
+                    continue
+                confirming = False
                 self._send_back(to_send, dlq_url=dlq_url, queue_url=queue_url, state=state)
         finally:
             self._release(dlq_url, state)

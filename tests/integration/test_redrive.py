@@ -366,3 +366,39 @@ def test_a_copy_that_fails_again_during_the_pass_stays_in_the_dlq(sqs, queues):
 
     assert (result.moved, result.complete) == (1, True)
     assert job_ids(drain(sqs, dlq_url)) == [job_id]
+
+
+def test_a_receive_bringing_only_messages_already_handled_is_confirmed_before_the_pass_ends(sqs, queues):
+    """SQS delivers at least once, and a short poll samples only some of its servers: a receive may bring back only
+    a message this pass already handled while others wait. That is checked like an empty receive, with a long poll."""
+    queue_url, dlq_url = queues
+    ids = [dead_message(sqs, dlq_url, n) for n in range(2)]
+
+    class RedeliversFirst:
+        """SQS whose first receive samples one message and whose second delivers that same message again."""
+
+        def __init__(self, client):
+            self.client = client
+            self.receives: list[dict] = []
+            self.first: dict | None = None
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+        def receive_message(self, **kwargs):
+            self.receives.append(kwargs)
+            if len(self.receives) == 1:
+                self.first = self.client.receive_message(**{**kwargs, "MaxNumberOfMessages": 1})
+                return self.first
+            if len(self.receives) == 2:
+                return self.first
+            return self.client.receive_message(**kwargs)
+
+    fake = RedeliversFirst(sqs)
+    result = Redriver(fake, move_task=False).redrive("work", dlq_url=dlq_url, queue_url=queue_url, job=None, deadline=soon())
+
+    assert (result.moved, result.complete) == (2, True)
+    assert drain(sqs, dlq_url) == []
+    assert job_ids(drain(sqs, queue_url)) == sorted(ids)
+    # The receive after the one that brought nothing new was the long poll, for a full batch.
+    assert (fake.receives[2]["WaitTimeSeconds"], fake.receives[2]["MaxNumberOfMessages"]) == (1, 10)
