@@ -23,9 +23,14 @@ What copy mode guarantees:
   reset to 1 as the runtime's own copies have it;
 - **it ends**: one pass stops when a receive brings nothing new (nothing at all, or only messages or jobs already
   handled this pass) and a long poll for a full batch confirms it, or at the deadline (then ``complete`` is False:
-  run it again for the rest). Messages received are held invisible until
-  the deadline is past, so none comes back within the pass; skipped and failed ones are made visible again at the
-  end (ChangeMessageVisibilityBatch 0), as are any left in hand when the deadline stopped the pass.
+  run it again for the rest). Messages received are held invisible until past the deadline (at least
+  ``MIN_VISIBILITY_SECONDS``), so none comes back within the pass. Ones whose send failed are made visible again at
+  the end of every pass (ChangeMessageVisibilityBatch 0); ones passed over (another job's, with a job filter, or a
+  copy seen already) only at the end of a complete pass;
+- **a deep DLQ makes progress**: a pass cut short by its deadline leaves the messages it passed over invisible until
+  their visibility timeout ends, so the next pass, run meanwhile, reads past them to the ones not reached yet
+  instead of the same front of the queue. Those messages stay in the DLQ and reappear on their own a few minutes
+  later.
 
 Queues are standard queues (no message groups or deduplication ids to carry over).
 """
@@ -77,8 +82,10 @@ class _Pass:
     sent_jobs: set[str] = field(default_factory=set)
     # SQS's clock (SentTimestamp, ms) is compared with ours: a copy sent to the DLQ after the pass began is new.
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
-    # Receipt handles of messages that stay in the DLQ (skipped, failed, or a job already sent), released at the end.
+    # Receipt handles of messages that stay in the DLQ: ones whose send failed, released at the end of every pass...
     release: dict[str, str] = field(default_factory=dict)
+    # ...and ones passed over (another job's, or seen already), released only at the end of a complete pass.
+    passed_over: dict[str, str] = field(default_factory=dict)
     moved: int = 0
     failed: int = 0
     skipped: int = 0
@@ -142,7 +149,7 @@ class Redriver:
 
     def _copy(self, queue: str, *, dlq_url: str, queue_url: str, job: str | None, deadline: float) -> RedriveResult:
         state = _Pass()
-        complete = True
+        complete = False
         confirming = False
         try:
             while True:
@@ -179,19 +186,20 @@ class Redriver:
                         # Seen this pass, or a copy of a job already sent back that reached the DLQ during the pass
                         # (it failed again meanwhile): it stays in the DLQ, and it is not new, so it cannot keep the
                         # pass going. Older copies of the same job (it was retried and died again) all go back.
-                        state.release[message_id] = message["ReceiptHandle"]
+                        state.passed_over[message_id] = message["ReceiptHandle"]
                         continue
                     anything_new = True
                     state.seen_messages.add(message_id)
                     if job is not None and _attribute(message, ATTR_JOB_NAME) != job:
                         state.skipped += 1
-                        state.release[message_id] = message["ReceiptHandle"]
+                        state.passed_over[message_id] = message["ReceiptHandle"]
                         continue
                     to_send.append(message)
                     if job_id is not None:
                         state.sent_jobs.add(job_id)
                 if not anything_new:
                     if confirming:
+                        complete = True
                         break
                     if remaining <= 1:
                         # No time left to confirm that nothing waits.
@@ -202,7 +210,9 @@ class Redriver:
                 confirming = False
                 self._send_back(to_send, dlq_url=dlq_url, queue_url=queue_url, state=state)
         finally:
-            self._release(dlq_url, state)
+            # A pass cut short leaves the messages it passed over invisible until their visibility timeout ends, so the
+            # next pass, started meanwhile, reads past them instead of the same front of the queue again.
+            self._release(dlq_url, [*state.release.values(), *(state.passed_over.values() if complete else ())])
         return RedriveResult(
             queue=queue, job=job, mode="copy", moved=state.moved, failed=state.failed, skipped=state.skipped,
             complete=complete, errors=state.errors,
@@ -260,9 +270,8 @@ class Redriver:
                 f"it again, a harmless duplicate): {failure.get('Code', 'error')}"
             )
 
-    def _release(self, dlq_url: str, state: _Pass) -> None:
-        """Make the messages left in the DLQ visible again now rather than when their visibility timeout ends."""
-        handles = list(state.release.values())
+    def _release(self, dlq_url: str, handles: list[str]) -> None:
+        """Make these messages left in the DLQ visible again now rather than when their visibility timeout ends."""
         for start in range(0, len(handles), BATCH_ENTRIES):
             chunk = handles[start : start + BATCH_ENTRIES]
             try:

@@ -402,3 +402,69 @@ def test_a_receive_bringing_only_messages_already_handled_is_confirmed_before_th
     assert job_ids(drain(sqs, queue_url)) == sorted(ids)
     # The receive after the one that brought nothing new was the long poll, for a full batch.
     assert (fake.receives[2]["WaitTimeSeconds"], fake.receives[2]["MaxNumberOfMessages"]) == (1, 10)
+
+
+class DeadlineAfter:
+    """SQS, slow enough that the redrive's deadline is past once the ``receives``-th receive has answered."""
+
+    def __init__(self, client, receives: int, deadline: float):
+        self.client, self.receives, self.deadline = client, receives, deadline
+        self.count = 0
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def receive_message(self, **kwargs):
+        answer = self.client.receive_message(**kwargs)
+        self.count += 1
+        if self.count == self.receives:
+            while time.monotonic() <= self.deadline:
+                time.sleep(0.05)
+        return answer
+
+
+def cut_short(sqs, queues, *, receives: int, job: str | None = "test.work"):
+    """One redrive pass whose deadline passes after ``receives`` receives."""
+    queue_url, dlq_url = queues
+    deadline = time.monotonic() + 3
+    return Redriver(DeadlineAfter(sqs, receives, deadline), move_task=False).redrive(
+        "work", dlq_url=dlq_url, queue_url=queue_url, job=job, deadline=deadline
+    )
+
+
+def test_a_pass_cut_short_leaves_the_other_jobs_messages_invisible_so_the_next_reaches_further(sqs, queues):
+    """A deep DLQ with one job's messages behind many others': each pass cut short by its deadline must get further
+    than the last, not re-read the same front of the queue."""
+    queue_url, dlq_url = queues
+    others = [dead_message(sqs, dlq_url, n, job="test.other") for n in range(30)]
+    mine = [dead_message(sqs, dlq_url, n) for n in range(5)]
+
+    first = cut_short(sqs, queues, receives=2)
+    assert (first.moved, first.skipped, first.complete) == (0, 20, False)
+    # The twenty skipped stay in the DLQ, out of sight until their visibility timeout ends.
+    counts = sqs.get_queue_attributes(
+        QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert (counts["ApproximateNumberOfMessages"], counts["ApproximateNumberOfMessagesNotVisible"]) == ("15", "20")
+
+    second = cut_short(sqs, queues, receives=2)
+    assert (second.moved, second.skipped, second.complete) == (5, 10, False)
+    assert job_ids(drain(sqs, queue_url)) == sorted(mine)
+    # Every other job's message is still in the DLQ.
+    counts = sqs.get_queue_attributes(
+        QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert int(counts["ApproximateNumberOfMessages"]) + int(counts["ApproximateNumberOfMessagesNotVisible"]) == len(others)
+
+
+def test_a_pass_cut_short_still_releases_the_messages_it_could_not_send(sqs, queues, stage):
+    _, dlq_url = queues
+    ids = [dead_message(sqs, dlq_url, n) for n in range(3)]
+    gone = sqs.create_queue(QueueName=f"conveyor-{stage}-gone")["QueueUrl"]
+    sqs.delete_queue(QueueUrl=gone)
+
+    result = cut_short(sqs, (gone, dlq_url), receives=1, job=None)
+
+    assert (result.moved, result.failed, result.complete) == (0, 3, False)
+    # Visible again at once: the next pass tries them first.
+    assert job_ids(drain(sqs, dlq_url)) == sorted(ids)
