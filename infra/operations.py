@@ -265,10 +265,11 @@ class OperationsApi(Construct):
         main = [q.queue.queue_arn for q in queues.values()]
         dead = [q.dead_letter_queue.queue_arn for q in queues.values()]
         statements = [
-            # GET /queues, /health: depths and ages of every queue and DLQ.
+            # GET /queues, /health: depths and ages of every queue and DLQ (and a redrive's source and destination ARNs).
             iam.PolicyStatement(actions=["sqs:GetQueueAttributes"], resources=main + dead),
             # Redrive. Whole queue: StartMessageMoveTask, which runs with its caller's permissions (receive and delete
-            # on the source DLQ, send on the destination); ?job=: receive, send a copy, then delete.
+            # on the source DLQ, send on the destination), and ListMessageMoveTasks to tell a task already running
+            # from SQS's other refusals; ?job=: receive, send a copy, then delete.
             iam.PolicyStatement(
                 actions=[
                     "sqs:ReceiveMessage",
@@ -276,7 +277,6 @@ class OperationsApi(Construct):
                     "sqs:ChangeMessageVisibility",
                     "sqs:StartMessageMoveTask",
                     "sqs:ListMessageMoveTasks",
-                    "sqs:CancelMessageMoveTask",
                 ],
                 resources=dead,
             ),

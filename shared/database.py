@@ -48,12 +48,21 @@ def conninfo(settings: Settings) -> str:
     raise DatabaseNotConfigured(f"no database configured: set {DATABASE_URL} (or DATABASE_URL) or {DB_SECRET_ARN}")
 
 
-def connect(settings: Settings | None = None, *, autocommit: bool = True) -> psycopg.Connection:
+def connect(
+    settings: Settings | None = None,
+    *,
+    autocommit: bool = True,
+    connect_timeout: int = 10,
+    statement_timeout_ms: int | None = None,
+) -> psycopg.Connection:
+    """A connection; ``statement_timeout_ms`` bounds every statement on it (waiting for a lock included)."""
     import psycopg
 
+    options = {} if statement_timeout_ms is None else {"options": f"-c statement_timeout={int(statement_timeout_ms)}"}
     return psycopg.connect(
-        conninfo(settings or Settings.from_env()), autocommit=autocommit, prepare_threshold=None, connect_timeout=10
-    )
+        conninfo(settings or Settings.from_env()),
+        autocommit=autocommit, prepare_threshold=None, connect_timeout=connect_timeout, **options,
+    )  # fmt: skip
 
 
 class Database:

@@ -172,7 +172,7 @@ class LocalRuntime:
         settings = Settings(stage=self.config.stage, database_url=self.database_url)
         directory = QueueDirectory(self.sqs, settings)
         # One reader of conveyor.paused_queues for every poller and the scheduler (at most a read a second).
-        self.pauses = PauseWatch(lambda: connect(settings))
+        self.pauses = PauseWatch(settings)
         for job in self.registry:
             handler = self.config.handlers.get(job.name) or load_handler(job)
             handler.bind(sqs=self.sqs, directory=directory, database=Database(settings))

@@ -2,11 +2,12 @@
 
 Two modes:
 
-- **move task** (a whole queue, on AWS): ``StartMessageMoveTask`` with the DLQ as source and no destination, so SQS
-  moves every message back to the queue it came from. The move is asynchronous: the answer carries the task handle,
-  and ``moved`` is the DLQ's ``ApproximateNumberOfMessages`` when the task started (what it is about to move, an
-  approximation, not a count of moved messages). SQS allows one active task per DLQ; a second start is refused with
-  :class:`~shared.operations.errors.WrongState`.
+- **move task** (a whole queue, on AWS): ``StartMessageMoveTask`` from the DLQ to the queue, named as the destination
+  (the runtime dead-letters with SendMessage, so SQS has no source queue recorded for those messages). The move is
+  asynchronous: the answer carries the task handle, and ``moved`` is the DLQ's ``ApproximateNumberOfMessages`` when
+  the task started (what it is about to move, an approximation, not a count of moved messages). SQS allows one active
+  task per DLQ; a start refused while ListMessageMoveTasks shows one running is
+  :class:`~shared.operations.errors.WrongState`, any other refusal :class:`~shared.operations.errors.Unavailable`.
 - **copy** (locally, where the emulator lacks StartMessageMoveTask, and everywhere for one job's messages): receive
   from the DLQ, send the same body and attributes to the queue, and delete from the DLQ only what SQS accepted.
 
@@ -20,10 +21,16 @@ What copy mode guarantees:
   (the ledger restarts a dead run with a fresh attempt count). The runtime sets it on the copies it dead-letters; a
   message the queue's redrive policy moved (it ran out of receives) lacks it, so it is added here, with the attempt
   reset to 1 as the runtime's own copies have it;
-- **it ends**: one pass stops when a receive brings nothing new (a message or a job already handled this pass), or at
-  the deadline (then ``complete`` is False: run it again for the rest). Messages received are held invisible until
-  the deadline is past, so none comes back within the pass; skipped and failed ones are made visible again at the
-  end (ChangeMessageVisibilityBatch 0), as are any left in hand when the deadline stopped the pass.
+- **it ends**: one pass stops when a receive brings nothing new (nothing at all, or only messages or jobs already
+  handled this pass) and a long poll for a full batch confirms it, or at the deadline (then ``complete`` is False:
+  run it again for the rest). Messages received are held invisible until past the deadline (at least
+  ``MIN_VISIBILITY_SECONDS``), so none comes back within the pass. Ones whose send failed are made visible again at
+  the end of every pass (ChangeMessageVisibilityBatch 0); ones passed over (another job's, with a job filter, or a
+  copy seen already) only at the end of a complete pass;
+- **a deep DLQ makes progress**: a pass cut short by its deadline leaves the messages it passed over invisible until
+  their visibility timeout ends, so the next pass, run meanwhile, reads past them to the ones not reached yet
+  instead of the same front of the queue. Those messages stay in the DLQ and reappear on their own a few minutes
+  later.
 
 Queues are standard queues (no message groups or deduplication ids to carry over).
 """
@@ -63,8 +70,8 @@ MAX_VISIBILITY_SECONDS = 12 * 60 * 60
 # Attributes that may give way when conveyor.failed_at must be added to a message already holding ten: the reason
 # first (the ledger keeps it), then the producer's own, last in name order first.
 DROPPABLE_FIRST = (ATTR_ERROR, ATTR_ERROR_TYPE)
-# Error codes SQS answers StartMessageMoveTask with while a task is already active on the source queue.
-MOVE_TASK_ACTIVE_CODES = frozenset({"AWS.SimpleQueueService.UnsupportedOperation", "UnsupportedOperation"})
+# SQS's generic refusal, which StartMessageMoveTask gives (among other cases) while a task is active on the source queue.
+UNSUPPORTED_OPERATION_CODES = frozenset({"AWS.SimpleQueueService.UnsupportedOperation", "UnsupportedOperation"})
 
 
 @dataclass
@@ -75,8 +82,10 @@ class _Pass:
     sent_jobs: set[str] = field(default_factory=set)
     # SQS's clock (SentTimestamp, ms) is compared with ours: a copy sent to the DLQ after the pass began is new.
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
-    # Receipt handles of messages that stay in the DLQ (skipped, failed, or a job already sent), released at the end.
+    # Receipt handles of messages that stay in the DLQ: ones whose send failed, released at the end of every pass...
     release: dict[str, str] = field(default_factory=dict)
+    # ...and ones passed over (another job's, or seen already), released only at the end of a complete pass.
+    passed_over: dict[str, str] = field(default_factory=dict)
     moved: int = 0
     failed: int = 0
     skipped: int = 0
@@ -91,12 +100,12 @@ class Redriver:
     def redrive(self, queue: str, *, dlq_url: str, queue_url: str, job: str | None, deadline: float) -> RedriveResult:
         """Move ``queue``'s DLQ messages (only ``job``'s when given) back; stop at ``deadline`` (time.monotonic())."""
         if self.move_task and job is None:
-            return self._start_move_task(queue, dlq_url)
+            return self._start_move_task(queue, dlq_url=dlq_url, queue_url=queue_url)
         return self._copy(queue, dlq_url=dlq_url, queue_url=queue_url, job=job, deadline=deadline)
 
     # -- move task ---------------------------------------------------------------------------------------------------
 
-    def _start_move_task(self, queue: str, dlq_url: str) -> RedriveResult:
+    def _start_move_task(self, queue: str, *, dlq_url: str, queue_url: str) -> RedriveResult:
         try:
             attributes = self.sqs.get_queue_attributes(
                 QueueUrl=dlq_url, AttributeNames=["QueueArn", "ApproximateNumberOfMessages"]
@@ -106,14 +115,19 @@ class Redriver:
         dlq_arn = attributes["QueueArn"]
         waiting = int(attributes.get("ApproximateNumberOfMessages", "0"))
         try:
-            # No DestinationArn: SQS moves each message back to the queue whose redrive policy sent it there.
-            handle = self.sqs.start_message_move_task(SourceArn=dlq_arn)["TaskHandle"]
+            queue_arn = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        except (ClientError, BotoCoreError) as exc:
+            raise Unavailable(f"could not read the queue {queue!r} ({queue_url}): {exc}") from exc
+        try:
+            # The destination named: the runtime dead-letters with SendMessage, so SQS has no source queue recorded
+            # for those messages and a move "back to where each came from" could not move them.
+            handle = self.sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=queue_arn)["TaskHandle"]
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in MOVE_TASK_ACTIVE_CODES:
+            error = exc.response.get("Error", {})
+            if error.get("Code", "") in UNSUPPORTED_OPERATION_CODES and self._move_task_running(dlq_arn):
                 raise WrongState(
                     f"a message move task is already running on the dead-letter queue of {queue!r} ({dlq_arn}); "
-                    f"wait for it to finish: {exc.response.get('Error', {}).get('Message', code)}",
+                    f"wait for it to finish: {error.get('Message') or error.get('Code')}",
                     status="move_task_running",
                 ) from exc
             raise Unavailable(f"SQS refused to start moving the dead-letter queue of {queue!r} ({dlq_arn}): {exc}") from exc
@@ -121,11 +135,21 @@ class Redriver:
             raise Unavailable(f"could not start moving the dead-letter queue of {queue!r} ({dlq_arn}): {exc}") from exc
         return RedriveResult(queue=queue, job=None, mode="move_task", moved=waiting, task_handle=handle, complete=True)
 
+    def _move_task_running(self, dlq_arn: str) -> bool:
+        """Whether the DLQ's latest move task is running: UnsupportedOperation is SQS's generic refusal, one active
+        task per source queue only one of its causes. Unknown (the list failed) counts as not running."""
+        try:
+            tasks = self.sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=1).get("Results", [])
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("could not list the message move tasks of %s: %s", dlq_arn, exc)
+            return False
+        return any(task.get("Status") == "RUNNING" for task in tasks)
+
     # -- copy ----------------------------------------------------------------------------------------------------
 
     def _copy(self, queue: str, *, dlq_url: str, queue_url: str, job: str | None, deadline: float) -> RedriveResult:
         state = _Pass()
-        complete = True
+        complete = False
         confirming = False
         try:
             while True:
@@ -140,8 +164,9 @@ class Redriver:
                         VisibilityTimeout=_visibility(remaining),
                         MessageAttributeNames=["All"],
                         AttributeNames=["All"],
-                        # A short poll asks only some of SQS's servers and may come back empty while messages wait;
-                        # an empty answer is checked once with a long poll (which asks them all) before the end.
+                        # A short poll asks only some of SQS's servers: it may come back empty, or with only a
+                        # message already handled (SQS delivers at least once), while others wait. Such an answer is
+                        # checked once with a long poll (which asks them all) before the end.
                         WaitTimeSeconds=1 if confirming else 0,
                     ).get("Messages", [])
                 except (ClientError, BotoCoreError) as exc:
@@ -150,10 +175,6 @@ class Redriver:
                     state.errors.append(f"receive from the dead-letter queue failed: {exc}")
                     complete = False
                     break
-                if not messages and not confirming and remaining > 1:
-                    confirming = True
-                    continue
-                confirming = False
                 to_send: list[dict[str, Any]] = []
                 anything_new = False
                 for message in messages:
@@ -165,22 +186,33 @@ class Redriver:
                         # Seen this pass, or a copy of a job already sent back that reached the DLQ during the pass
                         # (it failed again meanwhile): it stays in the DLQ, and it is not new, so it cannot keep the
                         # pass going. Older copies of the same job (it was retried and died again) all go back.
-                        state.release[message_id] = message["ReceiptHandle"]
+                        state.passed_over[message_id] = message["ReceiptHandle"]
                         continue
                     anything_new = True
                     state.seen_messages.add(message_id)
                     if job is not None and _attribute(message, ATTR_JOB_NAME) != job:
                         state.skipped += 1
-                        state.release[message_id] = message["ReceiptHandle"]
+                        state.passed_over[message_id] = message["ReceiptHandle"]
                         continue
                     to_send.append(message)
                     if job_id is not None:
                         state.sent_jobs.add(job_id)
                 if not anything_new:
-                    break
+                    if confirming:
+                        complete = True
+                        break
+                    if remaining <= 1:
+                        # No time left to confirm that nothing waits.
+                        complete = False
+                        break
+                    confirming = True
+                    continue
+                confirming = False
                 self._send_back(to_send, dlq_url=dlq_url, queue_url=queue_url, state=state)
         finally:
-            self._release(dlq_url, state)
+            # A pass cut short leaves the messages it passed over invisible until their visibility timeout ends, so the
+            # next pass, started meanwhile, reads past them instead of the same front of the queue again.
+            self._release(dlq_url, [*state.release.values(), *(state.passed_over.values() if complete else ())])
         return RedriveResult(
             queue=queue, job=job, mode="copy", moved=state.moved, failed=state.failed, skipped=state.skipped,
             complete=complete, errors=state.errors,
@@ -238,9 +270,8 @@ class Redriver:
                 f"it again, a harmless duplicate): {failure.get('Code', 'error')}"
             )
 
-    def _release(self, dlq_url: str, state: _Pass) -> None:
-        """Make the messages left in the DLQ visible again now rather than when their visibility timeout ends."""
-        handles = list(state.release.values())
+    def _release(self, dlq_url: str, handles: list[str]) -> None:
+        """Make these messages left in the DLQ visible again now rather than when their visibility timeout ends."""
         for start in range(0, len(handles), BATCH_ENTRIES):
             chunk = handles[start : start + BATCH_ENTRIES]
             try:

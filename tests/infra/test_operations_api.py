@@ -222,8 +222,9 @@ def test_the_ops_role_touches_only_this_stacks_queues_mappings_and_schedules(syn
             else:
                 assert service in ("secretsmanager", "kms"), statement  # the database secret, as every function
     assert granted.pop("sqs:GetQueueAttributes") == main | dead
+    # No CancelMessageMoveTask: nothing cancels a move task.
     for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:StartMessageMoveTask",
-                   "sqs:ListMessageMoveTasks", "sqs:CancelMessageMoveTask"):  # fmt: skip
+                   "sqs:ListMessageMoveTasks"):  # fmt: skip
         assert granted.pop(action) == dead, action
     # Messages go back to the job queues, never into a DLQ.
     assert granted.pop("sqs:SendMessage") == main

@@ -3,16 +3,19 @@ on resume the job waiting in SQS runs and the schedule fires again."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 
 from shared.ledger.read import get_job
+from shared.local.pausewatch import PauseWatch
 from shared.outbox import enqueue
 from shared.pauses import set_paused
 from shared.registry import JobPayload, Registry
 from shared.runtime import job_handler
+from shared.settings import Settings
 from tests.support import WORK, Calls, make_work_handler
 from tests.support import registry as test_registry
 
@@ -77,3 +80,33 @@ def test_a_paused_queues_schedule_does_not_fire_until_resumed(runtime_factory, d
         set_paused(conn, "tick", False, actor="test")
         assert runtime.wait_for(lambda: len(seen) >= 1, timeout=20), runtime.lines
         assert conn.execute(fires).fetchone()[0] >= 1
+
+
+def test_a_locked_paused_queues_table_stalls_no_caller_and_the_change_after_it_is_seen(db_url):
+    """The pause is read by every poller and the scheduler: a database that cannot answer (here the table locked by
+    another transaction) must leave them with the last state read, not waiting for it."""
+    watch = PauseWatch(Settings(database_url=db_url), interval=0)  # every call due for a read
+    with psycopg.connect(db_url, autocommit=True) as conn, psycopg.connect(db_url) as locker:
+        set_paused(conn, "work", True, actor="test")
+        try:
+            assert watch.paused("work")
+            locker.execute("LOCK TABLE conveyor.paused_queues IN ACCESS EXCLUSIVE MODE")  # held: its transaction stays open
+
+            answers: list[bool] = []
+            callers = [threading.Thread(target=lambda: answers.append(watch.paused("work"))) for _ in range(4)]
+            for caller in callers:
+                caller.start()
+            for caller in callers:
+                caller.join(timeout=3)  # a guard against a hang, not a measure of speed
+            assert not any(caller.is_alive() for caller in callers)
+            assert answers == [True] * 4
+        finally:
+            locker.rollback()
+        reads = watch.reads
+        set_paused(conn, "work", False, actor="test")
+        deadline = time.monotonic() + 20
+        while watch.paused("work") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not watch.paused("work")
+        assert watch.reads > reads
+    watch.close()

@@ -183,6 +183,8 @@ def test_an_unreachable_dlq_is_unavailable(sqs, stage):
 
 DLQ_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/conveyor-dev-work-dlq"
 DLQ_ARN = "arn:aws:sqs:us-east-1:123456789012:conveyor-dev-work-dlq"
+QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/conveyor-dev-work"
+QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:conveyor-dev-work"
 
 
 def stubbed_sqs():
@@ -193,37 +195,90 @@ def stubbed_sqs():
         {"Attributes": {"QueueArn": DLQ_ARN, "ApproximateNumberOfMessages": "42"}},
         {"QueueUrl": DLQ_URL, "AttributeNames": ["QueueArn", "ApproximateNumberOfMessages"]},
     )
+    stubber.add_response(
+        "get_queue_attributes", {"Attributes": {"QueueArn": QUEUE_ARN}}, {"QueueUrl": QUEUE_URL, "AttributeNames": ["QueueArn"]}
+    )
     return client, stubber
 
 
-def test_whole_queue_on_aws_starts_a_move_task_back_to_the_source_queue():
+def move(client) -> object:
+    return Redriver(client, move_task=True).redrive("work", dlq_url=DLQ_URL, queue_url=QUEUE_URL, job=None, deadline=soon())
+
+
+def test_whole_queue_on_aws_starts_a_move_task_to_the_queue():
     client, stubber = stubbed_sqs()
-    # No DestinationArn: SQS sends each message back to the queue it came from.
-    stubber.add_response("start_message_move_task", {"TaskHandle": "handle-1"}, {"SourceArn": DLQ_ARN})
+    # The destination named: the runtime dead-letters with SendMessage, so SQS has no source queue recorded for those
+    # messages and could not move them "back to where they came from".
+    stubber.add_response(
+        "start_message_move_task", {"TaskHandle": "handle-1"}, {"SourceArn": DLQ_ARN, "DestinationArn": QUEUE_ARN}
+    )
     with stubber:
-        result = Redriver(client, move_task=True).redrive("work", dlq_url=DLQ_URL, queue_url="unused", job=None, deadline=soon())
+        result = move(client)
     stubber.assert_no_pending_responses()
     assert (result.mode, result.task_handle, result.moved, result.complete) == ("move_task", "handle-1", 42, True)
 
 
-def test_a_move_task_already_running_is_a_clear_wrong_state():
-    client, stubber = stubbed_sqs()
+def refused(stubber, message: str = "There is already a task running.") -> None:
     stubber.add_client_error(
         "start_message_move_task",
         service_error_code="AWS.SimpleQueueService.UnsupportedOperation",
-        service_message="There is already a task running.",
+        service_message=message,
         http_status_code=400,
     )
+
+
+def test_a_move_task_already_running_is_a_clear_wrong_state():
+    client, stubber = stubbed_sqs()
+    refused(stubber)
+    stubber.add_response(
+        "list_message_move_tasks",
+        {"Results": [{"TaskHandle": "handle-0", "Status": "RUNNING", "SourceArn": DLQ_ARN}]},
+        {"SourceArn": DLQ_ARN, "MaxResults": 1},
+    )
     with stubber, pytest.raises(WrongState, match="already running") as raised:
-        Redriver(client, move_task=True).redrive("work", dlq_url=DLQ_URL, queue_url="unused", job=None, deadline=soon())
+        move(client)
+    stubber.assert_no_pending_responses()
     assert raised.value.details == {"status": "move_task_running"}
+
+
+@pytest.mark.parametrize(
+    "tasks", [[], [{"TaskHandle": "handle-0", "Status": "COMPLETED", "SourceArn": DLQ_ARN}]], ids=["none", "finished"]
+)
+def test_an_unsupported_operation_without_a_running_task_is_unavailable_with_sqs_message(tasks):
+    client, stubber = stubbed_sqs()
+    refused(stubber, "Source queue must be configured as a Dead Letter Queue.")
+    stubber.add_response("list_message_move_tasks", {"Results": tasks}, {"SourceArn": DLQ_ARN, "MaxResults": 1})
+    with stubber, pytest.raises(Unavailable, match="Source queue must be configured as a Dead Letter Queue"):
+        move(client)
+    stubber.assert_no_pending_responses()
+
+
+def test_an_unsupported_operation_whose_tasks_cannot_be_listed_is_unavailable():
+    client, stubber = stubbed_sqs()
+    refused(stubber, "Something else.")
+    stubber.add_client_error("list_message_move_tasks", service_error_code="AccessDenied", http_status_code=403)
+    with stubber, pytest.raises(Unavailable, match="Something else"):
+        move(client)
 
 
 def test_another_move_task_refusal_is_unavailable():
     client, stubber = stubbed_sqs()
     stubber.add_client_error("start_message_move_task", service_error_code="AccessDenied", http_status_code=403)
     with stubber, pytest.raises(Unavailable, match="refused"):
-        Redriver(client, move_task=True).redrive("work", dlq_url=DLQ_URL, queue_url="unused", job=None, deadline=soon())
+        move(client)
+
+
+def test_an_unreadable_queue_arn_is_unavailable():
+    client = boto3.client("sqs", region_name="us-east-1", endpoint_url="https://sqs.us-east-1.amazonaws.com")
+    stubber = Stubber(client)
+    stubber.add_response(
+        "get_queue_attributes",
+        {"Attributes": {"QueueArn": DLQ_ARN, "ApproximateNumberOfMessages": "42"}},
+        {"QueueUrl": DLQ_URL, "AttributeNames": ["QueueArn", "ApproximateNumberOfMessages"]},
+    )
+    stubber.add_client_error("get_queue_attributes", service_error_code="AWS.SimpleQueueService.NonExistentQueue", http_status_code=400)
+    with stubber, pytest.raises(Unavailable, match="could not read the queue"):
+        move(client)
 
 
 # -- end to end with the local runtime ---------------------------------------------------------------------------------
@@ -311,3 +366,105 @@ def test_a_copy_that_fails_again_during_the_pass_stays_in_the_dlq(sqs, queues):
 
     assert (result.moved, result.complete) == (1, True)
     assert job_ids(drain(sqs, dlq_url)) == [job_id]
+
+
+def test_a_receive_bringing_only_messages_already_handled_is_confirmed_before_the_pass_ends(sqs, queues):
+    """SQS delivers at least once, and a short poll samples only some of its servers: a receive may bring back only
+    a message this pass already handled while others wait. That is checked like an empty receive, with a long poll."""
+    queue_url, dlq_url = queues
+    ids = [dead_message(sqs, dlq_url, n) for n in range(2)]
+
+    class RedeliversFirst:
+        """SQS whose first receive samples one message and whose second delivers that same message again."""
+
+        def __init__(self, client):
+            self.client = client
+            self.receives: list[dict] = []
+            self.first: dict | None = None
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+        def receive_message(self, **kwargs):
+            self.receives.append(kwargs)
+            if len(self.receives) == 1:
+                self.first = self.client.receive_message(**{**kwargs, "MaxNumberOfMessages": 1})
+                return self.first
+            if len(self.receives) == 2:
+                return self.first
+            return self.client.receive_message(**kwargs)
+
+    fake = RedeliversFirst(sqs)
+    result = Redriver(fake, move_task=False).redrive("work", dlq_url=dlq_url, queue_url=queue_url, job=None, deadline=soon())
+
+    assert (result.moved, result.complete) == (2, True)
+    assert drain(sqs, dlq_url) == []
+    assert job_ids(drain(sqs, queue_url)) == sorted(ids)
+    # The receive after the one that brought nothing new was the long poll, for a full batch.
+    assert (fake.receives[2]["WaitTimeSeconds"], fake.receives[2]["MaxNumberOfMessages"]) == (1, 10)
+
+
+class DeadlineAfter:
+    """SQS, slow enough that the redrive's deadline is past once the ``receives``-th receive has answered."""
+
+    def __init__(self, client, receives: int, deadline: float):
+        self.client, self.receives, self.deadline = client, receives, deadline
+        self.count = 0
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def receive_message(self, **kwargs):
+        answer = self.client.receive_message(**kwargs)
+        self.count += 1
+        if self.count == self.receives:
+            while time.monotonic() <= self.deadline:
+                time.sleep(0.05)
+        return answer
+
+
+def cut_short(sqs, queues, *, receives: int, job: str | None = "test.work"):
+    """One redrive pass whose deadline passes after ``receives`` receives."""
+    queue_url, dlq_url = queues
+    deadline = time.monotonic() + 3
+    return Redriver(DeadlineAfter(sqs, receives, deadline), move_task=False).redrive(
+        "work", dlq_url=dlq_url, queue_url=queue_url, job=job, deadline=deadline
+    )
+
+
+def test_a_pass_cut_short_leaves_the_other_jobs_messages_invisible_so_the_next_reaches_further(sqs, queues):
+    """A deep DLQ with one job's messages behind many others': each pass cut short by its deadline must get further
+    than the last, not re-read the same front of the queue."""
+    queue_url, dlq_url = queues
+    others = [dead_message(sqs, dlq_url, n, job="test.other") for n in range(30)]
+    mine = [dead_message(sqs, dlq_url, n) for n in range(5)]
+
+    first = cut_short(sqs, queues, receives=2)
+    assert (first.moved, first.skipped, first.complete) == (0, 20, False)
+    # The twenty skipped stay in the DLQ, out of sight until their visibility timeout ends.
+    counts = sqs.get_queue_attributes(
+        QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert (counts["ApproximateNumberOfMessages"], counts["ApproximateNumberOfMessagesNotVisible"]) == ("15", "20")
+
+    second = cut_short(sqs, queues, receives=2)
+    assert (second.moved, second.skipped, second.complete) == (5, 10, False)
+    assert job_ids(drain(sqs, queue_url)) == sorted(mine)
+    # Every other job's message is still in the DLQ.
+    counts = sqs.get_queue_attributes(
+        QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert int(counts["ApproximateNumberOfMessages"]) + int(counts["ApproximateNumberOfMessagesNotVisible"]) == len(others)
+
+
+def test_a_pass_cut_short_still_releases_the_messages_it_could_not_send(sqs, queues, stage):
+    _, dlq_url = queues
+    ids = [dead_message(sqs, dlq_url, n) for n in range(3)]
+    gone = sqs.create_queue(QueueName=f"conveyor-{stage}-gone")["QueueUrl"]
+    sqs.delete_queue(QueueUrl=gone)
+
+    result = cut_short(sqs, (gone, dlq_url), receives=1, job=None)
+
+    assert (result.moved, result.failed, result.complete) == (0, 3, False)
+    # Visible again at once: the next pass tries them first.
+    assert job_ids(drain(sqs, dlq_url)) == sorted(ids)
