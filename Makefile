@@ -39,5 +39,8 @@ synth: $(STAMP) node_modules/.installed
 deploy: $(STAMP) node_modules/.installed
 	npx cdk deploy
 
+# As root in a folder the server's user cannot enter, `make dev` keeps its data in /var/tmp under a hash of the
+# data folder's path (shared/local/postgres.py): remove that too.
 clean:
+	rm -rf "/var/tmp/conveyor-pgdata-$$(printf %s "$$(realpath -m .conveyor/pgdata)" | sha256sum | cut -c1-8)"
 	rm -rf $(VENV) .conveyor cdk.out .build node_modules .pytest_cache

@@ -276,7 +276,7 @@ def _database_url(explicit: str | None) -> str:
     state = _dev_state()
     if state:
         return state["database_url"]
-    raise CliError("no database: pass --database-url, set DATABASE_URL, or start `conveyor dev` in this directory")
+    raise CliError("no database: pass --database-url, set DATABASE_URL, or start `conveyor dev` in this folder (or one above it)")
 
 
 def _configured_database_url(explicit: str | None) -> str | None:
@@ -308,14 +308,20 @@ def _checked_database_url(url: str, source: str) -> str:
 
 
 def _dev_state() -> dict[str, Any] | None:
-    if not STATE_FILE.exists():
-        return None
-    try:
-        state = json.loads(STATE_FILE.read_text())
-        os.kill(int(state["pid"]), 0)
-    except (ValueError, KeyError, OSError):
-        return None
-    return state
+    """The state of the `conveyor dev` running in this folder or the nearest folder above it that has one (as git
+    finds its repository), so the commands work from anywhere in the project."""
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        path = folder / STATE_FILE
+        if not path.exists():
+            continue
+        try:
+            state = json.loads(path.read_text())
+            os.kill(int(state["pid"]), 0)
+        except (ValueError, KeyError, OSError):
+            continue  # a state file a killed runtime left: keep looking above
+        return state
+    return None
 
 
 def _connect(url: str):
@@ -575,7 +581,7 @@ def _operations(args: argparse.Namespace):
     url = _configured_database_url(args.database_url)
     state = None if url else _dev_state()
     if url is None and state is None:
-        raise CliError("no database: pass --database-url, set DATABASE_URL, or start `conveyor dev` in this directory")
+        raise CliError("no database: pass --database-url, set DATABASE_URL, or start `conveyor dev` in this folder (or one above it)")
     if state is not None:
         url = state["database_url"]
         if state.get("aws_endpoint_url"):
@@ -734,10 +740,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _no_such_job(job_id: Any) -> str:
-    return (
-        f"no job with id {job_id} (never enqueued here, or a finished job deleted by retention: "
-        "see conveyor.retention in the README)"
-    )
+    from shared.operations.service import no_such_job
+
+    return no_such_job(job_id)
 
 
 COMMANDS = {

@@ -94,6 +94,7 @@ class LocalRuntime:
         # database, queues or state file.
         self._claim_state_file()
         try:
+            self._check_api_port()
             self._start_database()
             self._start_aws()
             self._start_workers()
@@ -141,7 +142,7 @@ class LocalRuntime:
 
             self.postgres = EmbeddedPostgres(self.config.data_dir / "pgdata", log=lambda m: self.out(f"postgres   {m}"))
             url = self.postgres.start()
-            self.out(f"database   {url} (embedded, data in {self.config.data_dir / 'pgdata'})")
+            self.out(f"database   {url} (embedded, data in {self.postgres.data_dir})")
         self.database_url = url
         os.environ[env.DATABASE_URL] = url
         os.environ[env.STAGE] = self.config.stage
@@ -235,6 +236,23 @@ class LocalRuntime:
                 "stage": self.config.stage,
                 "api_url": self.api.url if self.api else None,
             }))
+
+    def _check_api_port(self) -> None:
+        """A port another program holds is found before the database and the queues are set up for nothing; the
+        server binds it for real once the workers run (a race in between still fails there, as clearly)."""
+        port = self.config.api_port
+        if not port:
+            return
+        import socket
+
+        from shared.operations.local_server import ApiPortInUse
+
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no owner
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                raise ApiPortInUse("127.0.0.1", port) from None
 
     def _start_api(self, settings: Settings) -> None:
         """The operations API and the dashboard, served by the ops Lambda's own resolver over the same service the

@@ -212,7 +212,7 @@ class Operations:
         with self._db() as conn:
             record = ledger_read.get_job(conn, identity)
             if record is None:
-                raise NotFound(f"no job has id {identity}", kind="job")
+                raise NotFound(no_such_job(identity), kind="job")
             children_total = ledger_read.count_children(conn, identity)
             children = ledger_read.list_jobs(conn, parent=identity, limit=100) if children_total else []
             attempts_row = conn.execute(QUERIES["run_attempts"], {"id": identity}).fetchone()
@@ -364,7 +364,7 @@ class Operations:
     ) -> tuple[ActionResult, dict[str, Any]]:
         found = found or conn.execute(QUERIES["retry_find_unpublished"], {"id": identity}).fetchone()
         if found is None:
-            raise NotFound(f"no job has id {identity}", kind="job")
+            raise NotFound(no_such_job(identity), kind="job")
         place, row_id = found
         if place == "outbox":
             raise WrongState(f"job {identity} is pending: it has not run yet", status=RunStatus.PENDING.value)
@@ -391,7 +391,7 @@ class Operations:
             try:
                 before = ledger_cancel(conn, identity, text)
             except JobNotFoundError:
-                raise NotFound(f"no job has id {identity}", kind="job") from None
+                raise NotFound(no_such_job(identity), kind="job") from None
             except CancelError as exc:
                 raise WrongState(str(exc), status=exc.status) from None
             result = ActionResult(
@@ -662,6 +662,14 @@ THROUGHPUT_WINDOWS: dict[str, tuple[timedelta, timedelta]] = {
     "1h": (timedelta(hours=1), timedelta(minutes=1)),
     "24h": (timedelta(hours=24), timedelta(minutes=15)),
 }
+
+
+def no_such_job(job_id: Any) -> str:
+    """What an unknown id means: the ledger keeps a finished job only for its retention period."""
+    return (
+        f"no job with id {job_id} (never enqueued here, or a finished job deleted by retention: "
+        "see conveyor.retention in the README)"
+    )
 
 
 def _require(caller: Caller, what: Scope | Action) -> None:

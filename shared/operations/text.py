@@ -120,18 +120,22 @@ def run_text(run: RunDetail) -> str:
 
 
 def action_text(result: ActionResult) -> str:
-    return f"{result.action}: job {result.job_id} is now {result.status}. {result.message}".strip()
+    return result.message
+
+
+def _messages(count: int, what: str) -> str:
+    return f"{count} {what[:-1] if count == 1 and what.endswith('s') else what}"
 
 
 def redrive_text(result: RedriveResult) -> str:
     what = f"{result.job}'s messages" if result.job else "messages"
     if result.mode == "move_task":
         text = (
-            f"redrive of {result.queue}: SQS is moving about {result.moved} {what} back (task {result.task_handle}); "
+            f"redrive of {result.queue}: SQS is moving about {_messages(result.moved, what)} back (task {result.task_handle}); "
             "they arrive over the next minutes"
         )
     else:
-        text = f"redrive of {result.queue}: moved {result.moved} {what} back, {result.failed} failed"
+        text = f"redrive of {result.queue}: moved {_messages(result.moved, what)} back, {result.failed} failed"
         if result.skipped:
             text += f", {result.skipped} of other jobs left in the dead-letter queue"
         if not result.complete:

@@ -238,6 +238,11 @@ def test_runs_finds_the_database_of_a_running_dev(running_dev, tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert job_id in [r["id"] for r in json.loads(listed.stdout)["runs"]]
     assert conveyor("show", job_id, cwd=tmp_path, env=no_env).returncode == 0
+    # From a folder inside the project, as git finds its repository.
+    deeper = tmp_path / "src" / "app"
+    deeper.mkdir(parents=True)
+    found = conveyor("show", job_id, "--json", cwd=deeper, env=no_env)
+    assert found.returncode == 0, found.stderr
 
 
 def test_reading_the_ledger_needs_no_aws_configuration(db_url):

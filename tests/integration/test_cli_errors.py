@@ -134,6 +134,8 @@ def test_dev_whose_api_port_is_taken_is_one_line_naming_the_port_and_the_flag(db
     line = assert_one_line_error(result, f"port {port} is in use")
     assert "--api-port" in line
     assert not (tmp_path / ".conveyor" / "dev.json").exists(), "a runtime that failed to start leaves no state file"
+    # Found before anything was set up for nothing (the database, the queues).
+    assert "migrations" not in result.stdout and "queue " not in result.stdout, result.stdout
 
 
 @pytest.fixture

@@ -113,8 +113,8 @@ def test_a_dead_job_is_seen_retried_and_redriven_from_the_terminal(dev):
 
 
 def test_actions_refused_by_state_or_input_exit_non_zero_in_one_line(dev):
-    done = _ok(dev("trigger", "test.work", "--json", '{"n": 2}')).strip()
-    job_id = done.split()[2] if done.startswith("trigger:") else done
+    job_id = json.loads(_ok(dev("trigger", "test.work", "--json", '{"n": 2}', "--json-output")))["job_id"]
+    assert _ok(dev("trigger", "test.work", "--json", '{"n": 5}')).startswith("job test.work enqueued as ")
     _wait_status(dev, job_id, {"succeeded"})
     _refused(dev("retry", job_id), "succeeded")
     _refused(dev("cancel", job_id), "succeeded")
