@@ -23,6 +23,7 @@ from shared.database import Database, connect
 from shared.local.aws import LocalAws, ensure_queues, prepare_local_services
 from shared.local.pausewatch import PauseWatch
 from shared.local.poller import QueuePoller
+from shared.local.recover import republish_lost
 from shared.local.scheduler import LocalScheduler
 from shared.names import queue_label_from_resource
 from shared.operations.local_server import DEFAULT_PORT as DEFAULT_API_PORT
@@ -97,6 +98,8 @@ class LocalRuntime:
             self._check_api_port()
             self._start_database()
             self._start_aws()
+            if self.aws is not None:
+                self._republish_lost()
             self._start_workers()
         except BaseException:
             self.stop()
@@ -168,6 +171,14 @@ class LocalRuntime:
         prepare_local_services()
         for label, (url, _) in self.urls.items():
             self.out(f"queue      {label:<16} {url}")
+
+    def _republish_lost(self) -> None:
+        """Our own moto starts empty: the jobs whose messages were on the last one go back to the outbox before the
+        relay starts. Not with an SQS from AWS_ENDPOINT_URL, which may still hold them."""
+        with connect(Settings(database_url=self.database_url)) as conn:
+            recovered = republish_lost(conn)
+        if recovered:
+            self.out(f"recovered  {recovered} job(s) the restarted local SQS had lost: back in the outbox")
 
     def _start_workers(self) -> None:
         settings = Settings(stage=self.config.stage, database_url=self.database_url)
