@@ -109,6 +109,8 @@ class ApiConfig:
 
     issuer: str | None = None
     audience: tuple[str, ...] = ()
+    # Put before each scope name in the routes and stripped by the function: Cognito's "<resource server>/".
+    scope_prefix: str = ""
     rate_limit: int = 10
     burst_limit: int = 20
 
@@ -243,7 +245,7 @@ def _alarms(raw: dict[str, Any]) -> AlarmConfig:
 
 def _api(raw: dict[str, Any]) -> ApiConfig:
     key = f"{PREFIX}api"
-    _no_extra(raw, {"issuer", "audience", "rateLimit", "burstLimit"}, key)
+    _no_extra(raw, {"issuer", "audience", "scopePrefix", "rateLimit", "burstLimit"}, key)
     issuer, audience = raw.get("issuer"), raw.get("audience")
     if issuer is not None:
         issuer = _issuer(issuer)
@@ -256,12 +258,23 @@ def _api(raw: dict[str, Any]) -> ApiConfig:
             )
     elif audience is not None:
         raise ConfigError(f"{key}.audience is set but {key}.issuer is not: a JWT audience needs the issuer of the tokens")
+    prefix = raw.get("scopePrefix", "")
+    if prefix != "":
+        if issuer is None:
+            raise ConfigError(f"{key}.scopePrefix is set but {key}.issuer is not: scopes come with JWT tokens")
+        if not isinstance(prefix, str) or len(prefix) > 200 or any(c.isspace() for c in prefix) or not prefix.endswith("/"):
+            raise ConfigError(
+                f"{key}.scopePrefix={prefix!r} must be what your identity provider puts before each scope name, "
+                "ending in '/' (Cognito: the resource server identifier and '/', e.g. 'conveyor/' for conveyor/jobs:read)"
+            )
     rate = _integer(raw.get("rateLimit"), "api.rateLimit", default=10)
     burst = _integer(raw.get("burstLimit"), "api.burstLimit", default=20)
     for name, limit in (("rateLimit", rate), ("burstLimit", burst)):
         if not 1 <= limit <= 10_000:
             raise ConfigError(f"{key}.{name}={limit} must be 1-10000 requests (per second for rateLimit)")
-    return ApiConfig(issuer=issuer, audience=tuple(audience or ()), rate_limit=rate, burst_limit=burst)
+    return ApiConfig(
+        issuer=issuer, audience=tuple(audience or ()), scope_prefix=prefix, rate_limit=rate, burst_limit=burst
+    )
 
 
 def _issuer(raw: Any) -> str:

@@ -174,6 +174,7 @@ class OperationsApi(Construct):
                     {label: source.event_source_mapping_id for label, source in event_sources.items()}
                 ),
                 env.SCHEDULE_GROUP: scheduling.group_name,
+                **({env.SCOPE_PREFIX: config.scope_prefix} if config.scope_prefix else {}),
                 **database.environment,
             },
             dead_letter_reason="Invoked synchronously by API Gateway: the caller gets the error in the response.",
@@ -235,7 +236,7 @@ class OperationsApi(Construct):
                 key = apigw.HttpRouteKey.DEFAULT
             else:
                 key = apigw.HttpRouteKey.with_(route.path, apigw.HttpMethod(route.method))
-            scopes = [route.scope.value] if route.scope and config.uses_jwt else None
+            scopes = [config.scope_prefix + route.scope.value] if route.scope and config.uses_jwt else None
             http_route = apigw.HttpRoute(
                 self,
                 "Route" + "".join(word.capitalize() for word in re.findall(r"[A-Za-z0-9]+", route.key)),

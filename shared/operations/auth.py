@@ -10,16 +10,22 @@ API Gateway has already checked the credentials before the function runs; this o
 * the local server (``conveyor dev``): ``requestContext.authorizer.lambda`` = ``{"actor": ..., "scopes": "a b"}``,
   set after it checked the bearer token, the shape a Lambda authorizer's context has.
 
+An identity provider that names scopes with a prefix (Amazon Cognito: ``<resource server>/jobs:read``) is configured
+with ``conveyor:api.scopePrefix``; the stack gives the function that prefix (``CONVEYOR_SCOPE_PREFIX``) and the
+routes the prefixed names, and a JWT scope counts only with the prefix.
+
 No identity (no authorizer, or a JWT naming nobody) is ``None``: the API answers 401. Scopes this model does not
 know (``openid``, ``profile``) are ignored, so a token with none of ours is authenticated but may only call ``/me``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from shared.operations.scopes import ALL_SCOPES, Caller, Scope, parse_scopes
+from shared.settings import SCOPE_PREFIX
 
 # The claims that name the caller, in order of preference: a user's subject, else a machine client's id.
 ACTOR_CLAIMS = ("sub", "client_id", "username")
@@ -52,19 +58,26 @@ def _jwt_caller(jwt: Mapping[str, Any]) -> Caller | None:
     actor = next((str(claims[c]) for c in ACTOR_CLAIMS if claims.get(c) not in (None, "")), None)
     if actor is None:
         return None
-    scopes = _scopes(claims.get("scope")) | _scopes(claims.get("scp")) | _scopes(jwt.get("scopes"))
+    prefix = os.environ.get(SCOPE_PREFIX, "")
+    scopes = (
+        _scopes(claims.get("scope"), prefix) | _scopes(claims.get("scp"), prefix) | _scopes(jwt.get("scopes"), prefix)
+    )
     return Caller(actor=actor, scopes=scopes)
 
 
-def _scopes(value: Any) -> frozenset[Scope]:
+def _scopes(value: Any, prefix: str = "") -> frozenset[Scope]:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("[") and text.endswith("]"):  # API Gateway flattens a list claim to "[a b]"
             text = text[1:-1]
-        return parse_scopes(text)
-    if isinstance(value, (list, tuple)):
-        return parse_scopes([str(v) for v in value])
-    return frozenset()
+        names = text.replace(",", " ").split()
+    elif isinstance(value, (list, tuple)):
+        names = [str(v) for v in value]
+    else:
+        return frozenset()
+    if prefix:  # only the provider's own names count: "jobs:read" without the prefix is someone else's scope
+        names = [n[len(prefix):] for n in names if n.startswith(prefix)]
+    return parse_scopes(names)
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

@@ -79,6 +79,9 @@ def test_the_repository_cdk_json_is_valid():
         ({"api": {"audience": "client"}}, "conveyor:api.audience is set but conveyor:api.issuer is not"),
         ({"api": {"rateLimit": 0}}, "conveyor:api.rateLimit=0 must be 1-10000"),
         ({"api": {"scopes": "x"}}, "conveyor:api has unknown keys ['scopes']"),
+        ({"api": {"scopePrefix": "conveyor/"}}, "conveyor:api.scopePrefix is set but conveyor:api.issuer is not"),
+        ({"api": {"issuer": "https://issuer.example.com/", "audience": "a", "scopePrefix": "conveyor"}}, "must be what your identity provider puts before each scope name, ending in '/'"),
+        ({"api": {"issuer": "https://issuer.example.com/", "audience": "a", "scopePrefix": "my api/"}}, "scopePrefix='my api/' must be"),
     ],
 )
 def test_bad_values_fail_with_the_key_and_what_is_allowed(overrides, message):
@@ -133,3 +136,6 @@ def test_the_api_uses_iam_auth_unless_an_issuer_is_given():
     assert jwt.api.uses_jwt is True and jwt.api.audience == ("client-1",)
     listed = config(api=json.dumps({"issuer": "https://tenant.eu.auth0.com/", "audience": ["a", "b"], "rateLimit": "50"}))
     assert listed.api.audience == ("a", "b") and listed.api.rate_limit == 50 and listed.api.burst_limit == 20
+    assert listed.api.scope_prefix == ""
+    cognito = config(api={"issuer": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123", "audience": "c", "scopePrefix": "https://ops.example.com/"})
+    assert cognito.api.scope_prefix == "https://ops.example.com/"

@@ -18,23 +18,25 @@ from tests.infra.test_stack import as_list, by_property, logical_id, statements_
 
 ISSUER = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123"
 AUDIENCE = ["ops-dashboard", "ops-cli"]
+# Cognito names a resource server's scopes "<identifier>/<scope>": the routes must ask for those names.
+PREFIX = "conveyor/"
 
 # Who may call what (CONTEXT "Routes"): written out here, not read from infra.operations, so a route that loses its
 # scope or gains one fails this test.
 JWT_ROUTES = {
     ("GET /me", "JWT", ()),
-    ("GET /queues", "JWT", ("jobs:read",)),
-    ("GET /runs", "JWT", ("jobs:read",)),
-    ("GET /runs/{id}", "JWT", ("jobs:read",)),
-    ("POST /runs/{id}/retry", "JWT", ("jobs:retry",)),
-    ("POST /runs/{id}/cancel", "JWT", ("jobs:cancel",)),
-    ("POST /jobs/{name}/trigger", "JWT", ("jobs:retry",)),
-    ("POST /queues/{name}/redrive", "JWT", ("jobs:retry",)),
-    ("POST /queues/{name}/pause", "JWT", ("jobs:retry",)),
-    ("POST /queues/{name}/resume", "JWT", ("jobs:retry",)),
-    ("GET /health", "JWT", ("jobs:read",)),
-    ("GET /stats/throughput", "JWT", ("jobs:read",)),
-    ("GET /openapi.json", "JWT", ("jobs:read",)),
+    ("GET /queues", "JWT", ("conveyor/jobs:read",)),
+    ("GET /runs", "JWT", ("conveyor/jobs:read",)),
+    ("GET /runs/{id}", "JWT", ("conveyor/jobs:read",)),
+    ("POST /runs/{id}/retry", "JWT", ("conveyor/jobs:retry",)),
+    ("POST /runs/{id}/cancel", "JWT", ("conveyor/jobs:cancel",)),
+    ("POST /jobs/{name}/trigger", "JWT", ("conveyor/jobs:retry",)),
+    ("POST /queues/{name}/redrive", "JWT", ("conveyor/jobs:retry",)),
+    ("POST /queues/{name}/pause", "JWT", ("conveyor/jobs:retry",)),
+    ("POST /queues/{name}/resume", "JWT", ("conveyor/jobs:retry",)),
+    ("GET /health", "JWT", ("conveyor/jobs:read",)),
+    ("GET /stats/throughput", "JWT", ("conveyor/jobs:read",)),
+    ("GET /openapi.json", "JWT", ("conveyor/jobs:read",)),
     ("$default", "JWT", ()),
     ("GET /", "NONE", ()),
     ("GET /static/{proxy+}", "NONE", ()),
@@ -52,7 +54,9 @@ def jwt_synth(tmp_path_factory):
             "conveyor:stage": "ops",
             "conveyor:database": EXISTING,
             "conveyor:emailFrom": SENDER,
-            "conveyor:api": {"issuer": ISSUER, "audience": AUDIENCE, "rateLimit": 5, "burstLimit": 7},
+            "conveyor:api": {
+                "issuer": ISSUER, "audience": AUDIENCE, "scopePrefix": PREFIX, "rateLimit": 5, "burstLimit": 7,
+            },
         },
     )
 
@@ -133,6 +137,8 @@ def test_jwt_routes_require_exactly_their_scopes(jwt_synth):
         for key, props in routes(jwt_synth).items()
     }
     assert found == JWT_ROUTES
+    # The function strips the same prefix from the token's scopes.
+    assert ops_function(jwt_synth)["Properties"]["Environment"]["Variables"]["CONVEYOR_SCOPE_PREFIX"] == PREFIX
     [authorizer] = jwt_synth.resources("AWS::ApiGatewayV2::Authorizer").values()
     assert authorizer["Properties"]["AuthorizerType"] == "JWT"
     assert authorizer["Properties"]["JwtConfiguration"] == {"Issuer": ISSUER, "Audience": AUDIENCE}

@@ -70,3 +70,13 @@ def test_reads_powertools_event_objects_too():
 
     wrapped = APIGatewayProxyEventV2(jwt({"sub": "u-1", "scope": "jobs:read"}))
     assert caller_from_event(wrapped) == Caller("u-1", frozenset({Scope.READ}))
+
+
+def test_with_a_scope_prefix_only_the_providers_own_names_count(monkeypatch):
+    """Cognito's resource-server scopes ("conveyor/jobs:read"): with the prefix configured, a bare "jobs:retry"
+    (another resource server's, or a client's own invention) grants nothing."""
+    monkeypatch.setenv("CONVEYOR_SCOPE_PREFIX", "conveyor/")
+    given = jwt({"sub": "u", "scope": "conveyor/jobs:read jobs:retry other/jobs:cancel"}, ["conveyor/jobs:cancel"])
+    assert caller_from_event(given) == Caller("u", frozenset({Scope.READ, Scope.CANCEL}))
+    monkeypatch.delenv("CONVEYOR_SCOPE_PREFIX")
+    assert caller_from_event(given) == Caller("u", frozenset({Scope.RETRY}))
