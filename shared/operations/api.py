@@ -7,9 +7,11 @@ Each data route reads the caller from the event (:mod:`shared.operations.auth`),
 the caller's scopes itself, so the API and the CLI refuse alike.
 
 Errors are JSON ``{"code", "message", ...details}``: an :class:`OperationError` with its own status (401, 403, 404,
-409, 422, 503); a request the routes' types refuse (a bad UUID, a limit out of range, a body that is not an object)
+409, 415, 422, 503); a request the routes' types refuse (a bad UUID, a limit out of range, a body that is not an object)
 422 ``invalid_request``; an unknown route 404 ``not_found``; anything else 500 ``internal`` (logged with its
-traceback, never shown to the caller).
+traceback, never shown to the caller). The OpenAPI document says so: each data route declares exactly the error
+statuses it can answer, each as :class:`~shared.operations.models.ErrorAnswer`, its description names the scope it
+needs, and its security the bearer token (:func:`_documented`).
 
 ``GET /`` and ``GET /static/<file>`` serve the page's files from ``shared/operations/page/`` without
 authentication: they hold no data (the page fetches that from the API with the caller's credentials), so a browser
@@ -30,15 +32,26 @@ from uuid import UUID
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, Field
 
 from shared.ledger.cancel import MAX_REASON_CHARS
 from shared.ledger.read import MAX_PAGE
 from shared.operations.auth import caller_from_event
-from shared.operations.errors import Forbidden, InvalidRequest, OperationError, Unauthenticated, UnsupportedMediaType
+from shared.operations.errors import (
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    OperationError,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedMediaType,
+    WrongState,
+)
 from shared.operations.models import (
     ActionResult,
+    ErrorAnswer,
     Health,
     Me,
     QueueSwitch,
@@ -78,6 +91,29 @@ MEDIA_TYPE_MESSAGE = (
 )
 NO_CREDENTIALS = "no valid credentials: send Authorization: Bearer <token>, with a token this API accepts"
 
+# -- the OpenAPI document's account of authentication and errors ----------------------------------------------------
+
+BEARER = "bearer"
+SECURITY_SCHEMES = {
+    BEARER: HTTPBearer(
+        bearerFormat="JWT",
+        description="On AWS, a JWT that API Gateway's authorizer accepts, its scopes (jobs:read, jobs:retry, "
+        "jobs:cancel) in the scope claim; under conveyor dev, one of its static tokens.",
+    )
+}
+# What each error status means on this API, and the code its body carries (the errors' own, so they cannot drift).
+INTERNAL = "internal"
+ERROR_DESCRIPTIONS: dict[int, tuple[str, str]] = {
+    Unauthenticated.http_status: (Unauthenticated.code, "no valid credentials"),
+    Forbidden.http_status: (Forbidden.code, "the caller lacks the {scope} scope (required_scope names it)"),
+    NotFound.http_status: (NotFound.code, "no such {what} (kind says which)"),
+    WrongState.http_status: (WrongState.code, "the action does not apply now (status says why)"),
+    UnsupportedMediaType.http_status: (UnsupportedMediaType.code, "the body is not sent as application/json"),
+    InvalidRequest.http_status: (InvalidRequest.code, "the parameters or body were refused (errors lists each)"),
+    500: (INTERNAL, "an unexpected error, logged by the function; no details are given"),
+    Unavailable.http_status: (Unavailable.code, "the database or an AWS service failed"),
+}
+
 OperationsSource = Operations | Callable[[], Operations]
 
 
@@ -112,15 +148,20 @@ def build_app(operations: OperationsSource, *, logger: Any = None) -> APIGateway
         if event.body and content_type and not content_type.startswith("application/json"):
             raise UnsupportedMediaType(MEDIA_TYPE_MESSAGE.format(content_type=content_type))
 
-    @app.get("/me", summary="who the caller is, their scopes and the actions they may take")
+    @app.get("/me", summary="who the caller is, their scopes and the actions they may take", **_documented(None))
     def me() -> Me:
         return service().me(caller())
 
-    @app.get("/queues", summary="every queue: SQS counts, DLQ depth, paused, and each job's counts")
+    @app.get(
+        "/queues", summary="every queue: SQS counts, DLQ depth, paused, and each job's counts",
+        **_documented(Scope.READ, 503),
+    )
     def queues() -> QueuesView:
         return service().queues(caller())
 
-    @app.get("/runs", summary="runs from the ledger, newest first, a page at a time")
+    @app.get(
+        "/runs", summary="runs from the ledger, newest first, a page at a time", **_documented(Scope.READ, 422, 503)
+    )
     def runs(
         job: Annotated[str | None, Query(description="only this job, e.g. email.send")] = None,
         status: Annotated[str | None, Query(description="only this status (succeeded, dead, running, ...)")] = None,
@@ -136,26 +177,41 @@ def build_app(operations: OperationsSource, *, logger: Any = None) -> APIGateway
             cursor=cursor, limit=limit,
         )  # fmt: skip
 
-    @app.get("/runs/<job_id>", summary="one run: payload (sensitive fields masked), attempts, children, audit")
+    @app.get(
+        "/runs/<job_id>", summary="one run: payload (sensitive fields masked), attempts, children, audit",
+        **_documented(Scope.READ, 404, 422, 503, what="job"),
+    )
     def run(job_id: Annotated[UUID, Path(description="the job id")]) -> RunDetail:
         return service().run(caller(), str(job_id))
 
-    @app.get("/health", summary="200 when healthy, else 503; the body says which check failed")
+    @app.get(
+        "/health", summary="200 when healthy, else 503; the body says which check failed",
+        **_documented(Scope.READ, unhealthy=Health),
+    )
     def health() -> Response[Health]:
         answer = service().health(caller())
         return Response(status_code=200 if answer.healthy else 503, content_type=content_types.APPLICATION_JSON, body=answer)
 
-    @app.get("/stats/throughput", summary="succeeded and failed runs per bucket over the last hour or day")
+    @app.get(
+        "/stats/throughput", summary="succeeded and failed runs per bucket over the last hour or day",
+        **_documented(Scope.READ, 422, 503),
+    )
     def throughput(window: Annotated[Literal["1h", "24h"], Query(description="1h (minute buckets) or 24h")] = "1h") -> Throughput:
         return service().throughput(caller(), window)
 
     # -- acting ----------------------------------------------------------------------------------------------------
 
-    @app.post("/runs/<job_id>/retry", summary="run a failed or dead job again (same id, fresh attempts)")
+    @app.post(
+        "/runs/<job_id>/retry", summary="run a failed or dead job again (same id, fresh attempts)",
+        **_documented(Scope.RETRY, 404, 409, 422, 503, what="job"),
+    )
     def retry(job_id: Annotated[UUID, Path(description="the job id")]) -> ActionResult:
         return service().retry(caller(), str(job_id))
 
-    @app.post("/runs/<job_id>/cancel", summary="cancel a job that has not finished")
+    @app.post(
+        "/runs/<job_id>/cancel", summary="cancel a job that has not finished",
+        **_documented(Scope.CANCEL, 404, 409, 415, 422, 503, what="job"),
+    )
     def cancel(
         job_id: Annotated[UUID, Path(description="the job id")],
         body: Annotated[CancelRequest | None, Body(description='optional: {"reason": "..."}')] = None,
@@ -164,7 +220,10 @@ def build_app(operations: OperationsSource, *, logger: Any = None) -> APIGateway
         json_body()
         return service().cancel(who, str(job_id), body.reason if body else None)
 
-    @app.post("/jobs/<name>/trigger", summary="enqueue a job now, with this payload (default: {})")
+    @app.post(
+        "/jobs/<name>/trigger", summary="enqueue a job now, with this payload (default: {})",
+        **_documented(Scope.RETRY, 404, 415, 422, 503, what="job name"),
+    )
     def trigger(
         name: Annotated[str, Path(description="the job name, e.g. email.send")],
         payload: Annotated[dict[str, Any] | None, Body(description="the job's payload, as its model takes it")] = None,
@@ -173,18 +232,29 @@ def build_app(operations: OperationsSource, *, logger: Any = None) -> APIGateway
         json_body()
         return service().trigger(who, name, payload)
 
-    @app.post("/queues/<name>/redrive", summary="move the queue's dead-letter messages back to it")
+    @app.post(
+        "/queues/<name>/redrive", summary="move the queue's dead-letter messages back to it",
+        # 409: a message move task is already running on the dead-letter queue.
+        **_documented(Scope.RETRY, 404, 409, 422, 503, what="queue, or job name"),
+    )
     def redrive(
         name: Annotated[str, Path(description="the queue label, e.g. email-high")],
         job: Annotated[str | None, Query(description="only this job's messages (copied one by one)")] = None,
     ) -> RedriveResult:
         return service().redrive(caller(), name, job)
 
-    @app.post("/queues/<name>/pause", summary="stop the queue's consumers and its jobs' schedules")
+    @app.post(
+        "/queues/<name>/pause", summary="stop the queue's consumers and its jobs' schedules",
+        # No 422: the name is any text, and the route reads no body.
+        **_documented(Scope.RETRY, 404, 503, what="queue"),
+    )
     def pause(name: Annotated[str, Path(description="the queue label")]) -> QueueSwitch:
         return service().pause(caller(), name)
 
-    @app.post("/queues/<name>/resume", summary="start the queue's consumers and its jobs' schedules again")
+    @app.post(
+        "/queues/<name>/resume", summary="start the queue's consumers and its jobs' schedules again",
+        **_documented(Scope.RETRY, 404, 503, what="queue"),
+    )
     def resume(name: Annotated[str, Path(description="the queue label")]) -> QueueSwitch:
         return service().resume(caller(), name)
 
@@ -196,8 +266,7 @@ def build_app(operations: OperationsSource, *, logger: Any = None) -> APIGateway
         who = caller()
         if not who.may(Scope.READ):
             raise Forbidden(f"{who.actor} needs the {Scope.READ.value} scope to read the API's description", required_scope=Scope.READ.value)
-        document = app.get_openapi_json_schema(title=TITLE, version=API_VERSION)
-        return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=document)
+        return _json_response(200, openapi_document(app))
 
     @app.get("/", include_in_schema=False)
     def index():
@@ -253,8 +322,64 @@ def build_app(operations: OperationsSource, *, logger: Any = None) -> APIGateway
 
 
 def openapi_document(app: APIGatewayHttpResolver) -> dict[str, Any]:
-    """The API's OpenAPI document as a dict (what ``GET /openapi.json`` serves)."""
-    return json.loads(app.get_openapi_json_schema(title=TITLE, version=API_VERSION))
+    """The API's OpenAPI document as a dict (what ``GET /openapi.json`` serves): each route's answers as the route
+    declares them (:func:`_documented`), without the answers Powertools adds to every route in shapes this API never
+    sends."""
+    text = app.get_openapi_json_schema(title=TITLE, version=API_VERSION, security_schemes=SECURITY_SCHEMES)
+    document = json.loads(text)
+    return _without_powertools_errors(document)
+
+
+def _documented(
+    scope: Scope | None, *statuses: int, what: str = "", unhealthy: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    """A data route decorator's documentation: a description naming the scope it needs, bearer security, and its
+    answers: 200, 401, 403 (when it needs a scope), 500, and the error ``statuses`` it can answer besides (404 names
+    ``what`` was not found). ``unhealthy``: the model of a 503 that is an answer, not an error (``/health``)."""
+    needs = f"Needs {scope.value}." if scope else "Needs only valid credentials (any scope)."
+    errors = [401, *([403] if scope else []), *statuses, 500]
+    responses: dict[int, Any] = {200: {"description": "OK"}}
+    for status in sorted(errors):
+        code, meaning = ERROR_DESCRIPTIONS[status]
+        meaning = meaning.format(scope=scope.value if scope else "", what=what or "resource")
+        example: dict[str, Any] = {"code": code, "message": meaning}
+        if status == Forbidden.http_status and scope:
+            example["required_scope"] = scope.value
+        responses[status] = {
+            "description": f"{code}: {meaning}",
+            "content": {content_types.APPLICATION_JSON: {"model": ErrorAnswer, "examples": {code: {"value": example}}}},
+        }
+    if unhealthy is not None:
+        responses[503] = {
+            "description": "unhealthy: the body says which check failed",
+            "content": {content_types.APPLICATION_JSON: {"model": unhealthy}},
+        }
+    return {
+        "description": needs,
+        "security": [{BEARER: [scope.value] if scope else []}],
+        "responses": responses,
+        # A route's own response-validation status keeps its documented 500 ours (the catch-all handler answers it);
+        # the resolver's would replace it with Powertools' error shape.
+        "custom_response_validation_http_code": HTTPStatus.INTERNAL_SERVER_ERROR,
+    }
+
+
+# The error shapes Powertools documents by default; this API answers errors as ErrorAnswer instead.
+POWERTOOLS_ERROR_SCHEMAS = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
+
+
+def _without_powertools_errors(document: dict[str, Any]) -> dict[str, Any]:
+    """Drop Powertools' default 422 (``HTTPValidationError``, added to every route; a route that can answer 422
+    declares ours, which replaces it) and its error schemas, which nothing refers to then (every 500 is ours too)."""
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.get("responses", {})
+            if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+                del responses["422"]
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in POWERTOOLS_ERROR_SCHEMAS:
+        schemas.pop(name, None)
+    return document
 
 
 class _Lazy:

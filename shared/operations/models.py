@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class JobStats(BaseModel):
@@ -164,3 +164,18 @@ class Me(BaseModel):
     actor: str
     scopes: list[str]
     actions: list[str]
+
+
+class ErrorAnswer(BaseModel):
+    """Every error the API answers, whatever its status: a stable ``code`` (:mod:`shared.operations.errors`; scripts
+    match on it), a message for people, and the error's details. Other details may appear beside these (an
+    unavailable dependency names itself, a refused input its ``field``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str                               # unauthenticated, forbidden, not_found, wrong_state, invalid_request, ...
+    message: str
+    required_scope: str | None = None       # 403: the scope the caller lacks
+    kind: str | None = None                 # 404: what was not found (job, job_name, queue)
+    status: str | None = None               # 409: the job's status now (move_task_running for a redrive)
+    errors: list[dict[str, Any]] | None = None   # 422: each problem with the request: where, type, message

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import importlib
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -159,30 +160,37 @@ def test_a_read_only_caller_is_offered_no_actions(local_api, conn):
     assert client.request("GET", f"/runs/{jobs.dead}", "admin-token").json()["actions"] == ["retry"]
 
 
-@pytest.mark.parametrize(
-    "method, path, body, status, code, details",
-    [
-        ("GET", f"/runs/{NO_JOB}", None, 404, "not_found", {"kind": "job"}),
-        ("POST", f"/runs/{NO_JOB}/retry", None, 404, "not_found", {"kind": "job"}),
-        ("POST", "/jobs/no.such.job/trigger", {}, 404, "not_found", {}),
-        ("POST", "/queues/no-such-queue/pause", None, 404, "not_found", {"kind": "queue"}),
-        ("POST", "/queues/no-such-queue/redrive", None, 404, "not_found", {"kind": "queue"}),
-        ("GET", "/no/such/route", None, 404, "not_found", {}),
-        ("POST", "/runs/{succeeded}/retry", None, 409, "wrong_state", {"status": "succeeded"}),
-        ("POST", "/runs/{succeeded}/cancel", None, 409, "wrong_state", {"status": "succeeded"}),
-        ("GET", "/runs/not-a-uuid", None, 422, "invalid_request", {}),
-        ("POST", "/runs/not-a-uuid/retry", None, 422, "invalid_request", {}),
-        ("GET", "/runs?status=done", None, 422, "invalid_request", {}),
-        ("GET", "/runs?limit=0", None, 422, "invalid_request", {}),
-        ("GET", "/runs?limit=5000", None, 422, "invalid_request", {}),
-        ("GET", "/runs?limit=many", None, 422, "invalid_request", {}),
-        ("GET", "/runs?since=yesterday", None, 422, "invalid_request", {}),
-        ("GET", "/runs?until=2026-01-01T09:00", None, 422, "invalid_request", {}),
-        ("GET", "/stats/throughput?window=7d", None, 422, "invalid_request", {}),
-        ("POST", "/jobs/test.work/trigger", {"n": "seven"}, 422, "invalid_request", {}),
-        ("POST", "/jobs/test.work/trigger", [1, 2], 422, "invalid_request", {}),
-    ],
-)  # fmt: skip
+# (method, path, body, status, code, details) of the errors test_errors_carry_their_status_and_code observes
+ERROR_CASES: list[tuple[str, str, Any, int, str, dict[str, Any]]] = [
+    ("GET", f"/runs/{NO_JOB}", None, 404, "not_found", {"kind": "job"}),
+    ("POST", f"/runs/{NO_JOB}/retry", None, 404, "not_found", {"kind": "job"}),
+    ("POST", "/jobs/no.such.job/trigger", {}, 404, "not_found", {}),
+    ("POST", "/queues/no-such-queue/pause", None, 404, "not_found", {"kind": "queue"}),
+    ("POST", "/queues/no-such-queue/redrive", None, 404, "not_found", {"kind": "queue"}),
+    ("GET", "/no/such/route", None, 404, "not_found", {}),
+    ("POST", "/runs/{succeeded}/retry", None, 409, "wrong_state", {"status": "succeeded"}),
+    ("POST", "/runs/{succeeded}/cancel", None, 409, "wrong_state", {"status": "succeeded"}),
+    ("GET", "/runs/not-a-uuid", None, 422, "invalid_request", {}),
+    ("POST", "/runs/not-a-uuid/retry", None, 422, "invalid_request", {}),
+    ("GET", "/runs?status=done", None, 422, "invalid_request", {}),
+    ("GET", "/runs?limit=0", None, 422, "invalid_request", {}),
+    ("GET", "/runs?limit=5000", None, 422, "invalid_request", {}),
+    ("GET", "/runs?limit=many", None, 422, "invalid_request", {}),
+    ("GET", "/runs?since=yesterday", None, 422, "invalid_request", {}),
+    ("GET", "/runs?until=2026-01-01T09:00", None, 422, "invalid_request", {}),
+    ("GET", "/stats/throughput?window=7d", None, 422, "invalid_request", {}),
+    ("POST", "/jobs/test.work/trigger", {"n": "seven"}, 422, "invalid_request", {}),
+    ("POST", "/jobs/test.work/trigger", [1, 2], 422, "invalid_request", {}),
+]  # fmt: skip
+# Error statuses other tests observe (test_a_body_that_is_not_json_is_refused_as_such, and
+# test_health_is_503_while_a_dead_letter_queue_holds_a_message: a Health body, no error code): method, path, status, code.
+OTHER_ERRORS = [
+    ("POST", "/jobs/test.work/trigger", 415, "unsupported_media_type"),
+    ("GET", "/health", 503, None),
+]
+
+
+@pytest.mark.parametrize("method, path, body, status, code, details", ERROR_CASES)
 def test_errors_carry_their_status_and_code(local_api, conn, method, path, body, status, code, details):
     _, client = local_api
     answer = client.request(method, path.format(**vars(Fixtures.make(conn))), "admin-token", body)
@@ -250,6 +258,77 @@ def test_openapi_document_lists_every_route(local_api):
         ("POST", "/queues/{name}/resume"),
     }  # fmt: skip
     assert listed == expected
+
+
+def test_openapi_document_declares_each_routes_errors_scope_and_security(local_api):
+    """What the document promises matches what the tests above observe: every status a route was seen to answer is
+    declared, errors in the API's own shape, the scope in the description and the security requirement."""
+    _, client = local_api
+    document = client.request("GET", "/openapi.json", "read-token").json()
+    schemas = document["components"]["schemas"]
+    bearer = document["components"]["securitySchemes"]["bearer"]
+    assert (bearer["type"], bearer["scheme"], bearer["bearerFormat"]) == ("http", "bearer", "JWT")
+    assert "security" not in document, "no global security: the page's routes need none"
+    assert not {path for path in document["paths"] if path == "/" or path.startswith("/static")}
+    assert "HTTPValidationError" not in json.dumps(document) and "ResponseValidationError" not in json.dumps(document)
+    error_schema = schemas["ErrorAnswer"]
+    assert {"code", "message"} <= set(error_schema["required"])
+    assert {"required_scope", "kind", "status", "errors"} <= set(error_schema["properties"])
+
+    operations = {
+        (method.upper(), path): operation
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    }
+    observed: dict[tuple[str, str], dict[int, str | None]] = {key: {} for key in operations}
+    for method, template, scope, _ in ROUTES:
+        key = _documented_route(operations, method, template)
+        if key is None:
+            assert template == "/openapi.json"  # the document does not list itself
+            continue
+        observed[key][401] = "unauthenticated"
+        if scope is not None:
+            observed[key][403] = "forbidden"
+        operation = operations[key]
+        assert operation["description"].startswith(f"Needs {scope}." if scope else "Needs only valid credentials")
+        assert operation["security"] == [{"bearer": [scope] if scope else []}], key
+    for method, path, _, status, code, _ in ERROR_CASES:
+        key = _documented_route(operations, method, path)
+        if key is not None:  # an unknown route is in no document
+            observed[key][status] = code
+    for method, path, status, code in OTHER_ERRORS:
+        observed[_documented_route(operations, method, path)][status] = code
+    assert all(observed.values()), f"routes the tests never call: {[k for k, v in observed.items() if not v]}"
+
+    for key, operation in operations.items():
+        responses = {int(status): answer for status, answer in operation["responses"].items()}
+        assert set(observed[key]) | {200, 500} <= set(responses), (key, sorted(responses), observed[key])
+        for status, answer in responses.items():
+            if status == 200 or (key == ("GET", "/health") and status == 503):
+                continue
+            content = answer["content"]["application/json"]
+            assert content["schema"] == {"$ref": "#/components/schemas/ErrorAnswer"}, (key, status)
+            [example] = content["examples"].values()
+            assert {"code", "message"} <= set(example["value"]), (key, status)
+            if observed[key].get(status):
+                assert example["value"]["code"] == observed[key][status], (key, status)
+        if 422 in responses:  # the API's own 422, not Powertools' HTTPValidationError
+            assert [*responses[422]["content"]["application/json"]["examples"]] == ["invalid_request"], key
+    health = operations["GET", "/health"]["responses"]["503"]["content"]["application/json"]["schema"]
+    assert health == {"$ref": "#/components/schemas/Health"}
+
+    validator = pytest.importorskip("openapi_spec_validator")
+    validator.validate(document)
+
+
+def _documented_route(operations: dict[tuple[str, str], Any], method: str, path: str) -> tuple[str, str] | None:
+    """The document's (method, path template) that a request's path matches, if any."""
+    path = path.split("?")[0]
+    for key in operations:
+        pattern = re.sub(r"\{[^}]+\}", "[^/]+", key[1])  # the document's paths hold no other regex characters
+        if key[0] == method and re.fullmatch(pattern, path):
+            return key
+    return None
 
 
 def test_page_routes_need_no_token_and_serve_only_the_pages_files(local_api):
