@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -402,13 +401,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
     registry = _registry()
     job = registry[args.job]
-    text, source = _json_argument(args.payload)
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CliError(f"{source} is not valid JSON: {exc.msg} at position {exc.pos}") from None
-    if not isinstance(payload, dict):
-        raise CliError(f"{source} must be a JSON object, got {_json_type(payload)}")
+    payload = _json_object_argument(args.payload)
     validate_payload(job, payload)  # before connecting: a bad payload is the user's error, whatever the database
     with _connect(_database_url(args.database_url)) as conn:
         with conn.transaction():
@@ -418,6 +411,18 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             )
     print(job_id)
     return 0
+
+
+def _json_object_argument(value: str) -> dict[str, Any]:
+    """``--json``'s payload (inline, ``@file`` or ``-``) as a JSON object, or the CLI's one-line error."""
+    text, source = _json_argument(value)
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{source} is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(payload, dict):
+        raise CliError(f"{source} must be a JSON object, got {_json_type(payload)}")
+    return payload
 
 
 def _json_argument(value: str) -> tuple[str, str]:
@@ -704,15 +709,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_trigger(args: argparse.Namespace) -> int:
     from shared.operations import text
 
-    payload = None
-    if args.payload is not None:
-        raw, source = _json_argument(args.payload)
-        try:
-            payload = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise CliError(f"{source} is not valid JSON: {exc}") from None
-        if not isinstance(payload, dict):
-            raise CliError(f"{source} must be a JSON object, got {_json_type(payload)}")
+    payload = None if args.payload is None else _json_object_argument(args.payload)
     _answer(args, _ops_call(_operations(args).trigger, args.job, payload), text.action_text)
     return 0
 

@@ -71,16 +71,17 @@ def job_enabled(job_name: str, environ: Mapping[str, str] | None = None) -> bool
     )
 
 
-def _json_map(name: str) -> dict[str, str]:
+def json_map(name: str, what: str = "URL") -> dict[str, str]:
+    """The environment variable ``name`` as a JSON object of queue label to ``what`` (empty when unset)."""
     raw = os.environ.get(name)
     if not raw:
         return {}
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise SettingsError(f"{name} must be a JSON object of queue label to URL: {exc}") from None
+        raise SettingsError(f"{name} must be a JSON object of queue label to {what}: {exc}") from None
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise SettingsError(f"{name} must be a JSON object of queue label to URL")
+        raise SettingsError(f"{name} must be a JSON object of queue label to {what}")
     return value
 
 
@@ -103,7 +104,7 @@ class Settings:
             db_secret_arn=os.environ.get(DB_SECRET_ARN),
             db_host=os.environ.get(DB_HOST) or None,
             db_name=os.environ.get(DB_NAME) or None,
-            queue_urls=_json_map(QUEUE_URLS),
-            dlq_urls=_json_map(DLQ_URLS),
+            queue_urls=json_map(QUEUE_URLS),
+            dlq_urls=json_map(DLQ_URLS),
             registry=os.environ.get(REGISTRY, DEFAULT_REGISTRY),
         )

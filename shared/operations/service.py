@@ -75,7 +75,7 @@ from shared.outbox.dead import dead_count, requeue_dead
 from shared.pauses import paused_queues, set_paused
 from shared.queues import QueueDirectory
 from shared.registry import Registry, RegistryError
-from shared.settings import EVENT_SOURCE_MAPPINGS, SCHEDULE_GROUP, Settings, SettingsError
+from shared.settings import EVENT_SOURCE_MAPPINGS, SCHEDULE_GROUP, Settings, json_map
 from shared.sqlfile import load_queries
 
 QUERIES = load_queries("shared.operations", "service.sql")
@@ -726,19 +726,6 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:500]
 
 
-def _json_env(name: str) -> dict[str, str] | None:
-    raw = os.environ.get(name)
-    if not raw:
-        return None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise SettingsError(f"{name} must be a JSON object of queue label to event source mapping id: {exc}") from None
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise SettingsError(f"{name} must be a JSON object of queue label to event source mapping id")
-    return value
-
-
 class _LazyClient:
     """A boto3 client made on first use. Reading the ledger (``conveyor runs``, ``show``) needs only the database, so
     a terminal with no AWS region or credentials configured can still do it; the first AWS call says what is
@@ -780,7 +767,7 @@ def build_operations(registry: Registry, settings: Settings | None = None, *, lo
             stage=settings.stage,
             lambda_client=_LazyClient("lambda", config),
             scheduler_client=_LazyClient("scheduler", config),
-            mappings=_json_env(EVENT_SOURCE_MAPPINGS),
+            mappings=json_map(EVENT_SOURCE_MAPPINGS, "event source mapping id") or None,
             schedule_group=os.environ.get(SCHEDULE_GROUP) or None,
         )
     return Operations(
