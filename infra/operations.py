@@ -149,6 +149,7 @@ class OperationsApi(Construct):
         id: str,
         *,
         config: ApiConfig,
+        relay_lag_seconds: int,
         queues: Mapping[str, JobQueue],
         event_sources: Mapping[str, sources.SqsEventSource],
         scheduling: Scheduling,
@@ -174,6 +175,7 @@ class OperationsApi(Construct):
                     {label: source.event_source_mapping_id for label, source in event_sources.items()}
                 ),
                 env.SCHEDULE_GROUP: scheduling.group_name,
+                env.RELAY_LAG_THRESHOLD: str(relay_lag_seconds),  # /health and the relay-lag alarm agree
                 **({env.SCOPE_PREFIX: config.scope_prefix} if config.scope_prefix else {}),
                 **database.environment,
             },

@@ -100,6 +100,7 @@ class ConveyorStack(Stack):
             self,
             "Operations",
             config=config.api,
+            relay_lag_seconds=config.alarms.relay_lag_seconds,
             queues=self.queues,
             event_sources={label: consumer.event_source for label, consumer in consumers.items()},
             scheduling=self.scheduling,

@@ -31,6 +31,8 @@ EVENT_SOURCE_MAPPINGS = "CONVEYOR_EVENT_SOURCE_MAPPINGS"
 SCHEDULE_GROUP = "CONVEYOR_SCHEDULE_GROUP"
 # The local API's static tokens: "TOKEN=scope,scope;TOKEN2=scope" (see shared.operations.local_server).
 API_TOKENS = "CONVEYOR_API_TOKENS"
+# The ops function: when GET /health calls the relay behind (seconds); the stack sets the relay-lag alarm's threshold.
+RELAY_LAG_THRESHOLD = "CONVEYOR_RELAY_LAG_SECONDS"
 # The ops function: the prefix the identity provider puts before each scope name (Cognito: "<resource server>/").
 SCOPE_PREFIX = "CONVEYOR_SCOPE_PREFIX"
 # The scopes the `conveyor` operations verbs act with (default: all), e.g. "jobs:read" for a look-only shell.

@@ -72,15 +72,24 @@ from shared.operations.redrive import Redriver
 from shared.operations.scopes import Action, Caller, Scope
 from shared.outbox import EnqueueError, InvalidPayload, enqueue, validate_payload
 from shared.outbox.dead import dead_count, requeue_dead
+from shared.outbox.relay import outbox_lag
 from shared.pauses import paused_queues, set_paused
 from shared.queues import QueueDirectory
 from shared.registry import Registry, RegistryError
-from shared.settings import EVENT_SOURCE_MAPPINGS, SCHEDULE_GROUP, Settings, json_map
+from shared.settings import (
+    EVENT_SOURCE_MAPPINGS,
+    RELAY_LAG_THRESHOLD,
+    SCHEDULE_GROUP,
+    Settings,
+    SettingsError,
+    json_map,
+)
 from shared.sqlfile import load_queries
 
 QUERIES = load_queries("shared.operations", "service.sql")
 
-# GET /health: the relay is "behind" when its oldest due row has waited longer than this.
+# GET /health: the relay is "behind" when its oldest due row has waited longer than this: the relay-lag alarm's
+# default (conveyor:alarms.relayLagSeconds, which the stack passes to the ops function as CONVEYOR_RELAY_LAG_SECONDS).
 RELAY_LAG_THRESHOLD_SECONDS = 60.0
 
 
@@ -127,7 +136,7 @@ class Operations:
             paused = paused_queues(conn)
             counts = {(row[0], row[1]): row[2:] for row in conn.execute(QUERIES["job_stats"])}
             oldest = dict(conn.execute(QUERIES["queue_oldest_queued"]).fetchall())
-            lag_row = conn.execute(QUERIES["relay_lag"]).fetchone()
+            lag_seconds, due = outbox_lag(conn)
         queues = []
         for label, jobs in labels.items():
             stats = QueueStats(
@@ -145,8 +154,7 @@ class Operations:
                     succeeded_24h=s24, failed_24h=f24,
                 ))  # fmt: skip
             queues.append(stats)
-        lag = lag_row[0] if lag_row else None
-        return QueuesView(generated_at=datetime.now(UTC), relay_lag_seconds=lag, queues=queues)
+        return QueuesView(generated_at=datetime.now(UTC), relay_lag_seconds=lag_seconds if due else None, queues=queues)
 
     def runs(
         self,
@@ -276,8 +284,8 @@ class Operations:
             with self._db() as conn:
                 conn.execute(QUERIES["health_ping"]).fetchone()
                 checks.append(HealthCheck(name="database", ok=True, detail="the database answers"))
-                row = conn.execute(QUERIES["relay_lag"]).fetchone()
-                lag = row[0] if row else None
+                lag_seconds, due = outbox_lag(conn)
+                lag = lag_seconds if due else None
                 dead_rows = dead_count(conn)
         except Unavailable as exc:
             if not checks:
@@ -770,8 +778,14 @@ def build_operations(registry: Registry, settings: Settings | None = None, *, lo
             mappings=json_map(EVENT_SOURCE_MAPPINGS, "event source mapping id") or None,
             schedule_group=os.environ.get(SCHEDULE_GROUP) or None,
         )
+    threshold = os.environ.get(RELAY_LAG_THRESHOLD)
+    try:
+        lag_threshold = float(threshold) if threshold else RELAY_LAG_THRESHOLD_SECONDS
+    except ValueError:
+        raise SettingsError(f"{RELAY_LAG_THRESHOLD}={threshold!r} is not a number of seconds") from None
     return Operations(
         registry,
+        relay_lag_threshold=lag_threshold,
         connect=lambda: open_connection(settings),
         sqs=sqs,
         directory=QueueDirectory(sqs, settings),

@@ -55,13 +55,6 @@ FROM conveyor.runs
 WHERE finished_at IS NULL AND status = 'queued'
 GROUP BY queue;
 
--- name: relay_lag
--- How long the oldest due outbox row that no relay holds has waited; NULL when none is due. A row backing off after
--- a publish failure still counts: run_at keeps the time it was due (migration 0001).
-SELECT extract(epoch FROM now() - min(run_at))::float8
-FROM conveyor.outbox
-WHERE run_at <= now() AND (locked_until IS NULL OR locked_until <= now());
-
 -- name: throughput
 -- Finished runs per bucket over the window, every bucket present (zero-filled): the last bucket is the current one.
 -- Buckets are aligned to the epoch, so two calls a moment apart agree on their edges.

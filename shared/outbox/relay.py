@@ -336,8 +336,7 @@ class Relay:
 
     def lag(self) -> tuple[float, int]:
         """(seconds the oldest due job has waited, number of due jobs): the relay-lag alarm's input."""
-        row = self._connection().execute(QUERIES["outbox_lag"]).fetchone()
-        return (float(row[0]), int(row[1])) if row else (0.0, 0)
+        return outbox_lag(self._connection())
 
     def dead_count(self) -> int:
         """Rows in ``conveyor.outbox_dead``: jobs that will not run until someone requeues them (an alarm's input)."""
@@ -440,3 +439,10 @@ class Relay:
     def close(self) -> None:
         self._discard_connection()
         self._pool.shutdown(wait=True)
+
+
+def outbox_lag(conn: psycopg.Connection) -> tuple[float, int]:
+    """(seconds the oldest due job has waited, number of due jobs; 0 and 0 when none is due): what the relay-lag
+    alarm watches and the operations health check reads, so the two cannot disagree."""
+    row = conn.execute(QUERIES["outbox_lag"]).fetchone()
+    return (float(row[0]), int(row[1])) if row else (0.0, 0)

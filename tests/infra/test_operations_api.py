@@ -114,6 +114,7 @@ def test_the_ops_function_gets_queues_mappings_schedule_group_and_database(synth
     variables = props["Environment"]["Variables"]
     assert variables["CONVEYOR_STAGE"] == stage
     assert variables["CONVEYOR_SCHEDULE_GROUP"] == schedule_group_name(stage=stage)
+    assert variables["CONVEYOR_RELAY_LAG_SECONDS"] == "60"  # the relay-lag alarm's threshold: /health agrees with it
     assert "CONVEYOR_DB_SECRET_ARN" in variables and "CONVEYOR_DB_HOST" in variables
 
     queues = synth.resources("AWS::SQS::Queue")

@@ -19,6 +19,7 @@ from shared.local.aws import ensure_queues
 from shared.operations.controls import LocalQueueControls
 from shared.operations.errors import Forbidden, InvalidRequest, NotFound, Unavailable, WrongState
 from shared.operations.masking import MASK, mask_payload
+from shared.operations.models import HealthCheck
 from shared.operations.redrive import Redriver
 from shared.operations.scopes import ALL_SCOPES, Caller, Scope
 from shared.operations.service import Operations, build_operations, decode_cursor, encode_cursor
@@ -26,7 +27,7 @@ from shared.outbox import enqueue
 from shared.queues import QueueDirectory
 from shared.registry import JobPayload, Registry
 from shared.runtime import JobContext, PermanentJobError, job_handler
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from tests.support import WORK, Work, insert_run
 from tests.support import registry as work_registry
 
@@ -745,6 +746,24 @@ def test_build_operations_for_aws_reads_the_mappings_and_schedule_group(db_url, 
     monkeypatch.setenv(EVENT_SOURCE_MAPPINGS, "[1, 2]")
     with pytest.raises(SettingsError, match=EVENT_SOURCE_MAPPINGS):
         build_operations(REGISTRY, Settings(stage=stage, database_url=db_url), local=False)
+
+
+def test_health_calls_the_relay_behind_at_the_alarms_threshold(db_url, stage, queues, conn, monkeypatch, aws_endpoint):
+    """The stack passes the relay-lag alarm's threshold, so /health and the alarm say the same thing."""
+    enqueue(conn, WORK, {"n": 1}, run_at=conn.execute("SELECT now() - interval '90 seconds'").fetchone()[0])
+    conn.commit()
+    settings = Settings(stage=stage, database_url=db_url)
+
+    def relay_check() -> HealthCheck:
+        (check,) = [c for c in build_operations(REGISTRY, settings, local=True).health(READER).checks if c.name == "relay_lag"]
+        return check
+
+    assert relay_check().ok is False  # the default: 60 s
+    monkeypatch.setenv("CONVEYOR_RELAY_LAG_SECONDS", "300")
+    assert relay_check().ok is True
+    monkeypatch.setenv("CONVEYOR_RELAY_LAG_SECONDS", "soon")
+    with pytest.raises(SettingsError, match="CONVEYOR_RELAY_LAG_SECONDS='soon' is not a number of seconds"):
+        build_operations(REGISTRY, settings, local=True)
 
 
 # -- redrive -----------------------------------------------------------------------------------------------------------
