@@ -47,12 +47,9 @@ SET (status, attempt, run_token, stale_at, last_started_at, first_started_at, me
     scheduled_for = coalesce(r.scheduled_for, EXCLUDED.scheduled_for),
     -- The abandoned attempt that counts as failed (first in its batch) joins the failed attempts' history.
     attempts = CASE WHEN r.status = 'running' AND r.stale_at <= now() AND coalesce(r.batch_position, 0) = 0
-                    THEN jsonb_path_query_array(coalesce(r.attempts, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
-                             'attempt', r.attempt, 'started_at', r.last_started_at, 'finished_at', r.stale_at,
-                             'outcome', 'abandoned', 'error_type', 'Abandoned',
-                             'error', 'attempt ' || r.attempt || ' reported no outcome by ' || r.stale_at
-                                      || ' (its worker died or overran its timeout)')),
-                         '$[last - 24 to last]')
+                    THEN conveyor.attempts_append(r.attempts, r.attempt, r.last_started_at, r.stale_at, 'abandoned',
+                             'Abandoned', 'attempt ' || r.attempt || ' reported no outcome by ' || r.stale_at
+                                          || ' (its worker died or overran its timeout)')
                     ELSE r.attempts END,
     updated_at = now()
 RETURNING r.id, r.status, r.attempt, r.run_token, r.stale_at, r.parent_id, r.scheduled_for;
@@ -92,15 +89,13 @@ SET status = CASE WHEN r.status = 'running' OR o.token IS NULL THEN o.status ELS
     progress = CASE WHEN o.progress IS NULL THEN r.progress ELSE greatest(coalesce(r.progress, 0), o.progress) END,
     progress_message = coalesce(left(o.progress_message, 500), r.progress_message),
     -- A failing attempt (retrying, dead, failed, or pending with an error: its retry waits in the outbox) appends an
-    -- entry to the run's history, keeping the last 25 ('$[last - 24 to last]'); a success writes nothing here.
+    -- entry to the run's history (conveyor.attempts_append keeps the last 25); a success writes nothing here.
     attempts = CASE WHEN (r.status = 'running' OR o.token IS NULL)
                          AND (o.status IN ('retrying', 'dead', 'failed') OR (o.status = 'pending' AND o.error_type IS NOT NULL))
-                    THEN jsonb_path_query_array(coalesce(r.attempts, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
-                             'attempt', CASE WHEN o.token IS NULL THEN greatest(r.attempt, o.attempt) ELSE r.attempt END,
-                             'started_at', coalesce(o.started_at, r.last_started_at), 'finished_at', now(),
-                             'outcome', CASE WHEN o.status = 'pending' THEN 'retrying' ELSE o.status END,
-                             'error_type', o.error_type, 'error', left(o.error, 2000))),
-                         '$[last - 24 to last]')
+                    THEN conveyor.attempts_append(
+                             r.attempts, CASE WHEN o.token IS NULL THEN greatest(r.attempt, o.attempt) ELSE r.attempt END,
+                             coalesce(o.started_at, r.last_started_at), now(),
+                             CASE WHEN o.status = 'pending' THEN 'retrying' ELSE o.status END, o.error_type, o.error)
                     ELSE r.attempts END,
     updated_at = now()
 FROM unnest(%(ids)b::uuid[], %(tokens)b::uuid[], %(statuses)b::text[], %(started_at)b::timestamptz[],

@@ -39,12 +39,9 @@ SET status = 'pending', attempt = e.attempt - 1, stale_at = NULL, run_token = NU
                            || 'its message went with the local SQS'
                       ELSE r.last_error END,
     attempts = CASE WHEN r.status = 'running' AND coalesce(r.batch_position, 0) = 0
-                    THEN jsonb_path_query_array(coalesce(r.attempts, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
-                             'attempt', r.attempt, 'started_at', r.last_started_at, 'finished_at', now(),
-                             'outcome', 'abandoned', 'error_type', 'Abandoned',
-                             'error', 'attempt ' || r.attempt || ' was running when the local runtime stopped; '
-                                      || 'its message went with the local SQS')),
-                         '$[last - 24 to last]')
+                    THEN conveyor.attempts_append(r.attempts, r.attempt, r.last_started_at, now(), 'abandoned',
+                             'Abandoned', 'attempt ' || r.attempt || ' was running when the local runtime stopped; '
+                                          || 'its message went with the local SQS')
                     ELSE r.attempts END,
     updated_at = now()
 FROM enqueued e

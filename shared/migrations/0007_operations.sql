@@ -31,5 +31,19 @@ CREATE TABLE conveyor.paused_queues (
 -- error_type, error}.
 ALTER TABLE conveyor.runs ADD COLUMN attempts jsonb;
 
+-- One failed attempt appended to a run's history, the last 25 kept: the one rule every writer of the history uses
+-- (the handler's outcome and takeover statements, the local runtime's recovery). A plain SQL function, so the
+-- planner inlines it into those statements. STABLE: timestamps become JSON text in the session's time zone.
+CREATE FUNCTION conveyor.attempts_append(
+    history jsonb, attempt int, started_at timestamptz, finished_at timestamptz, outcome text, error_type text,
+    error text
+) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT jsonb_path_query_array(
+        coalesce(history, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+            'attempt', attempt, 'started_at', started_at, 'finished_at', finished_at, 'outcome', outcome,
+            'error_type', error_type, 'error', left(error, 2000))),
+        '$[last - 24 to last]')
+$$;
+
 -- Throughput over the last hour / day, and the job list's "finished since" filters.
 CREATE INDEX runs_finished ON conveyor.runs (finished_at) WHERE finished_at IS NOT NULL;
