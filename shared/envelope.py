@@ -11,9 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 ATTR_JOB_ID = "conveyor.job_id"
 ATTR_JOB_NAME = "conveyor.job"
@@ -38,6 +41,8 @@ SQS_MAX_BATCH_BYTES = 262_144
 MAX_ERROR_CHARS = 2_000
 # SQS's limit on message attributes per message.
 SQS_MAX_ATTRIBUTES = 10
+# SQS's limit on entries per SendMessageBatch / DeleteMessageBatch / ChangeMessageVisibilityBatch request.
+SQS_BATCH_ENTRIES = 10
 # Bytes of the DLQ reason that a producer's attributes may never crowd out.
 MIN_ERROR_BYTES = 256
 
@@ -253,3 +258,22 @@ def _timestamp(value: str | None) -> datetime | None:
 def payload_json(payload: Any) -> str:
     """Compact JSON for a dict payload (models serialize themselves)."""
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def sqs_batches(items: Iterable[T], size_of: Callable[[T], int]) -> list[list[T]]:
+    """``items`` in order, grouped into SendMessageBatch requests SQS accepts: at most ten entries and
+    ``SQS_MAX_BATCH_BYTES`` (bodies plus attributes, ``size_of`` each) per request. An item alone over the byte
+    limit still gets a request of its own (SQS refuses that entry, with its reason)."""
+    batches: list[list[T]] = []
+    current: list[T] = []
+    size = 0
+    for item in items:
+        item_size = size_of(item)
+        if current and (len(current) == SQS_BATCH_ENTRIES or size + item_size > SQS_MAX_BATCH_BYTES):
+            batches.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += item_size
+    if current:
+        batches.append(current)
+    return batches

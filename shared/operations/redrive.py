@@ -53,17 +53,16 @@ from shared.envelope import (
     ATTR_FAILED_AT,
     ATTR_JOB_ID,
     ATTR_JOB_NAME,
+    SQS_BATCH_ENTRIES,
     SQS_MAX_ATTRIBUTES,
-    SQS_MAX_BATCH_BYTES,
     attributes_size,
+    sqs_batches,
 )
 from shared.operations.errors import Unavailable, WrongState
 from shared.operations.models import RedriveResult
 
 log = logging.getLogger("conveyor.operations.redrive")
 
-# SQS's limits on one batch request and one receive.
-BATCH_ENTRIES = 10
 # Received messages stay invisible at least this long (and past the deadline), so none reappears within one pass.
 MIN_VISIBILITY_SECONDS = 120
 MAX_VISIBILITY_SECONDS = 12 * 60 * 60
@@ -160,7 +159,7 @@ class Redriver:
                 try:
                     messages = self.sqs.receive_message(
                         QueueUrl=dlq_url,
-                        MaxNumberOfMessages=BATCH_ENTRIES,
+                        MaxNumberOfMessages=SQS_BATCH_ENTRIES,
                         VisibilityTimeout=_visibility(remaining),
                         MessageAttributeNames=["All"],
                         AttributeNames=["All"],
@@ -220,15 +219,18 @@ class Redriver:
 
     def _send_back(self, messages: list[dict[str, Any]], *, dlq_url: str, queue_url: str, state: _Pass) -> None:
         """Send each message to the queue, then delete from the DLQ exactly the ones SQS accepted."""
-        for chunk in _batches(messages):
+        # Each message's attributes as it goes back, made once: they size the batches and are sent.
+        prepared = [(m, redriven_attributes(m)) for m in messages]
+        for batch in sqs_batches(prepared, lambda p: len(p[0]["Body"].encode("utf-8")) + attributes_size(p[1])):
+            chunk = [m for m, _ in batch]
             entries = {str(i): m for i, m in enumerate(chunk)}
             accepted: list[dict[str, Any]] = []
             try:
                 response = self.sqs.send_message_batch(
                     QueueUrl=queue_url,
                     Entries=[
-                        {"Id": key, "MessageBody": m["Body"], "MessageAttributes": redriven_attributes(m)}
-                        for key, m in entries.items()
+                        {"Id": str(i), "MessageBody": m["Body"], "MessageAttributes": attributes}
+                        for i, (m, attributes) in enumerate(batch)
                     ],
                 )
             except (ClientError, BotoCoreError) as exc:
@@ -272,8 +274,8 @@ class Redriver:
 
     def _release(self, dlq_url: str, handles: list[str]) -> None:
         """Make these messages left in the DLQ visible again now rather than when their visibility timeout ends."""
-        for start in range(0, len(handles), BATCH_ENTRIES):
-            chunk = handles[start : start + BATCH_ENTRIES]
+        for start in range(0, len(handles), SQS_BATCH_ENTRIES):
+            chunk = handles[start : start + SQS_BATCH_ENTRIES]
             try:
                 self.sqs.change_message_visibility_batch(
                     QueueUrl=dlq_url,
@@ -314,23 +316,6 @@ def redriven_attributes(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
         del attributes[droppable.pop(0)]
     attributes[ATTR_FAILED_AT] = {"DataType": "String", "StringValue": datetime.now(UTC).isoformat()}
     return attributes
-
-
-def _batches(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """SendMessageBatch requests of at most ten entries and SQS's bytes per request (bodies plus attributes)."""
-    batches: list[list[dict[str, Any]]] = []
-    current: list[dict[str, Any]] = []
-    size = 0
-    for m in messages:
-        m_size = len(m["Body"].encode("utf-8")) + attributes_size(redriven_attributes(m))
-        if current and (len(current) == BATCH_ENTRIES or size + m_size > SQS_MAX_BATCH_BYTES):
-            batches.append(current)
-            current, size = [], 0
-        current.append(m)
-        size += m_size
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _visibility(remaining: float) -> int:

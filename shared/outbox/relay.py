@@ -35,14 +35,13 @@ from typing import Any
 
 import psycopg
 
-from shared.envelope import SQS_MAX_BATCH_BYTES, SQS_MAX_MESSAGE_BYTES, attributes_size, message_attributes
+from shared.envelope import SQS_MAX_MESSAGE_BYTES, attributes_size, message_attributes, sqs_batches
 from shared.outbox import QUERIES
 from shared.outbox.dead import dead_count as count_dead
 from shared.queues import QueueDirectory
 
 log = logging.getLogger("conveyor.relay")
 
-SQS_BATCH_LIMIT = 10
 # Entry-level SQS refusals that no retry can fix: the message itself is unacceptable.
 PERMANENT_SQS_ERRORS = frozenset({"InvalidMessageContents", "MessageTooLong", "InvalidParameterValue"})
 # How long one SendMessageBatch may take at worst with relay_client_config(): 3 attempts of (connect 2 s + read 5 s)
@@ -225,21 +224,15 @@ class Relay:
         refused: list[Refusal] = []
         unsent: list[Any] = []
         for queue_jobs in by_queue.values():
-            batch: list[ClaimedJob] = []
-            batch_bytes = 0
+            sendable: list[ClaimedJob] = []
             for job in queue_jobs:
                 size = job.message_bytes
                 if size > SQS_MAX_MESSAGE_BYTES:
                     # Only a row written without enqueue()/conveyor.add_job can get here; it can never be sent.
                     refused.append(Refusal(job.id, f"MessageTooLong: {size} bytes; SQS accepts at most {SQS_MAX_MESSAGE_BYTES}", permanent=True))
                     continue
-                if batch and (len(batch) == SQS_BATCH_LIMIT or batch_bytes + size > SQS_MAX_BATCH_BYTES):
-                    batches.append(batch)
-                    batch, batch_bytes = [], 0
-                batch.append(job)
-                batch_bytes += size
-            if batch:
-                batches.append(batch)
+                sendable.append(job)
+            batches.extend(sqs_batches(sendable, lambda job: job.message_bytes))
 
         def send(batch: list[ClaimedJob]) -> tuple[list[tuple[Any, str]], list[Refusal], list[Any]]:
             if time.monotonic() > send_until:
