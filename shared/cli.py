@@ -580,15 +580,14 @@ def _operations(args: argparse.Namespace):
     """The operations service for where this command points: the `conveyor dev` running in this folder (its database
     and local AWS), or ``--database-url``/``DATABASE_URL`` with the default AWS credentials (a deployed stage named by
     ``CONVEYOR_STAGE``). The HTTP API builds the same service, so both do exactly the same thing."""
+    import dataclasses
+
     from shared.operations.service import build_operations
     from shared.settings import Settings
 
-    url = _configured_database_url(args.database_url)
-    state = None if url else _dev_state()
-    if url is None and state is None:
-        raise CliError("no database: pass --database-url, set DATABASE_URL, or start `conveyor dev` in this folder (or one above it)")
+    url = _database_url(args.database_url)
+    state = None if _configured_database_url(args.database_url) else _dev_state()
     if state is not None:
-        url = state["database_url"]
         if state.get("aws_endpoint_url"):
             from shared.local.aws import LOCAL_CREDENTIALS
 
@@ -598,8 +597,7 @@ def _operations(args: argparse.Namespace):
                 os.environ.setdefault(key, value)
         os.environ.setdefault(env.STAGE, state.get("stage") or "dev")
     local = bool(os.environ.get("AWS_ENDPOINT_URL"))
-    settings = Settings.from_env()
-    settings = Settings(**{**settings.__dict__, "database_url": url})
+    settings = dataclasses.replace(Settings.from_env(), database_url=url)
     return build_operations(_registry(), settings, local=local)
 
 
@@ -623,13 +621,6 @@ def _caller():
     from shared.operations.scopes import cli_caller
 
     return cli_caller(os.environ.get(env.SCOPES))
-
-
-def _reraise_refusal(exc: Exception) -> None:
-    from shared.operations.errors import OperationError
-
-    if isinstance(exc, OperationError):
-        raise CliError(exc.message) from None
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -663,16 +654,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from shared.operations import text
-    from shared.operations.errors import NotFound
-    ops = _operations(args)
-    try:
-        detail = ops.run(_caller(), str(args.id))
-    except NotFound:
-        raise CliError(_no_such_job(args.id)) from None
-    except Exception as exc:
-        _reraise_refusal(exc)
-        raise
-    _answer(args, detail, text.run_text)
+
+    _answer(args, _ops_call(_operations(args).run, str(args.id)), text.run_text)
     return 0
 
 
@@ -723,16 +706,18 @@ def cmd_redrive(args: argparse.Namespace) -> int:
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    from shared.operations import text
-
-    _answer(args, _ops_call(_operations(args).pause, args.queue), text.switch_text)
-    return 0
+    return _switch(args, paused=True)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    return _switch(args, paused=False)
+
+
+def _switch(args: argparse.Namespace, *, paused: bool) -> int:
     from shared.operations import text
 
-    _answer(args, _ops_call(_operations(args).resume, args.queue), text.switch_text)
+    ops = _operations(args)
+    _answer(args, _ops_call(ops.pause if paused else ops.resume, args.queue), text.switch_text)
     return 0
 
 

@@ -7,6 +7,7 @@ inside ``Optional``/a union, or when it is declared with ``Field(json_schema_ext
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from typing import Any
@@ -70,3 +71,22 @@ def _collect(annotation: Any, names: set[str], seen: set[type]) -> None:
         return
     for arm in typing.get_args(annotation):
         _collect(arm, names, seen)
+
+
+@functools.cache
+def has_secret_types(model: type[BaseModel]) -> bool:
+    """Whether ``model`` or a model nested in it has a field typed as a secret (``SecretStr`` and the like), whose
+    JSON form pydantic masks: the outbox then writes the payload with the values revealed. Once per model."""
+    return _has_secrets(model, set())
+
+
+def _has_secrets(annotation: Any, seen: set[type]) -> bool:
+    annotation = unwrap(annotation)
+    if is_secret(annotation):
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation in seen:
+            return False
+        seen.add(annotation)
+        return any(_has_secrets(field.annotation, seen) for field in annotation.model_fields.values())
+    return any(_has_secrets(arm, seen) for arm in typing.get_args(annotation))

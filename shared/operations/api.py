@@ -83,7 +83,6 @@ STATIC_TYPES = {
 # The page's files change with each deploy and carry no version in their names: a short cache, then revalidate.
 STATIC_CACHE = "public, max-age=300"
 INDEX_CACHE = "no-cache"
-MAX_LIMIT = MAX_PAGE  # the runs list's page size cap
 INTERNAL_MESSAGE = "internal error; see the function's logs"
 MEDIA_TYPE_MESSAGE = (
     "the request body is {content_type}; send a JSON object with Content-Type: application/json "
@@ -169,7 +168,7 @@ def build_app(operations: OperationsSource, *, logger: Any = None) -> APIGateway
         until: Annotated[str | None, Query(description="created before: a duration ago or ISO 8601 with an offset")] = None,
         q: Annotated[str | None, Query(description="search: a job id, or text in the dedup key, last error or reason")] = None,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="runs per page")] = 50,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="runs per page")] = 50,
     ) -> RunsPage:
         who = caller()
         return service().runs(

@@ -325,7 +325,7 @@ def _handler_class(server: LocalApiServer) -> type[BaseHTTPRequestHandler]:
                 return
             length = int(raw_length)
             if length > MAX_BODY_BYTES:
-                self._write(413, {"Content-Type": "application/json"}, [], b'{"code":"invalid_request","message":"body over 1 MiB"}')
+                self._refuse(413, "invalid_request", f"the body is over {MAX_BODY_BYTES // 1024} KiB")
                 return
             body = self.rfile.read(length) if length else b""
             event = build_event(

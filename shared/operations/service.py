@@ -33,14 +33,14 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from shared.ids import new_job_id
+from shared.ids import new_job_id, parse_job_id
 from shared.ledger import read as ledger_read
-from shared.ledger.cancel import CancelError, cancel as ledger_cancel
+from shared.ledger.cancel import MAX_REASON_CHARS, CancelError, cancel as ledger_cancel
 from shared.ledger.errors import JobNotFoundError
 from shared.ledger.read import MAX_PAGE, JobRecord
 from shared.ledger.status import RunStatus, parse_status
 from shared.names import queue_resource_name
-from shared.operations.controls import LocalQueueControls, QueueControls
+from shared.operations.controls import AwsQueueControls, LocalQueueControls, QueueControls
 from shared.operations.errors import (
     Forbidden,
     InvalidRequest,
@@ -69,7 +69,7 @@ from shared.operations.models import (
     ThroughputBucket,
 )
 from shared.operations.redrive import Redriver
-from shared.operations.scopes import Action, Caller, Scope
+from shared.operations.scopes import ACTION_SCOPES, Action, Caller, Scope
 from shared.outbox import EnqueueError, InvalidPayload, enqueue, validate_payload
 from shared.outbox.dead import dead_count, requeue_dead
 from shared.outbox.relay import outbox_lag
@@ -391,8 +391,8 @@ class Operations:
         ledger row (``cancelled by <actor>`` when none is given); :mod:`shared.ledger.cancel` has the rules."""
         _require(caller, Action.CANCEL)
         identity = _job_id(job_id)
-        if reason is not None and (not isinstance(reason, str) or len(reason) > 4000 or "\x00" in reason):
-            raise InvalidRequest("reason must be text of at most 4000 characters", field="reason")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS or "\x00" in reason):
+            raise InvalidRequest(f"reason must be text of at most {MAX_REASON_CHARS} characters", field="reason")
         text = reason if reason and reason.strip() else f"cancelled by {caller.actor}"
 
         def effect(conn: psycopg.Connection) -> tuple[ActionResult, dict[str, Any]]:
@@ -682,24 +682,16 @@ def no_such_job(job_id: Any) -> str:
 
 def _require(caller: Caller, what: Scope | Action) -> None:
     if not caller.may(what):
-        scope = what if isinstance(what, Scope) else _scope_of(what)
+        scope = what if isinstance(what, Scope) else ACTION_SCOPES[what]
         doing = f"to {what.value}" if isinstance(what, Action) else "to read jobs"
         raise Forbidden(f"{caller.actor} needs the {scope.value} scope {doing}", required_scope=scope.value)
 
 
-def _scope_of(action: Action) -> Scope:
-    from shared.operations.scopes import ACTION_SCOPES
-
-    return ACTION_SCOPES[action]
-
-
 def _job_id(value: Any, name: str = "job id") -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
     try:
-        return uuid.UUID(str(value).strip())
-    except ValueError:
-        raise InvalidRequest(f"{name} {value!r} is not a job id (a UUID)", field=name.replace(" ", "_")) from None
+        return parse_job_id(value.strip() if isinstance(value, str) else value, name)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), field=name.replace(" ", "_")) from None
 
 
 def encode_cursor(cursor: ledger_read.Cursor) -> str:
@@ -768,8 +760,6 @@ def build_operations(registry: Registry, settings: Settings | None = None, *, lo
     if local:
         controls = LocalQueueControls(registry)
     else:
-        from shared.operations.controls import AwsQueueControls
-
         controls = AwsQueueControls(
             registry,
             stage=settings.stage,

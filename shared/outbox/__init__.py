@@ -48,12 +48,12 @@ from typing import Any
 
 import psycopg
 import pydantic_core
-from pydantic import BaseModel, Secret, SecretBytes, SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from shared.envelope import check_payload_size
 from shared.ids import new_job_id
 from shared.registry import JobSpec, Registry, default_registry
-from shared.sensitive import sensitive_names
+from shared.sensitive import SECRET_TYPES, has_secret_types, sensitive_names
 from shared.sqlfile import load_queries
 
 QUERIES = load_queries("shared.outbox")
@@ -62,7 +62,7 @@ QUERIES = load_queries("shared.outbox")
 class InvalidPayload(ValueError):
     """A payload that does not fit its job's model. Nothing was written."""
 
-    def __init__(self, job_name: str, error: ValidationError, model: type[BaseModel] | None = None) -> None:
+    def __init__(self, job_name: str, error: ValidationError, model: type[BaseModel]) -> None:
         self.job_name = job_name
         self.errors = error.errors(include_url=False)
         super().__init__(f"invalid payload for job {job_name!r}: {describe_validation_error(error, model)}")
@@ -79,12 +79,12 @@ class Dedup(StrEnum):
     REPLACE = "replace"  # the pending job takes the new payload, queue and run_at
 
 
-def describe_validation_error(error: ValidationError, model: type[BaseModel] | None = None) -> str:
+def describe_validation_error(error: ValidationError, model: type[BaseModel]) -> str:
     """``to: value is not a valid email address (got 'x'); subject: Field required`` — every field, one line.
 
     The input is quoted to help find the mistake, except where ``model`` marks the field sensitive: the message ends
     up in the ledger's ``last_error``, which read-only operators see."""
-    hidden = sensitive_names(model) if model is not None else frozenset()
+    hidden = sensitive_names(model)
     parts = []
     for item in error.errors(include_url=False):
         location = ".".join(str(p) for p in item["loc"]) or "(payload)"
@@ -140,12 +140,8 @@ def _non_finite(value: Any, path: str = "") -> str | None:
     return None
 
 
-# What pydantic writes for SecretStr/SecretBytes/Secret in JSON: only a body holding it can hold a masked secret.
-_SECRET_MASK = '"**********"'
-
-
 def _reveal(value: Any) -> tuple[Any, bool]:
-    if isinstance(value, (SecretStr, SecretBytes, Secret)):
+    if isinstance(value, SECRET_TYPES):
         return value.get_secret_value(), True
     if isinstance(value, dict):
         pairs = [(k, *_reveal(v)) for k, v in value.items()]
@@ -156,12 +152,11 @@ def _reveal(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
-def _with_secrets_revealed(model: BaseModel) -> str | None:
+def _with_secrets_revealed(model: BaseModel) -> str:
     """The body with each secret's value instead of pydantic's mask (which is for logs and reprs: the job needs the
-    value), or None when the mask in the body was ordinary text. Walks the Python-mode dump, where secrets are
-    still objects, and writes JSON from it."""
-    data, found = _reveal(model.model_dump(by_alias=True))
-    return pydantic_core.to_json(data).decode() if found else None
+    value). Walks the Python-mode dump, where secrets are still objects, and writes JSON from it."""
+    data, _ = _reveal(model.model_dump(by_alias=True))
+    return pydantic_core.to_json(data).decode()
 
 
 def payload_body(job: JobSpec, model: BaseModel) -> str:
@@ -174,9 +169,7 @@ def payload_body(job: JobSpec, model: BaseModel) -> str:
     rejects. A NUL character is refused: PostgreSQL text cannot hold it, so the INSERT would fail and abort the
     caller's whole transaction. The size is measured on this text, which is stored and sent as is.
     """
-    body = model.model_dump_json(by_alias=True)
-    if _SECRET_MASK in body:
-        body = _with_secrets_revealed(model) or body
+    body = _with_secrets_revealed(model) if has_secret_types(type(model)) else model.model_dump_json(by_alias=True)
     # pydantic writes NaN and infinity as null, so only a body with a null can hold one: look closer only then.
     if "null" in body:
         where = _non_finite(model.model_dump(by_alias=True))

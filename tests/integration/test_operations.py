@@ -488,10 +488,8 @@ def test_a_validation_error_never_quotes_a_sensitive_input():
         Signup.model_validate(bad)
     except ValidationError as exc:
         message = describe_validation_error(exc, Signup)
-        plain = describe_validation_error(exc)
     assert "password" in message and "123456" not in message and "7777" not in message
     assert "(got 42)" in message  # a field that is not sensitive is still quoted, to help find the mistake
-    assert "123456" in plain  # without the model nothing is known to hide
 
 
 def test_run_shows_the_payload_masked_with_children_attempts_and_audit(ops, conn):
