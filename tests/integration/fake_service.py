@@ -70,7 +70,10 @@ class FakeService:
         self._release = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-service", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-service", daemon=True
+        )
+        self._stopped = False
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     # -- scripting -----------------------------------------------------------------------------------------------
@@ -163,6 +166,9 @@ class FakeService:
         return self
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         self._release.set()
         self._server.shutdown()
         self._server.server_close()
