@@ -42,9 +42,13 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
+from datetime import time as dt_time
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
+from uuid import UUID
 
 import urllib3
 
@@ -213,8 +217,7 @@ class Integration:
         sent_headers = {"Accept": "application/json", "User-Agent": "conveyor"}
         body: bytes | None = None
         if json is not None:
-            # default=str: dates, decimals and UUIDs as their text form rather than a TypeError mid-job.
-            body = jsonlib.dumps(json, default=str, separators=(",", ":")).encode()
+            body = jsonlib.dumps(json, default=_json_default, separators=(",", ":")).encode()
             sent_headers["Content-Type"] = "application/json"
         token = self._resolve_token(details)
         if token:
@@ -299,6 +302,18 @@ def _read_secret(secret_id: str, details: dict[str, Any]) -> str | None:
             raise IntegrationNotConfigured(f'secret {secret_id} is a JSON object without a "token" string')
         return token
     return raw.strip() or None
+
+
+def _json_default(value: Any) -> Any:
+    """What ``json.dumps`` cannot write by itself: pydantic models as their JSON form, dates and times in ISO 8601,
+    decimals and UUIDs as strings (exact amounts stay exact); anything else is a TypeError naming its type."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, (datetime, date, dt_time)):
+        return value.isoformat()
+    if isinstance(value, (Decimal, UUID)):
+        return str(value)
+    raise TypeError(f"cannot send a {type(value).__name__} as JSON")
 
 
 def _timeouts(name: str, raw: str | None) -> tuple[float, float]:

@@ -40,6 +40,27 @@ def test_success_sends_bearer_token_and_json(fake_service):
     assert request.json == {"sale_id": 7, "total": "12.50"}
 
 
+def test_json_body_takes_models_decimals_and_dates(fake_service):
+    from decimal import Decimal
+
+    from pydantic import BaseModel
+
+    class Line(BaseModel):
+        sku: str
+        amount: Decimal
+
+    fake_service.use("receipts")
+    when = datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
+
+    Integration.from_env("receipts").request(
+        "POST", "/receipts", json={"lines": [Line(sku="A-1", amount=Decimal("9.90"))], "at": when, "total": Decimal("9.90")}
+    )
+
+    assert fake_service.requests[0].json == {
+        "lines": [{"sku": "A-1", "amount": "9.90"}], "at": "2025-03-01T12:30:00+00:00", "total": "9.90",
+    }  # fmt: skip
+
+
 def test_no_token_sends_no_authorization(fake_service, monkeypatch):
     fake_service.use("pos", token=None)
     monkeypatch.delenv("CONVEYOR_STAGE", raising=False)  # no stage: no Secrets Manager lookup either
