@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from shared.demo.seed import SEED_STEPS, AlreadySeeded, DemoNotMigrated, seed_demo
+from shared.demo.seed import AlreadySeeded, DemoNotMigrated, seed_demo
 from shared.jobs import registry
 from shared.payloads import NotificationType
 
@@ -225,5 +225,6 @@ def test_cli_finds_a_running_conveyor_dev_and_prints_its_dashboard(db_url, tmp_p
 
 
 def _all_counts(conn):
-    return [scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("demo", step.removeprefix("seed_"))))
-            for step in SEED_STEPS if step not in ("seed_order_totals", "seed_reserved")] + [scalar(conn, "SELECT count(*) FROM conveyor.outbox")]
+    tables = [row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'demo' ORDER BY 1")]
+    counts = {t: scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("demo", t))) for t in tables}
+    return counts | {"conveyor.outbox": scalar(conn, "SELECT count(*) FROM conveyor.outbox")}
