@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply pending migrations and sync the registry to the database")
     migrate.add_argument("--database-url")
 
+    seed = sub.add_parser("seed-demo", help="fill the demo domain with realistic data (and a few messages) so the jobs have work")
+    seed.add_argument("--reset", action="store_true", help="empty every demo table first (otherwise a seeded database is refused)")
+    seed.add_argument("--scale", type=_positive, default=1, help="multiply the commerce volume: users, orders, vouchers, logs (default 1)")
+    seed.add_argument("--database-url")
+
     enqueue = sub.add_parser("enqueue", help="enqueue a job through the outbox")
     enqueue.add_argument("job", help="job name, e.g. email.send")
     enqueue.add_argument(
@@ -394,6 +399,27 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     for migration in result.applied:
         print(f"applied {migration.component}/{migration.version:04d}_{migration.name}.sql")
     print(f"schema up to date ({', '.join(f'{k} {v}' for k, v in result.versions.items())}); {len(registry)} jobs synced")
+    return 0
+
+
+def cmd_seed_demo(args: argparse.Namespace) -> int:
+    from shared.demo.seed import SeedRefused, seed_demo
+
+    registry = _registry()
+    url = _database_url(args.database_url)
+    state = _dev_state()
+    running = state is not None and state.get("database_url") == url
+    try:
+        with _connect(url) as conn:
+            summary = seed_demo(conn, scale=args.scale, reset=args.reset, registry=registry)
+    except SeedRefused as exc:
+        raise CliError(str(exc)) from None
+    for line in summary.lines():
+        print(line)
+    if running:
+        print(f"watch them: {state.get('api_url') or 'conveyor runs'}")  # type: ignore[union-attr]
+    else:
+        print("next: start `conveyor dev` (or `make dev`) on this database to run the enqueued jobs and the triggers above")
     return 0
 
 
@@ -749,7 +775,7 @@ def _no_such_job(job_id: Any) -> str:
 COMMANDS = {
     "runs": cmd_runs, "show": cmd_show, "queues": cmd_queues, "health": cmd_health, "retry": cmd_retry,
     "cancel": cmd_cancel, "trigger": cmd_trigger, "redrive": cmd_redrive, "pause": cmd_pause, "resume": cmd_resume,
-    "outbox": cmd_outbox, "dev": cmd_dev, "migrate": cmd_migrate, "enqueue": cmd_enqueue, "invoke": cmd_invoke, "jobs": cmd_jobs}
+    "outbox": cmd_outbox, "dev": cmd_dev, "migrate": cmd_migrate, "seed-demo": cmd_seed_demo, "enqueue": cmd_enqueue, "invoke": cmd_invoke, "jobs": cmd_jobs}
 
 
 if __name__ == "__main__":
