@@ -13,6 +13,7 @@ from shared.queues import QueueDirectory
 from shared.runtime import Outcome
 from shared.settings import Settings
 from shared.testing import invoke
+from tests.support import publish
 
 
 @pytest.fixture
@@ -71,6 +72,16 @@ def test_a_second_fan_out_while_those_are_pending_adds_none(bound, conn, owner, 
     assert invoke(handler, {}, stage=stage).succeeded
 
     assert sync_jobs(conn) == [(a, f"store-sync:{a}"), (b, f"store-sync:{b}")]
+
+
+def test_a_fan_out_adds_none_for_syncs_already_published_and_not_finished(bound, conn, db_url, sqs, owner, stage):
+    store(conn, owner, "A", "pos-a")
+    assert invoke(handler, {}, stage=stage).succeeded
+    assert publish(db_url, sqs, stage) == 1  # the relay moved it to SQS: queued in the ledger, gone from the outbox
+
+    assert invoke(handler, {}, stage=stage).succeeded
+
+    assert sync_jobs(conn) == []
 
 
 # -- one store ------------------------------------------------------------------------------------------------------
