@@ -3,7 +3,7 @@
 For every store with unprocessed ``demo.digest_items``: one ``email.send`` (template ``digest``) to the store's
 owner listing its oldest items (at most ``max_items_per_store``; the rest wait for the next run), and those items
 marked processed. Then one operations email (to ``CONVEYOR_OPS_EMAIL``, default ``ops@conveyor.example``) with the
-count per store. All of it in one ``ctx.transaction()``: the items are marked if and only if their emails are
+count per store (and any store whose owner's address email.send refuses: its items stay unprocessed). All of it in one ``ctx.transaction()``: the items are marked if and only if their emails are
 enqueued (and the run is marked succeeded with them), so a crash sends nothing twice and loses nothing. A run with
 nothing new enqueues nothing: rerunning the same day after a run sends no email.
 
@@ -17,6 +17,8 @@ import os
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
+
+from pydantic import ValidationError
 
 from shared.jobs import EMAIL_SEND, ORDERS_DIGEST
 from shared.outbox import enqueue_many
@@ -51,14 +53,21 @@ def owner_email(store: dict[str, Any], items: list[dict[str, Any]], left: int, d
     )
 
 
-def operations_email(to: str, stores: list[dict[str, Any]], counts: dict[int, int], left: dict[int, int], day: str) -> EmailSend:
+def operations_email(
+    to: str, stores: list[dict[str, Any]], counts: dict[int, int], left: dict[int, int], day: str, refused: list[dict[str, Any]]
+) -> EmailSend:
     lines = []
     for store in stores:
         line = f"- {store['store_name']} (store {store['store_id']}): {counts[store['store_id']]}"
         if left.get(store["store_id"]):
             line += f", {left[store['store_id']]} left for the next digest"
         lines.append(line)
-    total = sum(counts.values())
+    for store in refused:
+        lines.append(
+            f"- {store['store_name']} (store {store['store_id']}): not sent, the owner's address "
+            f"{store['owner_email']!r} is not one email.send accepts; {counts[store['store_id']]} items kept"
+        )
+    total = sum(counts[store["store_id"]] for store in stores)
     return EmailSend(
         to=to,
         template=EmailTemplate.DIGEST,
@@ -83,15 +92,22 @@ def digest(payload: OrdersDigest, ctx: JobContext) -> dict[str, int]:
             return result
         store_ids = sorted(by_store)
         left = dict(conn.execute(QUERIES["digest_items_left"], {"store_ids": store_ids}).fetchall())
-        stores, emails = [], []
+        stores, emails, refused = [], [], []
         for store_id in store_ids:
             items = sorted(by_store[store_id], key=lambda i: (i["created_at"], i["id"]))
-            stores.append(items[0])  # store_id, store_name, owner_email ride on every item
-            emails.append(owner_email(items[0], items, left.get(store_id, 0), day))
+            store = items[0]  # store_id, store_name, owner_email ride on every item
+            try:
+                emails.append(owner_email(store, items, left.get(store_id, 0), day))
+            except ValidationError:
+                # One owner's unusable address must not hold back every other store's digest: operations hear of it.
+                refused.append(store)
+                conn.execute(QUERIES["digest_items_release"], {"ids": [i["id"] for i in items]})
+                continue
+            stores.append(store)
         counts = {store_id: len(by_store[store_id]) for store_id in store_ids}
-        emails.append(operations_email(ops_to, stores, counts, left, day))
+        emails.append(operations_email(ops_to, stores, counts, left, day, refused))
         enqueue_many(conn, EMAIL_SEND, emails)
-        result = {"stores": len(store_ids), "items": sum(counts.values())}
+        result = {"stores": len(stores), "items": sum(counts[s["store_id"]] for s in stores), "refused": len(refused)}
         ctx.set_result(result)
     ctx.logger.info("digest enqueued", extra=result)
     return result

@@ -24,3 +24,7 @@ RETURNING i.store_id, s.name AS store_name, u.email AS owner_email, i.id, i.kind
 SELECT store_id, count(*) FROM demo.digest_items
 WHERE processed_at IS NULL AND store_id = ANY(%(store_ids)s)
 GROUP BY store_id;
+
+-- name: digest_items_release
+-- Items of a store whose owner cannot be emailed go back to unprocessed: they wait until the address is fixed.
+UPDATE demo.digest_items SET processed_at = NULL WHERE id = ANY(%(ids)s);

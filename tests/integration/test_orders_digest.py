@@ -10,6 +10,7 @@ from shared.jobs import ORDERS_DIGEST
 from shared.jobs import registry as product
 from shared.local.aws import ensure_queues
 from shared.queues import QueueDirectory
+from shared.runtime import Outcome
 from shared.settings import Settings
 from shared.testing import invoke
 
@@ -103,17 +104,36 @@ def test_items_beyond_the_limit_wait_for_the_next_run(bound, conn, stage):
     assert conn.execute("SELECT count(*) FROM demo.digest_items WHERE processed_at IS NULL").fetchone()[0] == 2
 
 
-def test_items_stay_unprocessed_when_the_emails_cannot_be_enqueued(bound, conn, stage):
-    # An owner address email.send's model refuses: the run fails before its transaction commits, so the items are
-    # not marked (marked if and only if their email is enqueued).
-    books = store(conn, "Books", "not-an-address")
+def test_items_stay_unprocessed_when_the_emails_cannot_be_enqueued(bound, conn, stage, monkeypatch):
+    # An operations address email.send's model refuses: the run fails before its transaction commits, so no item is
+    # marked and no email enqueued (marked if and only if their email is enqueued); the job retries.
+    monkeypatch.setenv("CONVEYOR_OPS_EMAIL", "not-an-address")
+    books = store(conn, "Books", "books@example.com")
     item(conn, books, "order 1 paid")
 
     result = invoke(handler, {}, stage=stage)
 
-    assert not result.succeeded
+    assert result.outcomes == [Outcome.RETRYING]
     assert conn.execute("SELECT count(*) FROM demo.digest_items WHERE processed_at IS NULL").fetchone()[0] == 1
     assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone()[0] == 0
+
+
+def test_an_owner_address_that_cannot_be_emailed_holds_back_only_its_store(bound, conn, stage):
+    books = store(conn, "Books", "books@example.com")
+    broken = store(conn, "Broken", "not-an-address")
+    item(conn, books, "order 1 paid")
+    item(conn, broken, "order 2 paid")
+
+    assert invoke(handler, {}, stage=stage).succeeded
+
+    sent = emails(conn)
+    assert set(sent) == {"books@example.com", "ops@conveyor.example"}
+    assert sent["ops@conveyor.example"]["variables"]["items"].splitlines() == [
+        f"- Books (store {books}): 1",
+        f"- Broken (store {broken}): not sent, the owner's address 'not-an-address' is not one email.send accepts; 1 items kept",
+    ]
+    unprocessed = conn.execute("SELECT store_id FROM demo.digest_items WHERE processed_at IS NULL").fetchall()
+    assert unprocessed == [(broken,)]
 
 
 def test_runs_daily_at_six_utc():
