@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("job", help="job name, e.g. email.send")
     invoke.add_argument("--event", type=Path, required=True, help="an SQS event JSON file, e.g. events/email.send.json")
 
-    sub.add_parser("jobs", help="list the registry's jobs, queues and schedules")
+    jobs = sub.add_parser("jobs", help="list the registry's jobs, queues and schedules")
+    jobs.add_argument("--markdown", action="store_true", help="as the README's table of jobs (a test keeps the two equal)")
 
     outbox = sub.add_parser("outbox", help="show jobs waiting to be published, and those the relay gave up on")
     show = outbox.add_mutually_exclusive_group()
@@ -525,10 +526,28 @@ def _invoke_isolated(registry: Any, handler: Any, event: dict[str, Any]) -> dict
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     registry = _registry()
+    if args.markdown:
+        print(jobs_markdown(registry))
+        return 0
     for job in registry:
         schedule = f"  {job.schedule} {job.timezone}" if job.schedule else ""
         print(f"{job.name:<24} queues={','.join(job.all_queues):<28} attempts={job.retry.max_attempts} timeout={job.timeout}s{schedule}")
     return 0
+
+
+def jobs_markdown(registry: Any) -> str:
+    """Every job as a row of the README's table: trigger, queue, retries, timeout and what it does."""
+    rows = [
+        "| job | trigger | queue | attempts (backoff) | timeout | what it does |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for job in registry:
+        trigger = f"`{job.schedule}` {job.timezone}" if job.schedule else "enqueued by code"
+        retry = job.retry
+        backoff = f"{retry.max_attempts} ({retry.backoff.value} from {retry.base_delay} s, at most {retry.max_delay} s)"
+        queues = ", ".join(f"`{q}`" for q in job.all_queues)
+        rows.append(f"| `{job.name}` | {trigger} | {queues} | {backoff} | {job.timeout} s | {job.description} |")
+    return "\n".join(rows)
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
