@@ -7,7 +7,8 @@ voucher that expired longer ago than that has had its EXPIRED row deleted by vou
 a second one.
 
 Idempotent by nature (see functions.maintenance), so batches commit on their own: a retry after a crash finds the
-committed batches' rows and skips those vouchers.
+committed batches' rows and skips those vouchers. A batch that met EXPIRED rows another writer committed meanwhile
+inserts fewer rows than it picked and ends the run early; the next night picks up whatever is left.
 """
 
 from __future__ import annotations
