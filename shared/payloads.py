@@ -6,7 +6,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
 from shared.registry import JobPayload
 
@@ -99,8 +99,20 @@ class VouchersAuditArchive(Batched):
 
 
 class AuditRetention(Batched):
+    """Archive audit logs older than ``archive_after_days``; purge archived ones older than ``purge_after_days``."""
+
     archive_after_days: int = Field(default=365, ge=1, le=36_500)
     purge_after_days: int = Field(default=2555, ge=1, le=36_500)
+
+    @model_validator(mode="after")
+    def _purge_after_archiving(self) -> AuditRetention:
+        # Purging before archiving would delete logs as soon as they were archived: a typo, not a policy.
+        if self.purge_after_days < self.archive_after_days:
+            raise ValueError(
+                f"purge_after_days ({self.purge_after_days}) must not be less than archive_after_days "
+                f"({self.archive_after_days})"
+            )
+        return self
 
 
 class NotificationsCleanup(Batched):

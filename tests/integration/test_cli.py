@@ -183,8 +183,8 @@ def test_runs_and_show_print_the_ledger_as_tables_or_json(db_url):
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         parent = insert_run(
-            conn, "reservations.cleanup", "failed", age_days=0.1, reason="child 2 died", payload='{"grace_minutes": 5}',
-            result=sql.SQL("'{\"released\": 3}'::json"), scheduled_for=sql.SQL("now() - interval '3 hours'"),
+            conn, "reservations.cleanup", "failed", age_days=0.1, reason="child 2 died", payload='{"older_than_minutes": 5}',
+            result=sql.SQL("'{\"cancelled\": 3}'::json"), scheduled_for=sql.SQL("now() - interval '3 hours'"),
         )  # fmt: skip
         children = [
             insert_run(conn, "email.send", "succeeded", age_days=0.2, parent_id=parent,
@@ -222,10 +222,10 @@ def test_runs_and_show_print_the_ledger_as_tables_or_json(db_url):
     shown = conveyor("show", str(parent), env=env)
     assert shown.returncode == 0, shown.stderr
     for fragment in (f"id:               {parent}", "status:           failed", "reason:           child 2 died",
-                     '"grace_minutes": 5', '"released": 3', "scheduled_for:", "children (2):", str(children[1])):  # fmt: skip
+                     '"older_than_minutes": 5', '"cancelled": 3', "scheduled_for:", "children (2):", str(children[1])):  # fmt: skip
         assert fragment in shown.stdout, shown.stdout
     as_json = json.loads(conveyor("show", str(parent), "--json", env=env).stdout)
-    assert as_json["payload"] == {"grace_minutes": 5} and as_json["result"] == {"released": 3}
+    assert as_json["payload"] == {"older_than_minutes": 5} and as_json["result"] == {"cancelled": 3}
     assert [c["id"] for c in as_json["children"]] == [str(c) for c in children] and as_json["children_total"] == 2
     assert json.loads(conveyor("show", str(children[0]), "--json", env=env).stdout)["parent_id"] == str(parent)
 

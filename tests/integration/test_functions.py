@@ -84,15 +84,20 @@ def test_email_send_missing_template_variable_is_permanent(bound, stage):
     assert "needs variables ['order_id', 'total']" in result.reports[0].error
 
 
-def test_reservations_cleanup_releases_only_expired_ones(bound, conn, stage):
-    conn.execute(
-        """INSERT INTO demo.reservations (sku, quantity, expires_at) VALUES
-           ('a', 1, now() - interval '1 hour'), ('b', 2, now() - interval '1 minute'), ('c', 1, now() + interval '1 hour')"""
-    )
-    result = invoke(cleanup_handler, {"grace_minutes": 10}, stage=stage)
+def test_reservations_cleanup_cancels_stale_orders_and_releases_their_stock(bound, conn, stage):
+    user = conn.execute("INSERT INTO demo.users (email, name) VALUES ('ada@example.com', 'Ada') RETURNING id").fetchone()[0]
+    store = conn.execute("INSERT INTO demo.stores (name, owner_user_id) VALUES ('Corner', %s) RETURNING id", (user,)).fetchone()[0]
+    conn.execute("INSERT INTO demo.inventory (store_id, sku, name, price, on_hand, reserved) VALUES (%s, 'tea', 'Tea', 5, 10, 3)", (store,))
+    for age, quantity in (("1 hour", 2), ("1 minute", 1)):
+        order = conn.execute(
+            "INSERT INTO demo.orders (store_id, user_id, created_at) VALUES (%s, %s, now() - %s::interval) RETURNING id",
+            (store, user, age),
+        ).fetchone()[0]
+        conn.execute("INSERT INTO demo.order_items (order_id, store_id, sku, quantity, price) VALUES (%s, %s, 'tea', %s, 5)", (order, store, quantity))
+    result = invoke(cleanup_handler, {"older_than_minutes": 30}, stage=stage)
     assert result.succeeded
-    released = conn.execute("SELECT sku FROM demo.reservations WHERE released_at IS NOT NULL ORDER BY sku").fetchall()
-    assert released == [("a",)]
+    assert conn.execute("SELECT status FROM demo.orders ORDER BY created_at").fetchall() == [("cancelled",), ("pending",)]
+    assert conn.execute("SELECT reserved FROM demo.inventory").fetchone() == (1,)
 
 
 def test_relay_function_drains_the_outbox(conn, db_url, sqs, stage, monkeypatch):

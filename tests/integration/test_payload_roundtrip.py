@@ -138,6 +138,8 @@ def test_an_escaped_backslash_before_u0000_is_not_a_nul(conn):
 
 _text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
 _finite = st.floats(allow_nan=False, allow_infinity=False)
+# The scheduled clean-ups' common batch bounds (shared.payloads.Batched).
+_BATCHED = {"batch_size": st.integers(1, 10_000), "max_batches": st.integers(1, 10_000)}
 PAYLOADS = {
     "test.mail": st.builds(
         lambda f, r, s, w, t: {"from": f, "reply-to": r, "score": s, "weights": w, "tags": t},
@@ -153,9 +155,19 @@ PAYLOADS = {
         st.dictionaries(_text, _text, max_size=4),
     ),
     "reservations.cleanup": st.builds(
-        lambda g, limit: {"grace_minutes": g, "limit": limit},
-        st.integers(0, 24 * 60), st.integers(1, 100_000),
+        lambda minutes, limit: {"older_than_minutes": minutes, "limit": limit},
+        st.integers(1, 24 * 60), st.integers(1, 100_000),
     ),
+    "vouchers.expire": st.fixed_dictionaries({}, optional=_BATCHED),
+    "vouchers.audit_archive": st.fixed_dictionaries({}, optional={**_BATCHED, "retention_days": st.none() | st.integers(1, 36500)}),
+    "audit.retention": st.integers(1, 3650).flatmap(
+        lambda archive: st.fixed_dictionaries(
+            {"archive_after_days": st.just(archive), "purge_after_days": st.integers(archive, 36500)}, optional=_BATCHED,
+        )
+    ),
+    "notifications.cleanup": st.fixed_dictionaries({}, optional={**_BATCHED, "older_than_days": st.integers(1, 36500)}),
+    "push_tokens.cleanup": st.fixed_dictionaries({}, optional={**_BATCHED, "unseen_days": st.integers(1, 3650)}),
+    "idempotency_keys.prune": st.fixed_dictionaries({}, optional=_BATCHED),
     "conveyor.retention": st.fixed_dictionaries({}, optional={
         "keep_succeeded": st.none() | st.integers(1, 36500),
         "keep_failed": st.none() | st.integers(1, 36500),
