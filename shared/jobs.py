@@ -96,8 +96,8 @@ SMS_SEND = registry.job(
     timeout=30,
     batch_size=10,
     concurrency=5,
-    # SNS's sns:Publish to a phone number (and sns:CheckIfPhoneNumberIsOptedOut) has no resource ARN to name: IAM
-    # takes only Resource "*" for it, which AwsPermission refuses; the stack has to grant it (see the report).
+    # Not listed: sns:Publish to a phone number and sns:CheckIfPhoneNumberIsOptedOut have no resource ARN to name
+    # (IAM takes only Resource "*" for them), which AwsPermission refuses; the stack must grant them explicitly.
     permissions=(secret("sms", "the SMS gateway's API key (when CONVEYOR_SMS_URL is set)"),),
 )
 
