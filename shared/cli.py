@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply pending migrations and sync the registry to the database")
     migrate.add_argument("--database-url")
 
+    seed = sub.add_parser("seed-demo", help="fill the demo domain with realistic data (and a few messages) so the jobs have work")
+    seed.add_argument("--reset", action="store_true", help="empty every demo table first (otherwise a seeded database is refused)")
+    seed.add_argument("--scale", type=_positive, default=1, help="multiply the commerce volume: users, orders, vouchers, logs (default 1)")
+    seed.add_argument("--database-url")
+
     enqueue = sub.add_parser("enqueue", help="enqueue a job through the outbox")
     enqueue.add_argument("job", help="job name, e.g. email.send")
     enqueue.add_argument(
@@ -106,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("job", help="job name, e.g. email.send")
     invoke.add_argument("--event", type=Path, required=True, help="an SQS event JSON file, e.g. events/email.send.json")
 
-    sub.add_parser("jobs", help="list the registry's jobs, queues and schedules")
+    jobs = sub.add_parser("jobs", help="list the registry's jobs, queues and schedules")
+    jobs.add_argument("--markdown", action="store_true", help="as the README's table of jobs (a test keeps the two equal)")
 
     outbox = sub.add_parser("outbox", help="show jobs waiting to be published, and those the relay gave up on")
     show = outbox.add_mutually_exclusive_group()
@@ -396,6 +402,27 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seed_demo(args: argparse.Namespace) -> int:
+    from shared.demo.seed import SeedRefused, seed_demo
+
+    registry = _registry()
+    url = _database_url(args.database_url)
+    state = _dev_state()
+    running = state is not None and state.get("database_url") == url
+    try:
+        with _connect(url) as conn:
+            summary = seed_demo(conn, scale=args.scale, reset=args.reset, registry=registry)
+    except SeedRefused as exc:
+        raise CliError(str(exc)) from None
+    for line in summary.lines():
+        print(line)
+    if running:
+        print(f"watch them: {state.get('api_url') or 'conveyor runs'}")  # type: ignore[union-attr]
+    else:
+        print("next: start `conveyor dev` (or `make dev`) on this database to run the enqueued jobs and the triggers above")
+    return 0
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
     from shared.outbox import enqueue, validate_payload
 
@@ -525,10 +552,28 @@ def _invoke_isolated(registry: Any, handler: Any, event: dict[str, Any]) -> dict
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     registry = _registry()
+    if args.markdown:
+        print(jobs_markdown(registry))
+        return 0
     for job in registry:
         schedule = f"  {job.schedule} {job.timezone}" if job.schedule else ""
         print(f"{job.name:<24} queues={','.join(job.all_queues):<28} attempts={job.retry.max_attempts} timeout={job.timeout}s{schedule}")
     return 0
+
+
+def jobs_markdown(registry: Any) -> str:
+    """Every job as a row of the README's table: trigger, queue, retries, timeout and what it does."""
+    rows = [
+        "| job | trigger | queue | attempts (backoff) | timeout | what it does |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for job in registry:
+        trigger = f"`{job.schedule}` {job.timezone}" if job.schedule else "enqueued by code"
+        retry = job.retry
+        backoff = f"{retry.max_attempts} ({retry.backoff.value} from {retry.base_delay} s, at most {retry.max_delay} s)"
+        queues = ", ".join(f"`{q}`" for q in job.all_queues)
+        rows.append(f"| `{job.name}` | {trigger} | {queues} | {backoff} | {job.timeout} s | {job.description} |")
+    return "\n".join(rows)
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
@@ -730,7 +775,7 @@ def _no_such_job(job_id: Any) -> str:
 COMMANDS = {
     "runs": cmd_runs, "show": cmd_show, "queues": cmd_queues, "health": cmd_health, "retry": cmd_retry,
     "cancel": cmd_cancel, "trigger": cmd_trigger, "redrive": cmd_redrive, "pause": cmd_pause, "resume": cmd_resume,
-    "outbox": cmd_outbox, "dev": cmd_dev, "migrate": cmd_migrate, "enqueue": cmd_enqueue, "invoke": cmd_invoke, "jobs": cmd_jobs}
+    "outbox": cmd_outbox, "dev": cmd_dev, "migrate": cmd_migrate, "seed-demo": cmd_seed_demo, "enqueue": cmd_enqueue, "invoke": cmd_invoke, "jobs": cmd_jobs}
 
 
 if __name__ == "__main__":
