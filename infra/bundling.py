@@ -45,7 +45,8 @@ PYTHON_VERSIONS = ("3.12", "3.13", "3.14")
 # Written into a layer directory just before it is renamed into place: its presence means pip finished.
 LAYER_MARKER = ".conveyor-layer.json"
 
-CODE_SUFFIXES = (".py", ".sql", ".json", ".typed")
+# Email templates (functions/email_send/templates/*.tmpl) are read at run time, like the .sql files.
+CODE_SUFFIXES = (".py", ".sql", ".json", ".typed", ".tmpl")
 
 _STDERR_TAIL = 2000
 
@@ -162,7 +163,7 @@ def stage_code(
     exclude: tuple[str, ...] = ("shared/local",),
     cache_dir: Path,
 ) -> Path:
-    """A directory with only what the Lambda code needs from ``packages``: ``.py``, ``.sql``, ``.json``, ``py.typed``.
+    """A directory with only what the Lambda code needs from ``packages``: ``.py``, ``.sql``, ``.json``, ``py.typed``, ``.tmpl``.
 
     Pointing an asset at the repository root would ship tests, docs and the local runtime, and every unrelated edit
     would change the asset hash. The directory is keyed by the included files' paths and bytes, so an unchanged

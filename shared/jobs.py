@@ -96,6 +96,9 @@ SMS_SEND = registry.job(
     timeout=30,
     batch_size=10,
     concurrency=5,
+    # Not listed: sns:Publish to a phone number and sns:CheckIfPhoneNumberIsOptedOut have no resource ARN to name
+    # (IAM takes only Resource "*" for them), which AwsPermission refuses; the stack must grant them explicitly.
+    permissions=(secret("sms", "the SMS gateway's API key (when CONVEYOR_SMS_URL is set)"),),
 )
 
 RECEIPT_PUSH = registry.job(

@@ -26,11 +26,12 @@ class EmailTemplate(StrEnum):
 
 
 class EmailSend(JobPayload):
-    """A transactional email. Password resets are latency-sensitive and go to the ``email-high`` queue."""
+    """A transactional email rendered from ``template`` (subject, text and HTML) with ``variables``. Password resets
+    are latency-sensitive and go to the ``email-high`` queue. ``subject``, when given, replaces the template's."""
 
     to: EmailAddress
     template: EmailTemplate
-    subject: Annotated[str, StringConstraints(min_length=1, max_length=998)]
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=998)] | None = None
     # Sensitive: a password reset's variables carry its token. Masked wherever operations show a payload.
     variables: dict[str, str] = Field(default_factory=dict, json_schema_extra={"sensitive": True})
 

@@ -54,6 +54,7 @@ def project(tmp_path) -> Path:
     _write(root, "functions/a/__init__.py")
     _write(root, "functions/a/handler.py", "def handler(event, context):\n    return 1\n")
     _write(root, "functions/a/__pycache__/z.cpython-311.pyc", "bytecode")
+    _write(root, "functions/a/templates/hello.html.tmpl", "<p>Hello ${name}</p>\n")
     _write(root, "shared/__init__.py")
     _write(root, "shared/x.py", "X = 1\n")
     _write(root, "shared/q.sql", "SELECT 1;\n")
@@ -77,6 +78,7 @@ def test_stage_code_copies_only_what_the_lambda_needs(project, tmp_path):
         "functions/__init__.py",
         "functions/a/__init__.py",
         "functions/a/handler.py",
+        "functions/a/templates/hello.html.tmpl",
         "shared/__init__.py",
         "shared/x.py",
         "shared/q.sql",
