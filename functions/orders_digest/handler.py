@@ -7,8 +7,9 @@ count per store (and any store whose owner's address email.send refuses: its ite
 enqueued (and the run is marked succeeded with them), so a crash sends nothing twice and loses nothing. A run with
 nothing new enqueues nothing: rerunning the same day after a run sends no email.
 
-The email's variables (all text): ``store`` (the store's name; "all stores" for operations), ``count`` (the items
-listed) and ``items`` (one ``- kind: summary`` line each).
+The email's variables (all text), as email.send's ``digest`` template takes them: ``name`` (the owner's;
+"operations"), ``store`` (the store's name; "all stores" for operations), ``date`` (the digest's day, UTC),
+``count`` (the items listed) and ``items`` (one ``- kind: summary`` line each).
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def owner_email(store: dict[str, Any], items: list[dict[str, Any]], left: int, d
         to=store["owner_email"],
         template=EmailTemplate.DIGEST,
         subject=f"{store['store_name']}: {len(items)} new for {day}",
-        variables={"store": store["store_name"], "count": str(len(items)), "items": "\n".join(lines)},
+        variables={
+            "name": store["owner_name"], "store": store["store_name"], "date": day, "count": str(len(items)),
+            "items": "\n".join(lines),
+        },
     )
 
 
@@ -72,7 +76,7 @@ def operations_email(
         to=to,
         template=EmailTemplate.DIGEST,
         subject=f"Orders digest {day}: {total} items for {len(stores)} stores",
-        variables={"store": "all stores", "count": str(total), "items": "\n".join(lines)},
+        variables={"name": "operations", "store": "all stores", "date": day, "count": str(total), "items": "\n".join(lines)},
     )
 
 

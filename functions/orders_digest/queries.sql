@@ -17,7 +17,7 @@ UPDATE demo.digest_items i
 SET processed_at = now()
 FROM picked, demo.stores s, demo.users u
 WHERE i.id = picked.id AND s.id = i.store_id AND u.id = s.owner_user_id
-RETURNING i.store_id, s.name AS store_name, u.email AS owner_email, i.id, i.kind, i.summary, i.created_at;
+RETURNING i.store_id, s.name AS store_name, u.email AS owner_email, u.name AS owner_name, i.id, i.kind, i.summary, i.created_at;
 
 -- name: digest_items_left
 -- What is still unprocessed after this run took its share, per store (for the "and N more" line).

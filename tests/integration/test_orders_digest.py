@@ -143,3 +143,15 @@ def test_runs_daily_at_six_utc():
     start = datetime(2025, 3, 29, 6, 0, tzinfo=UTC)
     fires = list(schedule.fire_times(start, datetime(2025, 4, 1, 0, 0, tzinfo=UTC)))
     assert fires == [datetime(2025, 3, 30, 6, 0, tzinfo=UTC), datetime(2025, 3, 31, 6, 0, tzinfo=UTC)]
+
+
+def test_the_digest_emails_carry_every_variable_the_digest_template_needs():
+    """orders.digest and email.send meet at the template: an email missing a variable would die in email.send."""
+    from functions.email_send.handler import render
+    from functions.orders_digest.handler import operations_email, owner_email
+
+    store = {"store_id": 1, "store_name": "Nomad Books", "owner_email": "bat@example.mn", "owner_name": "Bat"}
+    items = [{"kind": "order", "summary": "order 7 paid", "id": 1, "created_at": datetime.now(UTC)}]
+    for email in (owner_email(store, items, 0, "2026-11-26"), operations_email("ops@example.mn", [store], {1: 1}, {}, "2026-11-26", [])):
+        rendered = render(email.model_copy(update={"subject": None}))
+        assert "Nomad Books" in rendered.text or "all stores" in rendered.text
