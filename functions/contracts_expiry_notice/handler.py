@@ -43,7 +43,7 @@ def notice_text(tenant: str, place: str, ends_on: date, days_left: int) -> str:
 def send_notices(payload: ContractsExpiryNotice, ctx: JobContext) -> dict[str, int]:
     thresholds = sorted(set(payload.thresholds_days))
     if any(days < 1 for days in thresholds):
-        raise PermanentJobError(f"thresholds_days must be positive numbers of days, got {list(payload.thresholds_days)}")
+        raise PermanentJobError(f"thresholds_days must be positive numbers of days, got {list(thresholds)}")
     today = (ctx.scheduled_for or datetime.now(UTC)).astimezone(ZONE).date()
     sent = skipped = 0
     with ctx.transaction() as conn:

@@ -230,7 +230,8 @@ def run_notices(conn, db_url, sqs, stage, queues, fire_time=JUNE_1):
 
 def test_expiry_notice_fires_daily_at_ten_in_ulaanbaatar():
     schedule = CONTRACTS_EXPIRY_NOTICE.parsed_schedule
-    assert (CONTRACTS_EXPIRY_NOTICE.schedule, CONTRACTS_EXPIRY_NOTICE.timezone) == ("cron(0 10 * * ? *)", "Asia/Ulaanbaatar")
+    job = CONTRACTS_EXPIRY_NOTICE
+    assert (job.schedule, job.timezone) == ("cron(0 10 * * ? *)", "Asia/Ulaanbaatar")
     # 10:00 at UTC+8 = 02:00 UTC, winter and summer alike (no DST in Mongolia since 2017).
     assert schedule.next_after(datetime(2026, 1, 15, 2, 0, tzinfo=UTC)) == datetime(2026, 1, 16, 2, 0, tzinfo=UTC)
     assert schedule.next_after(datetime(2026, 7, 15, 1, 59, tzinfo=UTC)) == datetime(2026, 7, 15, 2, 0, tzinfo=UTC)
@@ -238,7 +239,8 @@ def test_expiry_notice_fires_daily_at_ten_in_ulaanbaatar():
 
 def test_expiry_notice_texts_each_tenant_once_per_threshold(queues, conn, db_url, sqs, stage):
     soon = contract(conn, date(2025, 6, 1), TODAY + timedelta(days=5), tenant_id=tenant(conn, "Bat", "+97699000001"))
-    month = contract(conn, date(2025, 7, 1), TODAY + timedelta(days=20), tenant_id=tenant(conn, "Saraa", "+97699000002"))
+    saraa = tenant(conn, "Saraa", "+97699000002")
+    month = contract(conn, date(2025, 7, 1), TODAY + timedelta(days=20), tenant_id=saraa)
     contract(conn, date(2025, 8, 1), TODAY + timedelta(days=45))  # not yet
     contract(conn, date(2025, 6, 1), TODAY - timedelta(days=1))  # already over
     contract(conn, date(2025, 6, 1), TODAY + timedelta(days=3), status="ended")  # terminated early
@@ -363,9 +365,128 @@ def test_reconcile_is_idempotent_and_touches_only_the_lines_given(queues, conn, 
     first = invoke(reconcile_handler, {"line_ids": [given]}, stage=stage)
     assert first.succeeded
     assert job_row(conn, first.reports[0].job_id)["result"] == {"matched": 1, "unmatched": 0}
-    state = (lines(conn), bill_states(conn), conn.execute("SELECT paid_at FROM demo.bills ORDER BY id").fetchall())
+    def snapshot():
+        return lines(conn), bill_states(conn), conn.execute("SELECT paid_at FROM demo.bills ORDER BY id").fetchall()
+
+    state = snapshot()
     assert state[0] == {given: ("matched", open_bills["a"]), other: ("new", None)}
     # A new job over the same lines (not a redelivery: that would be acknowledged without running) changes nothing.
     again = invoke(reconcile_handler, {"line_ids": [given]}, stage=stage)
     assert again.succeeded and job_row(conn, again.reports[0].job_id)["result"] == {"matched": 0, "unmatched": 0}
-    assert (lines(conn), bill_states(conn), conn.execute("SELECT paid_at FROM demo.bills ORDER BY id").fetchall()) == state
+    assert snapshot() == state
+
+
+# -- statements.poll (the bank is a real local HTTP server: the fake_service fixture) -------------------------------
+
+
+@pytest.fixture
+def bank(fake_service, queues, sqs, stage, db_url):
+    """The bank's statement API on a local server, and the poll handler bound to this test's database."""
+    from functions.statements_poll.handler import handler as poll_handler
+
+    settings = Settings(stage=stage, database_url=db_url)
+    database = Database(settings)
+    poll_handler.bind(sqs=sqs, directory=QueueDirectory(sqs, settings), database=database)
+    fake_service.use("bank")
+    fake_service.poll = poll_handler
+    yield fake_service
+    database.close()
+
+
+STATEMENTS = "/accounts/main/statements"
+
+
+def bank_line(bank_ref, amount, reference, booked_on="2026-03-12"):
+    return {"id": bank_ref, "booked_on": booked_on, "amount": amount, "reference": reference}
+
+
+def cursor(conn):
+    row = conn.execute("SELECT cursor FROM demo.statement_cursor WHERE account = 'main'").fetchone()
+    return row and row[0]
+
+
+def test_statements_poll_fires_hourly_on_the_hour():
+    schedule = STATEMENTS_POLL.parsed_schedule
+    assert STATEMENTS_POLL.schedule == "rate(1 hour)"
+    # A rate counts hours, not wall-clock times: the timezone (UTC+8, no DST) does not move it.
+    assert schedule.next_after(datetime(2026, 3, 10, 1, 30, tzinfo=UTC)) == datetime(2026, 3, 10, 2, 0, tzinfo=UTC)
+    assert schedule.period == timedelta(hours=1)
+
+
+def test_statements_poll_imports_new_lines_then_reconcile_pays_their_bills(
+    bank, conn, db_url, sqs, stage, queues, open_bills
+):
+    ref_a, ref_b, _ = open_bills["refs"]
+    bank.reply(200, {"lines": [bank_line("T1", "1500000.00", ref_a), bank_line("T2", 12.5, "unknown")], "cursor": "c2"})
+    bank.reply(200, {"lines": [bank_line("T3", "900000.00", ref_b.lower())], "cursor": "c3"})
+    bank.reply(200, {"lines": [], "cursor": "c3"})
+    result = invoke(bank.poll, {"account": "main"}, stage=stage)
+    assert result.succeeded
+    # Pages followed from where the import was (nowhere yet) until a page brought nothing.
+    assert [(r.method, r.path, r.query) for r in bank.requests] == [
+        ("GET", STATEMENTS, {}), ("GET", STATEMENTS, {"after": ["c2"]}), ("GET", STATEMENTS, {"after": ["c3"]})
+    ]
+    assert bank.requests[0].header("Authorization") == "Bearer test-token"
+    stored = conn.execute(
+        "SELECT id, bank_ref, booked_on, amount, reference, status FROM demo.statement_lines ORDER BY bank_ref"
+    ).fetchall()
+    assert [row[1:] for row in stored] == [
+        ("T1", date(2026, 3, 12), Decimal("1500000.00"), ref_a, "new"),
+        ("T2", date(2026, 3, 12), Decimal("12.50"), "unknown", "new"),
+        ("T3", date(2026, 3, 12), Decimal("900000.00"), ref_b.lower(), "new"),
+    ]
+    assert cursor(conn) == "c3"
+    # Reconciliation was enqueued with the import, for exactly the lines it added.
+    assert jobs_of(conn, "statements.reconcile") == [{"line_ids": sorted(row[0] for row in stored)}]
+
+    publish(db_url, sqs, stage)
+    event = receive(sqs, queues[STATEMENTS_RECONCILE.queue], 1)
+    assert reconcile_handler(event, FakeLambdaContext()) == {"batchItemFailures": []}
+    assert bill_states(conn)[open_bills["a"]] == ("paid", True) and bill_states(conn)[open_bills["b"]] == ("paid", True)
+    assert sorted(status for _, (status, _) in lines(conn).items()) == ["matched", "matched", "unmatched"]
+
+
+def test_statements_poll_rerun_imports_nothing_and_starts_no_reconcile(bank, conn, stage, queues):
+    page = {"lines": [bank_line("T1", "100.00", "B1-202603")], "cursor": "c1"}
+    bank.reply(200, page)
+    bank.reply(200, {"lines": [], "cursor": "c1"})
+    assert invoke(bank.poll, {}, stage=stage).succeeded
+    assert len(jobs_of(conn, "statements.reconcile")) == 1
+    # The bank sends the same line again (it ignores the cursor, or a retry overlaps): stored once, no new reconcile.
+    bank.reply(200, page)
+    bank.reply(200, {"lines": [], "cursor": "c1"})
+    again = invoke(bank.poll, {}, stage=stage)
+    assert again.succeeded
+    assert bank.requests[2].query == {"after": ["c1"]}
+    assert conn.execute("SELECT count(*) FROM demo.statement_lines").fetchone()[0] == 1
+    assert len(jobs_of(conn, "statements.reconcile")) == 1
+    assert job_row(conn, again.reports[0].job_id)["result"] == {
+        "fetched": 1, "imported": 0, "cursor_moved": True, "reconcile_job": None
+    }
+
+
+def test_statements_poll_retries_when_the_bank_fails_and_stores_nothing(bank, conn, stage, queues):
+    conn.execute("INSERT INTO demo.statement_cursor (account, cursor) VALUES ('main', 'c7')")
+    bank.reply(200, {"lines": [bank_line("T8", "100.00", "x")], "cursor": "c8"})
+    bank.reply(503, "maintenance")  # the second page fails: the first one is not stored either
+    result = invoke(bank.poll, {}, stage=stage)
+    assert result.outcomes == [Outcome.RETRYING]
+    assert "503" in result.reports[0].error
+    assert conn.execute("SELECT count(*) FROM demo.statement_lines").fetchone()[0] == 0
+    assert cursor(conn) == "c7" and jobs_of(conn, "statements.reconcile") == []
+
+
+def test_statements_poll_is_dead_with_the_banks_answer_on_a_4xx(bank, conn, stage, queues):
+    bank.reply(403, {"error": "account main is not enabled for statement access"})
+    result = invoke(bank.poll, {}, stage=stage)
+    assert result.outcomes == [Outcome.DEAD]
+    assert "403" in result.reports[0].error
+    assert "account main is not enabled for statement access" in result.reports[0].error
+    assert cursor(conn) is None
+
+
+def test_statements_poll_is_dead_on_an_answer_of_the_wrong_shape(bank, conn, stage, queues):
+    bank.reply(200, {"transactions": [], "next": "c1"})
+    result = invoke(bank.poll, {}, stage=stage)
+    assert result.outcomes == [Outcome.DEAD]
+    assert "not the expected shape" in result.reports[0].error and "lines" in result.reports[0].error
