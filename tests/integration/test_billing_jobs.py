@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -195,6 +196,16 @@ def test_two_fires_of_a_period_bill_each_contract_once(queues, conn, db_url, sqs
         conn, db_url, sqs, stage, queues, BILLS_MONTHLY, bills_handler, datetime(2026, 4, 10, 1, 0, tzinfo=UTC)
     )
     assert april["result"] == {"period": "2026-04-01", "bills_created": 3}  # running, starts_mid_march, starts_in_april
+
+
+def test_the_sample_event_bills_the_month_of_its_scheduled_run(queues, conn, stage, leases):
+    event = json.loads((Path(__file__).resolve().parents[2] / "events" / "bills.monthly.json").read_text())
+    assert bills_handler(event, FakeLambdaContext(remaining_ms=700_000)) == {"batchItemFailures": []}
+    # scheduled_for 2026-12-10T01:00Z, 09:00 in Ulaanbaatar: December's bills, for the leases running then.
+    assert {(row[0], row[1]) for row in bills(conn)} == {
+        (leases["running"], date(2026, 12, 1)), (leases["starts_mid_march"], date(2026, 12, 1)),
+        (leases["starts_in_april"], date(2026, 12, 1)),
+    }
 
 
 def test_the_period_is_the_month_in_ulaanbaatar_not_in_utc():
