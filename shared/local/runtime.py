@@ -85,6 +85,7 @@ class LocalRuntime:
         self._ledger: Database | None = None
         self.api: LocalApiServer | None = None
         self.pauses: PauseWatch | None = None
+        self.recorder: Any = None  # shared.integrations.recorder.Recorder, once started
         self._state_lock: Any = None  # the open, locked file that makes the state file ours
 
 
@@ -98,6 +99,7 @@ class LocalRuntime:
             self._check_api_port()
             self._start_database()
             self._start_aws()
+            self._start_recorder()
             if self.aws is not None:
                 self._republish_lost()
             self._start_workers()
@@ -171,6 +173,19 @@ class LocalRuntime:
         prepare_local_services()
         for label, (url, _) in self.urls.items():
             self.out(f"queue      {label:<16} {url}")
+
+    def _start_recorder(self) -> None:
+        """Integrations without a configured URL reach the built-in recorder, which answers and logs each request
+        instead of sending it anywhere (shared.integrations.recorder)."""
+        from shared.integrations.recorder import Recorder
+
+        self.recorder = Recorder(self.out)
+        names = self.recorder.point_unconfigured()
+        if names:
+            self.out(
+                f"integration {', '.join(names)}: no CONVEYOR_<NAME>_URL, so the local recorder at {self.recorder.url} "
+                "answers them (requests are logged, not sent)"
+            )
 
     def _republish_lost(self) -> None:
         """Our own moto starts empty: the jobs whose messages were on the last one go back to the outbox before the
@@ -398,6 +413,9 @@ class LocalRuntime:
             self.config.state_file.unlink(missing_ok=True)  # type: ignore[union-attr]
             self._state_lock.close()
             self._state_lock = None
+        if self.recorder is not None:
+            self.recorder.stop()
+            self.recorder = None
         if self.aws is not None:
             self.aws.stop()
             os.environ.pop("AWS_ENDPOINT_URL", None)

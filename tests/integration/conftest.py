@@ -42,3 +42,15 @@ def runtime_factory(db_url, stage, aws_endpoint):
 def work_runtime(runtime_factory, calls):
     handler = make_work_handler(calls)
     return runtime_factory(handlers={"test.work": handler})
+
+
+@pytest.fixture
+def fake_service(monkeypatch):
+    """A real local HTTP server standing in for an integration: records requests, answers from a script (see
+    tests/integration/fake_service.py). ``fake_service.use("receipts")`` points CONVEYOR_RECEIPTS_URL (and a test
+    token) at it for this test."""
+    from tests.integration.fake_service import FakeService
+
+    service = FakeService(monkeypatch).start()
+    yield service
+    service.stop()
