@@ -72,9 +72,10 @@ def job_row(conn, job_id):
 
 
 def jobs_of(conn, name):
-    """Payloads of every ``name`` job enqueued (pending in the outbox or published), oldest first."""
+    """Payloads of every ``name`` job enqueued (pending in the outbox or published), oldest first; jobs of one
+    transaction share its created_at (and ids need not rise within a millisecond), so they come in payload order."""
     rows = conn.execute(
-        "SELECT payload FROM conveyor.jobs WHERE job_name = %s ORDER BY created_at, id", (name,)
+        "SELECT payload FROM conveyor.jobs WHERE job_name = %s ORDER BY created_at, payload::text", (name,)
     ).fetchall()
     return [row[0] for row in rows]
 
