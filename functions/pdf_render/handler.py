@@ -23,7 +23,7 @@ def render_document(payload: PdfRender, ctx: JobContext) -> dict[str, object]:
     with conn.transaction():
         document = documents.read(conn, payload.kind, payload.subject_id)
     if document is None:
-        raise PermanentJobError(f"no {SUBJECTS[payload.kind]} {payload.subject_id} to render a {payload.kind.value} for")
+        raise PermanentJobError(f"no {SUBJECTS[payload.kind]} {payload.subject_id}: cannot render its {payload.kind.value}")
     pdf = render(document)
     key = documents.document_key(payload.kind, payload.subject_id)
     documents.s3().put_object(Bucket=documents.bucket(), Key=key, Body=pdf, ContentType="application/pdf")
