@@ -57,7 +57,7 @@ class _Page:
         self.stream.end_text()
 
     def right(self, x_end: float, y: float, value: str, *, size: float = 10, font: str = "F3") -> None:
-        """``value`` in Courier (``F3``) ending at ``x_end``."""
+        """``value`` in Courier (``F3``, or ``F4`` bold) ending at ``x_end``."""
         self.text(x_end - len(value) * COURIER_ADVANCE * size, y, value, size=size, font=font)
 
     def rule(self, y: float) -> None:
@@ -71,7 +71,7 @@ def _table_header(page: _Page, columns: Sequence[Column], y: float) -> float:
     x = MARGIN
     for column in columns:
         if column.numeric:
-            page.right(x + column.width, y, column.title, font="F2")
+            page.right(x + column.width, y, column.title, font="F4")
         else:
             page.text(x, y, column.title, font="F2")
         x += column.width
@@ -127,7 +127,7 @@ def render(document: Document) -> bytes:
 def _write(pages: list[_Page], title: str) -> bytes:
     pdf = pydyf.PDF()
     fonts = pydyf.Dictionary()
-    for key, base in (("F1", "Helvetica"), ("F2", "Helvetica-Bold"), ("F3", "Courier")):
+    for key, base in (("F1", "Helvetica"), ("F2", "Helvetica-Bold"), ("F3", "Courier"), ("F4", "Courier-Bold")):
         font = pydyf.Dictionary(
             {"Type": "/Font", "Subtype": "/Type1", "BaseFont": f"/{base}", "Encoding": "/WinAnsiEncoding"}
         )
