@@ -2,6 +2,7 @@
 the package flow through the local runtime (relay, pollers, the flow trigger)."""
 
 import io
+import os
 import re
 import time
 import zipfile
@@ -169,11 +170,10 @@ def wait_for_end(conn, job_id, timeout=60.0):
     raise AssertionError(f"job {job_id} did not end within {timeout} s: {row}")
 
 
-def test_package_zips_every_invoice_after_all_renders_succeeded(runtime_factory, conn, stage):
+def test_package_zips_every_invoice_after_all_renders_succeeded(runtime_factory, conn, stage, monkeypatch):
     _, bills = billing(conn, bills=3)
+    monkeypatch.delenv(DOCUMENTS_BUCKET, raising=False)
     runtime_factory(registry=pdf_registry, handlers={"pdf.render": render_handler, "pdf.package": package_handler})
-    import os
-
     bucket = os.environ[DOCUMENTS_BUCKET]
     assert bucket == f"conveyor-{stage}-documents"  # made by the local runtime's start, as `conveyor dev` does
 
@@ -200,8 +200,6 @@ def test_package_zips_every_invoice_after_all_renders_succeeded(runtime_factory,
 def test_a_child_that_fails_for_good_fails_the_package_without_a_zip(runtime_factory, conn, stage):
     _, bills = billing(conn, bills=2)
     runtime_factory(registry=pdf_registry, handlers={"pdf.render": render_handler, "pdf.package": package_handler})
-    import os
-
     bucket = os.environ[DOCUMENTS_BUCKET]
     with conn.transaction():
         parent = package_invoices(conn, "broken", [*bills, 987654])
@@ -222,8 +220,6 @@ def test_package_refuses_children_that_left_no_document(runtime_factory, conn):
 
     _, (bill,) = billing(conn)
     runtime_factory(registry=pdf_registry, handlers={"pdf.render": render_handler, "pdf.package": package_handler})
-    import os
-
     bucket = os.environ[DOCUMENTS_BUCKET]
     with conn.transaction():
         flow = enqueue_flow(
