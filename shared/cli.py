@@ -545,7 +545,7 @@ def _invoke_isolated(registry: Any, handler: Any, event: dict[str, Any]) -> dict
         sqs = boto3.client("sqs")
         settings = Settings.from_env()
         ensure_queues(sqs, registry, stage=settings.stage)
-        prepare_local_services()
+        prepare_local_services(stage=settings.stage)
         handler.bind(sqs=sqs, directory=QueueDirectory(sqs, settings))
         return handler(event, None)
 

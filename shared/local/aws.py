@@ -72,9 +72,18 @@ def ensure_queues(sqs: Any, registry: Registry, *, stage: str) -> dict[str, tupl
     return urls
 
 
-def prepare_local_services() -> None:
-    """What a fresh account needs before the example jobs work locally: SES only sends from verified senders."""
+def prepare_local_services(*, stage: str) -> None:
+    """What a fresh account needs before the example jobs work locally: SES only sends from verified senders, and
+    the PDF jobs store into a documents bucket (``conveyor-<stage>-documents`` unless one is configured)."""
     import boto3
+
+    from shared.demo.documents import DOCUMENTS_BUCKET
 
     sender = os.environ.get("CONVEYOR_EMAIL_FROM", "no-reply@conveyor.example")
     boto3.client("ses").verify_email_identity(EmailAddress=sender)
+    bucket = os.environ.setdefault(DOCUMENTS_BUCKET, f"conveyor-{stage}-documents")
+    s3 = boto3.client("s3")
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass

@@ -170,7 +170,7 @@ class LocalRuntime:
             self.out(f"aws        {os.environ['AWS_ENDPOINT_URL']} (AWS_ENDPOINT_URL)")
         self.sqs = boto3.client("sqs")
         self.urls = ensure_queues(self.sqs, self.registry, stage=self.config.stage)
-        prepare_local_services()
+        prepare_local_services(stage=self.config.stage)
         for label, (url, _) in self.urls.items():
             self.out(f"queue      {label:<16} {url}")
 
