@@ -61,7 +61,8 @@ def test_one_email_per_owner_and_one_for_operations(bound, conn, stage, monkeypa
     assert set(sent) == {"books@example.com", "tea@example.com", "night-shift@conveyor.example"}
     assert sent["books@example.com"]["template"] == "digest"
     assert sent["books@example.com"]["variables"] == {
-        "store": "Books", "count": "2", "items": "- order: order 1 paid\n- order: order 2 paid",
+        "name": "Books", "store": "Books", "date": datetime.now(UTC).date().isoformat(), "count": "2",
+        "items": "- order: order 1 paid\n- order: order 2 paid",
     }  # fmt: skip
     assert sent["tea@example.com"]["variables"]["items"] == "- order: order 3 cancelled"
     ops = sent["night-shift@conveyor.example"]["variables"]
