@@ -168,6 +168,25 @@ PAYLOADS = {
     "notifications.cleanup": st.fixed_dictionaries({}, optional={**_BATCHED, "older_than_days": st.integers(1, 36500)}),
     "push_tokens.cleanup": st.fixed_dictionaries({}, optional={**_BATCHED, "unseen_days": st.integers(1, 3650)}),
     "idempotency_keys.prune": st.fixed_dictionaries({}, optional=_BATCHED),
+    "notification.dispatch": st.builds(lambda i: {"notification_id": i}, st.integers(1, 2**62)),
+    "sms.send": st.builds(
+        lambda number, text: {"to": "+976" + number, "text": text},
+        st.from_regex(r"[0-9]{8}", fullmatch=True),
+        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=160).filter(str.strip),
+    ),
+    "receipt.push": st.builds(lambda i: {"sale_id": i}, st.integers(1, 2**62)),
+    "orders.digest": st.fixed_dictionaries({}, optional={"max_items_per_store": st.integers(1, 1000)}),
+    "store.sync": st.fixed_dictionaries({}, optional={"store_id": st.none() | st.integers(1, 2**62)}),
+    "bills.monthly": st.fixed_dictionaries({}, optional={
+        "period": st.none() | st.dates().map(lambda d: d.replace(day=1).isoformat()),
+    }),
+    "contracts.expiry_notice": st.fixed_dictionaries({}, optional={"thresholds_days": st.lists(st.integers(1, 365), max_size=4)}),
+    "statements.poll": st.fixed_dictionaries({}, optional={"account": st.from_regex(r"[a-z0-9-]{1,64}", fullmatch=True)}),
+    "statements.reconcile": st.fixed_dictionaries({}, optional={"line_ids": st.lists(st.integers(1, 2**62), max_size=5)}),
+    "pdf.render": st.builds(
+        lambda kind, i: {"kind": kind, "subject_id": i}, st.sampled_from(["invoice", "statement"]), st.integers(1, 2**62)
+    ),
+    "pdf.package": st.builds(lambda name: {"name": name}, st.from_regex(r"[A-Za-z0-9._-]{1,200}", fullmatch=True)),
     "conveyor.retention": st.fixed_dictionaries({}, optional={
         "keep_succeeded": st.none() | st.integers(1, 36500),
         "keep_failed": st.none() | st.integers(1, 36500),
