@@ -60,6 +60,17 @@ SES_SEND = AwsPermission(
     conditions=(("StringEquals", "ses:FromAddress", "{email_from}"),),
 )
 
+SNS_SMS = AwsPermission(
+    actions=("sns:Publish",),
+    resources=("*",),
+    reason="sends the SMS through SNS",
+    any_resource_reason="SNS publishes an SMS to a phone number, which has no ARN: IAM accepts only Resource '*' for "
+    "it, and SNS has no condition key for Publish that names the number or the protocol (sns:Protocol and "
+    "sns:Endpoint apply to Subscribe only)",
+    # What '*' would also allow: publishing to the account's topics and mobile endpoints, which all have ARNs.
+    denied_resources=("arn:{partition}:sns:*:*:*",),
+)
+
 EMAIL_SEND = registry.job(
     "email.send",
     description="Render a transactional email (subject, text, HTML) and send it through SES v2.",
@@ -96,6 +107,7 @@ SMS_SEND = registry.job(
     timeout=30,
     batch_size=10,
     concurrency=5,
+    permissions=(SNS_SMS, secret("sms", "the HTTP SMS gateway's credentials, when one is configured instead of SNS")),
 )
 
 RECEIPT_PUSH = registry.job(
