@@ -321,3 +321,10 @@ def test_a_shared_queue_gets_one_queue_and_one_dispatching_function(alt_synth):
     schedules = {s["Properties"]["Name"]: s["Properties"] for s in synth.resources("AWS::Scheduler::Schedule").values()}
     assert schedules["bills-monthly"]["ScheduleExpression"] == "cron(0 9 10 * ? *)"
     assert schedules["bills-monthly"]["ScheduleExpressionTimezone"] == "Asia/Ulaanbaatar"
+
+
+def test_a_registry_whose_jobs_store_no_documents_gets_no_bucket(alt_synth):
+    # The documents bucket is retained on delete, so only a registry that names {documents_bucket} creates one.
+    assert not alt_synth.resources("AWS::S3::Bucket")
+    assert "DocumentsBucket" not in alt_synth.template["Outputs"]
+
