@@ -26,10 +26,13 @@ def logical_id(resources: dict, key: str, value) -> str:
 
 
 def statements_of_role(synth, role_id: str) -> list[dict]:
+    """Every statement the role holds: its inline policy and, once that outgrows IAM's limit (the operations role
+    names every queue), the managed policies CDK moves the rest into."""
     statements = []
-    for policy in synth.resources("AWS::IAM::Policy").values():
-        if {"Ref": role_id} in policy["Properties"]["Roles"]:
-            statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+        for policy in synth.resources(kind).values():
+            if {"Ref": role_id} in policy["Properties"].get("Roles", []):
+                statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
     return statements
 
 
