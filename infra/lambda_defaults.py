@@ -11,7 +11,7 @@ Why these defaults:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,9 +98,12 @@ class FunctionFactory(Construct):
         environment: Mapping[str, str] | None = None,
         reserved_concurrency: int | None = None,
         dead_letter_reason: str,
+        any_resource_reasons: Sequence[str] = (),
     ) -> lambda_.Function:
         """A function with the project's defaults. ``dead_letter_reason`` says where this function's failed events
-        go instead of a Lambda DLQ (cdk-nag's Serverless-LambdaDLQ), since every caller must have an answer."""
+        go instead of a Lambda DLQ (cdk-nag's Serverless-LambdaDLQ), since every caller must have an answer.
+        ``any_resource_reasons``: why the caller will also grant actions on Resource '*' (a job permission's
+        ``any_resource_reason``), added to this function's one acknowledgement of that finding."""
         log_group = logs.LogGroup(
             scope,
             f"{id}Logs",
@@ -141,8 +144,13 @@ class FunctionFactory(Construct):
         acknowledge(
             function,
             id="AwsSolutions-IAM5[Resource::*]",
-            reason="X-Ray PutTraceSegments/PutTelemetryRecords (active tracing) have no resource-level permissions; "
-            "job permissions cannot use '*' (shared.registry.AwsPermission refuses it).",
+            reason=" ".join(
+                (
+                    "X-Ray PutTraceSegments/PutTelemetryRecords (active tracing) have no resource-level permissions.",
+                    *(f"Declared in the job registry: {reason}." for reason in any_resource_reasons),
+                    "A job permission may use '*' only with a stated reason (shared.registry.AwsPermission).",
+                )
+            ),
         )
         acknowledge(function, id="Serverless-LambdaDLQ", reason=dead_letter_reason)
         return function

@@ -7,7 +7,11 @@ routes each record by its ``conveyor.job`` attribute. ``email.send`` lives on tw
 with the same code and separate concurrency: a burst of receipts cannot delay password resets.
 
 Permissions: consume its own queue (from the event source), send to its own DLQ (permanent failures go there at
-once with the reason), read the database secret, and the job's declared ``permissions`` — nothing else.
+once with the reason), read the database secret, and the job's declared ``permissions`` — nothing else. Their
+placeholders are filled in for this stack: ``{partition}``, ``{region}``, ``{account}``, ``{stage}``,
+``{email_from}`` and ``{documents_bucket}`` (whose name the function also gets as ``CONVEYOR_DOCUMENTS_BUCKET``). A
+permission on Resource '*' (an action without resource-level permissions) comes with its registry reason, which
+the function's cdk-nag acknowledgement repeats, and with a Deny statement on its ``denied_resources``.
 """
 
 from __future__ import annotations
@@ -49,11 +53,16 @@ class QueueConsumer(Construct):
         factory: FunctionFactory,
         database: DatabaseAccess,
         email_from: str | None,
+        documents_bucket: str | None = None,
         extra_environment: dict[str, str] | None = None,
     ) -> None:
         super().__init__(scope, id)
         settings = job_queue.settings
         label = settings.name
+        used = set().union(*(p.placeholders() for p in settings.permissions))
+        placeholder_values = self._placeholder_values(
+            label, settings.jobs, used, stage=factory.stage, email_from=email_from, documents_bucket=documents_bucket
+        )
         self.function = factory.function(
             self,
             "Function",
@@ -68,10 +77,12 @@ class QueueConsumer(Construct):
                 env.QUEUE_URLS: json.dumps({label: job_queue.queue.queue_url}),
                 env.DLQ_URLS: json.dumps({label: job_queue.dead_letter_queue.queue_url}),
                 **database.environment,
+                **({env.DOCUMENTS_BUCKET: documents_bucket} if documents_bucket and "documents_bucket" in used else {}),
                 **(extra_environment or {}),
             },
             dead_letter_reason="Invoked synchronously by its SQS event source: a failed message stays on the queue "
             "and its redrive policy moves it to the queue's DLQ after the last attempt.",
+            any_resource_reasons=[p.any_resource_reason for p in settings.permissions if p.any_resource],
         )
         # Kept: the operations API pauses and resumes the queue by disabling and enabling this mapping.
         self.event_source = sources.SqsEventSource(
@@ -90,30 +101,52 @@ class QueueConsumer(Construct):
         )
         job_queue.dead_letter_queue.grant_send_messages(self.function)
         database.grant_connect(self.function)
-        self._grant_job_permissions(label, settings.jobs, settings.permissions, email_from)
+        self._grant_job_permissions(settings.permissions, placeholder_values)
 
-    def _grant_job_permissions(
-        self, label: str, jobs: tuple[str, ...], permissions: tuple[AwsPermission, ...], email_from: str | None
-    ) -> None:
-        """The AWS calls the queue's jobs declare in the registry, with placeholders filled in for this stack."""
-        uses_sender = any("{email_from}" in text for p in permissions for text in (*p.resources, *(c[2] for c in p.conditions)))
-        if uses_sender and not email_from:
+    def _placeholder_values(
+        self,
+        label: str,
+        jobs: tuple[str, ...],
+        used: set[str],
+        *,
+        stage: str,
+        email_from: str | None,
+        documents_bucket: str | None,
+    ) -> dict[str, str]:
+        """What this stack puts in place of each permission placeholder; a missing one the jobs use stops the synth."""
+        stack = Stack.of(self)
+        if "email_from" in used and not email_from:
             raise ConfigError(
                 f"{PREFIX}emailFrom is required: queue {label!r} runs {', '.join(jobs)}, which sends email and may "
                 "send only as that address (a verified SES identity)"
             )
+        if "documents_bucket" in used and not documents_bucket:
+            # The stack creates the bucket whenever a registry permission names it; a consumer built without one is
+            # a wiring mistake, not a configuration one.
+            raise ValueError(f"queue {label!r} runs {', '.join(jobs)}, whose permissions name {{documents_bucket}}, but no documents bucket was given")
+        return {
+            "partition": stack.partition,
+            "region": stack.region,
+            "account": stack.account,
+            "stage": stage,
+            "email_from": email_from or "",
+            "documents_bucket": documents_bucket or "",
+        }
+
+    def _grant_job_permissions(self, permissions: tuple[AwsPermission, ...], values: dict[str, str]) -> None:
+        """The AWS calls the queue's jobs declare in the registry, with placeholders filled in for this stack."""
         stack = Stack.of(self)
-        values = {"partition": stack.partition, "region": stack.region, "account": stack.account, "email_from": email_from}
-        # How cdk-nag prints the same resource in a finding id: pseudo parameters as <AWS::…>.
+        # How cdk-nag prints the same resource in a finding id: pseudo parameters as <AWS::…>, references as <Id.Attr>.
         shown = {
             **values,
             "partition": "<AWS::Partition>",
             "region": "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region,
             "account": "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account,
+            "documents_bucket": finding_text(stack, values["documents_bucket"]),
         }
         for permission in permissions:
             for resource in permission.resources:
-                if "*" in resource:
+                if "*" in resource and not permission.any_resource:  # '*' itself: acknowledged with the function
                     acknowledge(
                         self.function,
                         id=f"AwsSolutions-IAM5[Resource::{resource.format(**shown)}]",
@@ -130,3 +163,24 @@ class QueueConsumer(Construct):
                     conditions=conditions or None,
                 )
             )
+            if permission.denied_resources:
+                self.function.add_to_role_policy(
+                    iam.PolicyStatement(
+                        effect=iam.Effect.DENY,
+                        actions=list(permission.actions),
+                        resources=[r.format(**values) for r in permission.denied_resources],
+                    )
+                )
+
+
+def finding_text(stack: Stack, value: str) -> str:
+    """How cdk-nag writes a value inside a finding id: a reference to a resource's attribute as ``<LogicalId.Attr>``,
+    a plain reference as ``<LogicalId>``, text as itself."""
+    if not Token.is_unresolved(value):
+        return value
+    resolved = stack.resolve(value)
+    if isinstance(resolved, dict) and "Ref" in resolved:
+        return f"<{resolved['Ref']}>"
+    if isinstance(resolved, dict) and "Fn::GetAtt" in resolved:
+        return "<{}.{}>".format(*resolved["Fn::GetAtt"])
+    return str(resolved)

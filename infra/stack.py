@@ -11,10 +11,12 @@ the queue count, the cost per queue and the limit, rather than leaving CDK to fa
 from __future__ import annotations
 
 from aws_cdk import Annotations, CfnOutput, CfnResource, Duration, Stack
-from constructs import Construct, IConstruct
+import jsii
+from constructs import Construct, IConstruct, IValidation
 
 from infra.config import PREFIX, ConveyorConfig, is_placeholder_email
 from infra.database import DatabaseAccess
+from infra.documents import DocumentsBucket
 from infra.job_queue import JobQueue
 from infra.lambda_defaults import FunctionArtifacts, FunctionFactory
 from infra.monitoring import Monitoring
@@ -78,10 +80,12 @@ class ConveyorStack(Stack):
             label: JobQueue(self, f"Queue{construct_id(label)}", settings=registry.queue_settings(label), stage=config.stage)
             for label in registry.queues()
         }
+        # Only a registry whose jobs store documents gets the bucket (it is retained, so it should not appear idly).
+        self.documents = DocumentsBucket(self, "Documents") if "documents_bucket" in registry.permission_placeholders() else None
         consumers = {
             label: QueueConsumer(
                 self, f"Consumer{construct_id(label)}", job_queue=job_queue, registry=registry, factory=self.factory, database=self.database,
-                email_from=config.email_from,
+                email_from=config.email_from, documents_bucket=self.documents.bucket_name if self.documents else None,
             )
             for label, job_queue in self.queues.items()
         }
@@ -132,27 +136,51 @@ class ConveyorStack(Stack):
         for label, job_queue in self.queues.items():
             CfnOutput(self, f"QueueUrl{construct_id(label)}", value=job_queue.queue.queue_url, description=f"queue {label}")
             CfnOutput(self, f"DlqUrl{construct_id(label)}", value=job_queue.dead_letter_queue.queue_url, description=f"DLQ of {label}")
+        if self.documents:
+            CfnOutput(self, "DocumentsBucket", value=self.documents.bucket_name, description="rendered PDFs and packages")
         CfnOutput(self, "MigrateFunction", value=self.migrate.function_name)
         CfnOutput(self, "AlarmTopic", value=self.monitoring.topic.topic_arn)
-        self.resource_count = count_resources(self)
-        self._check_resource_limit(
-            {label: (self.queues[label], consumers[label], *self.monitoring.queue_alarms.get(label, [])) for label in self.queues}
-        )
+        self._per_queue_scopes = {
+            label: (self.queues[label], consumers[label], *self.monitoring.queue_alarms.get(label, [])) for label in self.queues
+        }
+        # Now, to fail before anything is synthesized; and again at synth, after CDK's aspects ran: a role whose
+        # inline policy outgrows IAM's limit is split into managed policies then (the operations function's, which
+        # names every queue, from about 20 queues on), and those count too.
+        problem = self.resource_limit_problem()
+        if problem:
+            raise StackLimitError(problem)
+        self.node.add_validation(_ResourceLimit(self))
 
-    def _check_resource_limit(self, per_queue_scopes: dict[str, tuple[IConstruct, ...]]) -> None:
+    @property
+    def resource_count(self) -> int:
+        """The stack's CloudFormation resources so far (after synth: what the template holds)."""
+        return count_resources(self)
+
+    def resource_limit_problem(self) -> str | None:
         total = self.resource_count + ADDED_AT_SYNTH
         if total <= CLOUDFORMATION_MAX_RESOURCES:
-            return
+            return None
+        per_queue_scopes = self._per_queue_scopes
         per_queue = {label: sum(count_resources(scope) for scope in scopes) for label, scopes in per_queue_scopes.items()}
         each = max(per_queue.values())
         rest = total - sum(per_queue.values())
         fits = max((CLOUDFORMATION_MAX_RESOURCES - rest) // each, 0)
-        raise StackLimitError(
+        return (
             f"the registry's {len(per_queue)} queues need {total} CloudFormation resources ({each} per queue, {rest} "
             f"for the rest of the stack), but CloudFormation allows {CLOUDFORMATION_MAX_RESOURCES} resources per "
             f"stack: this stack holds at most {fits} queues. Put more jobs on shared queues (a queue may carry several "
             f"jobs), or split the registry across stacks with their own {PREFIX}registry and {PREFIX}stage"
         )
+
+
+@jsii.implements(IValidation)
+class _ResourceLimit:
+    def __init__(self, stack: ConveyorStack) -> None:
+        self.stack = stack
+
+    def validate(self) -> list[str]:
+        problem = self.stack.resource_limit_problem()
+        return [problem] if problem else []
 
 
 def count_resources(scope: IConstruct) -> int:

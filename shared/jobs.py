@@ -60,6 +60,18 @@ SES_SEND = AwsPermission(
     conditions=(("StringEquals", "ses:FromAddress", "{email_from}"),),
 )
 
+SNS_SMS = AwsPermission(
+    # The handler asks first whether the number opted out: SNS would accept the publish and drop it silently.
+    actions=("sns:CheckIfPhoneNumberIsOptedOut", "sns:Publish"),
+    resources=("*",),
+    reason="sends the SMS through SNS, after checking the number has not opted out",
+    any_resource_reason="SNS publishes an SMS to a phone number, which has no ARN: IAM accepts only Resource '*' for "
+    "it (nor for CheckIfPhoneNumberIsOptedOut), and SNS has no condition key for Publish that names the number or "
+    "the protocol (sns:Protocol and sns:Endpoint apply to Subscribe only)",
+    # What '*' would also allow: publishing to the account's topics and mobile endpoints, which all have ARNs.
+    denied_resources=("arn:{partition}:sns:*:*:*",),
+)
+
 EMAIL_SEND = registry.job(
     "email.send",
     description="Render a transactional email (subject, text, HTML) and send it through SES v2.",
@@ -96,9 +108,7 @@ SMS_SEND = registry.job(
     timeout=30,
     batch_size=10,
     concurrency=5,
-    # Not listed: sns:Publish to a phone number and sns:CheckIfPhoneNumberIsOptedOut have no resource ARN to name
-    # (IAM takes only Resource "*" for them), which AwsPermission refuses; the stack must grant them explicitly.
-    permissions=(secret("sms", "the SMS gateway's API key (when CONVEYOR_SMS_URL is set)"),),
+    permissions=(SNS_SMS, secret("sms", "the HTTP SMS gateway's credentials, when one is configured instead of SNS")),
 )
 
 RECEIPT_PUSH = registry.job(

@@ -134,35 +134,106 @@ def max_receive_count(max_attempts: int) -> int:
     return max(max_attempts, SQS_ADVISED_MIN_RECEIVE_COUNT) + RECEIVE_COUNT_MARGIN
 
 
+# What a permission's resources and condition values may name; the CDK app fills each in for its stack.
+PERMISSION_PLACEHOLDERS = frozenset({"partition", "region", "account", "stage", "documents_bucket", "email_from"})
+# The one resource that is not an ARN: what IAM requires of actions without resource-level permissions.
+ANY_RESOURCE = "*"
+
+
+def placeholders_in(text: str) -> set[str]:
+    """The ``{name}`` placeholders in ``text`` (``{{`` and ``}}`` are literal braces)."""
+    import string
+
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as exc:
+        raise RegistryError(f"AwsPermission text {text!r} has unbalanced braces: {exc}") from None
+
+
 @dataclass(frozen=True)
 class AwsPermission:
     """AWS actions a job's handler calls beyond its own queue and the database, e.g. SES for ``email.send``.
 
-    Resources may use ``{partition}``, ``{region}`` and ``{account}``, filled in by the CDK app. Actions must be
-    exact (``ses:SendEmail``): the stack refuses wildcards, so every function keeps least privilege.
+    Resources and condition values may use these placeholders, filled in by the CDK app for its stack:
+    ``{partition}``, ``{region}``, ``{account}``; ``{stage}`` (the ``conveyor:stage``, e.g. for the Secrets Manager
+    secrets ``conveyor/{stage}/<name>``); ``{documents_bucket}`` (the name of the stack's documents bucket, which
+    the stack creates only when a permission names it, and whose name it gives the function as
+    ``CONVEYOR_DOCUMENTS_BUCKET``); ``{email_from}`` (the configured sender, ``conveyor:emailFrom``). Any other
+    ``{name}`` is refused here rather than at synth.
+
+    Actions must be exact (``ses:SendEmail``): wildcards are refused, so every function keeps least privilege.
+    Resources must be ARNs or ARN patterns (``identity/*``). The one exception is an action that has no
+    resource-level permissions at all (``sns:Publish`` to a phone number: a phone number has no ARN), for which IAM
+    accepts only ``Resource: "*"``: ``resources=("*",)`` is allowed only with ``any_resource_reason`` saying why no
+    ARN exists, and the stack acknowledges cdk-nag's AwsSolutions-IAM5 finding with that reason. ``denied_resources``
+    (only with ``"*"``) narrows such a grant back down: the stack adds a Deny statement for the same actions on them
+    (``sns:Publish`` on every topic ARN, so the role can text a phone but not publish to the account's topics).
     """
 
     actions: tuple[str, ...]
     resources: tuple[str, ...]
     reason: str = ""
-    # IAM conditions as (operator, key, value) triples, e.g. ("StringEquals", "ses:FromAddress", "{email_from}");
-    # values may use the placeholders above and ``{email_from}`` (the stack's configured sender).
+    # IAM conditions as (operator, key, value) triples, e.g. ("StringEquals", "ses:FromAddress", "{email_from}").
     conditions: tuple[tuple[str, str, str], ...] = ()
+    # Why the actions need Resource "*" (required with it, refused without it).
+    any_resource_reason: str = ""
+    # ARN patterns the actions are denied on, when the grant is on "*".
+    denied_resources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "actions", tuple(self.actions))
         object.__setattr__(self, "resources", tuple(self.resources))
         object.__setattr__(self, "conditions", tuple(tuple(c) for c in self.conditions))
+        object.__setattr__(self, "denied_resources", tuple(self.denied_resources))
         if not all(len(c) == 3 and all(isinstance(part, str) and part for part in c) for c in self.conditions):
             raise RegistryError("AwsPermission conditions must be (operator, key, value) triples of text")
         if not self.actions or not self.resources:
             raise RegistryError("AwsPermission needs at least one action and one resource")
-        if "*" in self.resources:
-            raise RegistryError("AwsPermission resources must name ARNs (patterns like 'identity/*' are fine), not '*'")
         for action in self.actions:
             service, _, name = action.partition(":")
             if not service or not name or "*" in action:
                 raise RegistryError(f"AwsPermission action {action!r} must be an exact 'service:Action' (no wildcards)")
+        reason = self.any_resource_reason.strip()
+        if ANY_RESOURCE in self.resources:
+            if not reason:
+                raise RegistryError(
+                    f"AwsPermission for {', '.join(self.actions)}: resources must name ARNs (patterns like "
+                    "'identity/*' are fine), not '*'; an action with no resource-level permissions may use '*' only "
+                    "with any_resource_reason saying why no ARN exists"
+                )
+            if self.resources != (ANY_RESOURCE,):
+                raise RegistryError(
+                    f"AwsPermission for {', '.join(self.actions)}: '*' already covers {', '.join(r for r in self.resources if r != ANY_RESOURCE)}; "
+                    "give '*' alone"
+                )
+        elif reason:
+            raise RegistryError(
+                f"AwsPermission for {', '.join(self.actions)}: any_resource_reason is only for resources=('*',); "
+                "these resources are ARNs, which need no such reason"
+            )
+        elif self.denied_resources:
+            raise RegistryError(
+                f"AwsPermission for {', '.join(self.actions)}: denied_resources narrow a grant on '*'; with ARNs, "
+                "grant only the ARNs meant"
+            )
+        if ANY_RESOURCE in self.denied_resources:
+            raise RegistryError(f"AwsPermission for {', '.join(self.actions)}: denying '*' would deny everything it grants")
+        unknown = self.placeholders() - PERMISSION_PLACEHOLDERS
+        if unknown:
+            raise RegistryError(
+                f"AwsPermission for {', '.join(self.actions)}: unknown placeholder(s) {', '.join(sorted(unknown))}; "
+                f"the stack fills in {', '.join(sorted(PERMISSION_PLACEHOLDERS))}"
+            )
+
+    @property
+    def any_resource(self) -> bool:
+        """Whether this grants the actions on ``"*"`` (see ``any_resource_reason``)."""
+        return self.resources == (ANY_RESOURCE,)
+
+    def placeholders(self) -> set[str]:
+        """Every ``{name}`` this permission's resources and condition values use."""
+        texts = (*self.resources, *self.denied_resources, *(value for _, _, value in self.conditions))
+        return set().union(*(placeholders_in(text) for text in texts))
 
 
 @dataclass(frozen=True)
@@ -457,6 +528,10 @@ class Registry:
 
     def scheduled(self) -> list[JobSpec]:
         return [job for job in self if job.schedule is not None]
+
+    def permission_placeholders(self) -> set[str]:
+        """Every placeholder the jobs' permissions use (the stack creates the documents bucket only when named)."""
+        return set().union(*(p.placeholders() for job in self for p in job.permissions))
 
 
 @dataclass(frozen=True)

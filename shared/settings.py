@@ -38,6 +38,10 @@ SCOPE_PREFIX = "CONVEYOR_SCOPE_PREFIX"
 # The scopes the `conveyor` operations verbs act with (default: all), e.g. "jobs:read" for a look-only shell.
 SCOPES = "CONVEYOR_SCOPES"
 
+# The S3 bucket for rendered PDFs and packages (pdf.render, pdf.package): set by the stack on every function whose
+# jobs' permissions name {documents_bucket} (infra.documents), and by the local runtime for its moto bucket.
+DOCUMENTS_BUCKET = "CONVEYOR_DOCUMENTS_BUCKET"
+
 DEFAULT_REGISTRY = "shared.jobs:registry"
 
 _TRUE = frozenset({"true", "1", "yes", "on"})

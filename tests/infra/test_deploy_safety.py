@@ -10,7 +10,7 @@ from aws_cdk.assertions import Annotations, Match
 from tests.infra.conftest import EXISTING
 
 # Resources whose loss loses data; anything else that outlives the stack only blocks re-creating it (names) or costs.
-HOLDS_DATA = {"AWS::RDS::DBCluster", "AWS::RDS::DBInstance", "AWS::SecretsManager::Secret"}
+HOLDS_DATA = {"AWS::RDS::DBCluster", "AWS::RDS::DBInstance", "AWS::SecretsManager::Secret", "AWS::S3::Bucket"}
 
 
 @pytest.fixture(params=["existing", "create"])

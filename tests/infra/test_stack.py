@@ -26,10 +26,13 @@ def logical_id(resources: dict, key: str, value) -> str:
 
 
 def statements_of_role(synth, role_id: str) -> list[dict]:
+    """Every statement the role holds: its inline policy and, once that outgrows IAM's limit (the operations role
+    names every queue), the managed policies CDK moves the rest into."""
     statements = []
-    for policy in synth.resources("AWS::IAM::Policy").values():
-        if {"Ref": role_id} in policy["Properties"]["Roles"]:
-            statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+        for policy in synth.resources(kind).values():
+            if {"Ref": role_id} in policy["Properties"].get("Roles", []):
+                statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
     return statements
 
 
@@ -321,3 +324,10 @@ def test_a_shared_queue_gets_one_queue_and_one_dispatching_function(alt_synth):
     schedules = {s["Properties"]["Name"]: s["Properties"] for s in synth.resources("AWS::Scheduler::Schedule").values()}
     assert schedules["bills-monthly"]["ScheduleExpression"] == "cron(0 9 10 * ? *)"
     assert schedules["bills-monthly"]["ScheduleExpressionTimezone"] == "Asia/Ulaanbaatar"
+
+
+def test_a_registry_whose_jobs_store_no_documents_gets_no_bucket(alt_synth):
+    # The documents bucket is retained on delete, so only a registry that names {documents_bucket} creates one.
+    assert not alt_synth.resources("AWS::S3::Bucket")
+    assert "DocumentsBucket" not in alt_synth.template["Outputs"]
+

@@ -162,6 +162,54 @@ def test_aws_permissions_must_name_exact_actions():
         AwsPermission(actions=(), resources=("*",))
 
 
+def test_a_permission_on_any_resource_needs_a_stated_reason_and_only_then():
+    """IAM accepts only Resource '*' for actions without resource-level permissions (sns:Publish to a phone number):
+    allowed only with the reason no ARN exists, which the stack repeats in its cdk-nag acknowledgement."""
+    from shared.registry import AwsPermission
+
+    sms = AwsPermission(
+        actions=("sns:Publish",),
+        resources=("*",),
+        any_resource_reason="a phone number has no ARN",
+        denied_resources=("arn:{partition}:sns:*:*:*",),
+    )
+    assert sms.any_resource and sms.placeholders() == {"partition"}
+    with pytest.raises(RegistryError, match="only with any_resource_reason"):
+        AwsPermission(actions=("sns:Publish",), resources=("*",), any_resource_reason="  ")
+    with pytest.raises(RegistryError, match="any_resource_reason is only for resources=\\('\\*',\\)"):
+        AwsPermission(actions=("s3:GetObject",), resources=("arn:aws:s3:::b/*",), any_resource_reason="why not")
+    with pytest.raises(RegistryError, match="give '\\*' alone"):
+        AwsPermission(actions=("sns:Publish",), resources=("*", "arn:aws:sns:*:*:t"), any_resource_reason="no ARN")
+    with pytest.raises(RegistryError, match="denied_resources narrow a grant on '\\*'"):
+        AwsPermission(actions=("s3:GetObject",), resources=("arn:aws:s3:::b/*",), denied_resources=("arn:aws:s3:::b/x",))
+    with pytest.raises(RegistryError, match="would deny everything"):
+        AwsPermission(actions=("sns:Publish",), resources=("*",), any_resource_reason="no ARN", denied_resources=("*",))
+
+
+def test_permission_placeholders_are_the_ones_the_stack_fills_in():
+    from shared.registry import PERMISSION_PLACEHOLDERS, AwsPermission
+
+    secret = AwsPermission(
+        actions=("secretsmanager:GetSecretValue",),
+        resources=("arn:{partition}:secretsmanager:{region}:{account}:secret:conveyor/{stage}/push-*",),
+    )
+    assert secret.placeholders() == {"partition", "region", "account", "stage"}
+    with pytest.raises(RegistryError, match="unknown placeholder\\(s\\) bucket; the stack fills in account, "):
+        AwsPermission(actions=("s3:PutObject",), resources=("arn:aws:s3:::{bucket}/*",))
+    with pytest.raises(RegistryError, match="unknown placeholder\\(s\\) sender"):
+        AwsPermission(actions=("ses:SendEmail",), resources=("arn:aws:ses:*:*:identity/*",), conditions=(("StringEquals", "ses:FromAddress", "{sender}"),))
+    # The product's registry names only placeholders the stack knows, and among them the documents bucket.
+    assert {"stage", "documents_bucket", "email_from"} <= product.permission_placeholders() <= PERMISSION_PLACEHOLDERS
+
+
+def test_sms_send_may_publish_only_to_phone_numbers():
+    sms = product["sms.send"]
+    [publish] = [p for p in sms.permissions if "sns:Publish" in p.actions]
+    assert publish.any_resource and publish.any_resource_reason
+    # Every topic and platform endpoint has an ARN under sns; the Deny leaves only ARN-less phone numbers.
+    assert publish.denied_resources == ("arn:{partition}:sns:*:*:*",)
+
+
 def test_max_receive_count_leaves_room_for_throttled_receives():
     """A throttled receive counts like a run, so the redrive policy allows max(attempts, 5) plus a margin; the
     handler itself dead-letters after max_attempts runs (tests/integration/test_handlers.py)."""
