@@ -33,10 +33,18 @@ def build_artifacts(architecture: str) -> FunctionArtifacts:
     )
 
 
+S3_LOGS_BY_POLICY = "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy"
+
+
 def build_app(app: App, *, artifacts: FunctionArtifacts | None = None) -> ConveyorStack:
     """Add the Conveyor stack to ``app`` with cdk-nag (AwsSolutions, Serverless) and the schedule checks."""
     config = load_config(app.node.try_get_context)
     registry = load_registry(config.registry)
+    # The documents bucket's access logs are delivered under a bucket policy, not an ACL (its log bucket enforces
+    # bucket-owner ownership, so ACLs are off): set here as well as in cdk.json, so an app built without cdk.json's
+    # context (a test, another CDK app embedding this one) synthesizes the same way.
+    if app.node.try_get_context(S3_LOGS_BY_POLICY) is None:
+        app.node.set_context(S3_LOGS_BY_POLICY, True)
     account, region = os.environ.get("CDK_DEFAULT_ACCOUNT"), os.environ.get("CDK_DEFAULT_REGION")
     stack = ConveyorStack(
         app,

@@ -24,13 +24,12 @@ from shared.demo.pdf import Column, Document
 from shared.jobs import PDF_PACKAGE, PDF_RENDER
 from shared.ledger.flows import enqueue_flow
 from shared.payloads import DocumentKind, PdfPackage, PdfRender
+# The bucket the stack creates for documents (infra/documents.py): its variable is named once, in shared.settings.
+from shared.settings import DOCUMENTS_BUCKET
 from shared.sqlfile import load_queries
 
 QUERIES = load_queries("shared.demo", "documents.sql")
 
-# The bucket the stack creates for documents. TODO(lead): move the name to shared.settings (DOCUMENTS_BUCKET) once
-# the infrastructure side defines it there, so the construct and this code share it.
-DOCUMENTS_BUCKET = "CONVEYOR_DOCUMENTS_BUCKET"
 
 PACKAGE = "package"  # demo.documents.kind of a zip (the PDFs' kinds are DocumentKind)
 

@@ -77,7 +77,7 @@ def prepare_local_services(*, stage: str) -> None:
     the PDF jobs store into a documents bucket (``conveyor-<stage>-documents`` unless one is configured)."""
     import boto3
 
-    from shared.demo.documents import DOCUMENTS_BUCKET
+    from shared.settings import DOCUMENTS_BUCKET
 
     sender = os.environ.get("CONVEYOR_EMAIL_FROM", "no-reply@conveyor.example")
     boto3.client("ses").verify_email_identity(EmailAddress=sender)

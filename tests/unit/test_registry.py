@@ -132,8 +132,11 @@ def test_email_send_routes_password_resets_to_the_high_queue():
     assert job.queue_for(welcome) == "email-default"
     assert job.queue_for(welcome, "email-high") == "email-high"
     with pytest.raises(RegistryError, match="not one of"):
-        job.queue_for(welcome, "maintenance")
-    assert set(product.queues()) == {"email-default", "email-high", "maintenance", "conveyor-maintenance"}
+        job.queue_for(welcome, "reservations-cleanup")
+    # One queue per job (shared/jobs.py), email.send's two apart: no function holds another job's permissions.
+    assert set(product.queues()) == {q for job in product for q in job.all_queues}
+    assert all(len(jobs) == 1 for jobs in product.queues().values())
+    assert len(product.queues()) == len(product) + 1
 
 
 def test_physical_names_are_derived_in_one_place_and_within_aws_limits():
@@ -215,7 +218,7 @@ def test_max_receive_count_leaves_room_for_throttled_receives():
     handler itself dead-letters after max_attempts runs (tests/integration/test_handlers.py)."""
     from shared.registry import RECEIVE_COUNT_MARGIN
 
-    assert product.queue_settings("maintenance").max_receive_count == 5 + RECEIVE_COUNT_MARGIN  # cleanup: 3 attempts
+    assert product.queue_settings("reservations-cleanup").max_receive_count == 5 + RECEIVE_COUNT_MARGIN  # 3 attempts
     assert max_receive_count(3) == max_receive_count(5) == 5 + RECEIVE_COUNT_MARGIN
     assert max_receive_count(8) == 8 + RECEIVE_COUNT_MARGIN
     with pytest.raises(RegistryError, match=f"max_attempts must be between 1 and {1000 - RECEIVE_COUNT_MARGIN}"):
