@@ -143,7 +143,8 @@ def enqueue_demo_messages(
     conn: psycopg.Connection, sale_ids: Sequence[int], *, registry: Registry | None = None
 ) -> list[tuple[str, uuid.UUID]]:
     """The message jobs domain code would have enqueued while making this data, as (job name, job id): a welcome
-    email to the first user, the dispatch of the newest critical notification, and a tax receipt for every sale.
+    email to the first user, the dispatch of the newest critical notification, a tax receipt for every sale, and a
+    flow packaging last month's invoices (a ``pdf.render`` per bill, then their ``pdf.package``).
 
     Kept in one place so payload changes touch only this function."""
     jobs: list[tuple[str, uuid.UUID]] = []
@@ -161,6 +162,12 @@ def enqueue_demo_messages(
         jobs.append(("notification.dispatch", enqueue(conn, "notification.dispatch", payload, registry=registry)))
     receipts = enqueue_many(conn, "receipt.push", [{"sale_id": sale_id} for sale_id in sale_ids], registry=registry)
     jobs += [("receipt.push", job_id) for job_id in receipts]
+    # A flow: last month's invoices rendered one job each, then zipped by their parent once every render succeeded.
+    bills = [row[0] for row in conn.execute(QUERIES["demo_bills_to_package"])]
+    if bills and (registry is None or "pdf.package" in registry):
+        from shared.demo.documents import package_invoices
+
+        jobs.append(("pdf.package", package_invoices(conn, "demo-invoices", bills)))
     return jobs
 
 

@@ -364,3 +364,7 @@ SELECT job, waiting, what FROM (VALUES
     ('statements.reconcile', (SELECT count(*) FROM demo.statement_lines WHERE status = 'new'),
      'bank statement lines not reconciled yet')
 ) AS w(job, waiting, what)
+
+-- name: demo_bills_to_package
+-- The seeded bills (last month's), whose invoices the demo packages as a flow.
+SELECT id FROM demo.bills ORDER BY id;
