@@ -33,20 +33,11 @@ from shared.payloads import (
     VouchersExpire,
 )
 from shared.registry import AwsPermission, Registry, RetryPolicy
+from shared.settings import OPS_EMAIL
 
 registry = Registry()
 
 BILLING_TZ = "Asia/Ulaanbaatar"
-
-
-def secret(name: str, reason: str) -> AwsPermission:
-    """Read one integration's credentials from Secrets Manager (``conveyor/<stage>/<name>``; the suffix is the random
-    one Secrets Manager adds to every secret's ARN)."""
-    return AwsPermission(
-        actions=("secretsmanager:GetSecretValue",),
-        resources=(f"arn:{{partition}}:secretsmanager:{{region}}:{{account}}:secret:conveyor/{{stage}}/{name}-*",),
-        reason=reason,
-    )
 
 
 # -- messages from domain code ------------------------------------------------------------------------------------
@@ -96,7 +87,7 @@ NOTIFICATION_DISPATCH = registry.job(
     timeout=30,
     batch_size=10,
     concurrency=5,
-    permissions=(secret("push", "the push service's API key"),),
+    integrations=("push",),
 )
 
 SMS_SEND = registry.job(
@@ -108,7 +99,9 @@ SMS_SEND = registry.job(
     timeout=30,
     batch_size=10,
     concurrency=5,
-    permissions=(SNS_SMS, secret("sms", "the HTTP SMS gateway's credentials, when one is configured instead of SNS")),
+    permissions=(SNS_SMS,),
+    # SNS by default; the HTTP gateway only when conveyor:integrations configures an sms URL.
+    optional_integrations=("sms",),
 )
 
 RECEIPT_PUSH = registry.job(
@@ -122,7 +115,7 @@ RECEIPT_PUSH = registry.job(
     timeout=30,
     batch_size=5,
     concurrency=20,
-    permissions=(secret("receipts", "the receipt service's API key"),),
+    integrations=("receipts",),
 )
 
 # -- scheduled maintenance ----------------------------------------------------------------------------------------
@@ -198,6 +191,7 @@ ORDERS_DIGEST = registry.job(
     batch_size=1,
     concurrency=2,
     schedule="cron(0 6 * * ? *)",
+    environment=(OPS_EMAIL,),
 )
 
 STORE_SYNC = registry.job(
@@ -211,7 +205,7 @@ STORE_SYNC = registry.job(
     batch_size=1,
     concurrency=4,
     schedule="rate(1 hour)",
-    permissions=(secret("pos", "the POS API's credentials"),),
+    integrations=("pos",),
 )
 
 PUSH_TOKENS_CLEANUP = registry.job(
@@ -277,7 +271,7 @@ STATEMENTS_POLL = registry.job(
     concurrency=2,
     schedule="rate(1 hour)",
     timezone=BILLING_TZ,
-    permissions=(secret("bank", "the bank statement API's credentials"),),
+    integrations=("bank",),
 )
 
 STATEMENTS_RECONCILE = registry.job(

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, ValidationError
 
+from shared import settings as env
+from shared.integrations import INTEGRATIONS, secret_name
 from shared.names import JOB_NAME_RE, ResourceNameError, check_queue_label, module_name, schedule_name, slug
 from shared.schedule import Schedule, ScheduleError, parse_schedule
 from shared.scheduled.policy import MissedPolicy, OverlapPolicy
@@ -236,6 +238,17 @@ class AwsPermission:
         return set().union(*(placeholders_in(text) for text in texts))
 
 
+def integration_secret(name: str) -> AwsPermission:
+    """Reading an integration's token from its Secrets Manager secret ``conveyor/<stage>/<name>``
+    (``shared.integrations.secret_name``; the ``-*`` matches the random suffix Secrets Manager adds to every ARN).
+    Granted for each integration a job declares (:attr:`JobSpec.granted_permissions`), never written by hand."""
+    return AwsPermission(
+        actions=("secretsmanager:GetSecretValue",),
+        resources=(f"arn:{{partition}}:secretsmanager:{{region}}:{{account}}:secret:{secret_name('{stage}', name)}-*",),
+        reason=f"reads the {name} integration's token (secret {secret_name('<stage>', name)})",
+    )
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how far apart a failing job is attempted.
@@ -293,6 +306,8 @@ class JobSpec:
     after the next period began does, and ``pre_check`` is an optional callable ``pre_check(ctx) -> str | None`` run
     under the job's schedule lock before each period is enqueued (``ctx`` is a
     :class:`shared.scheduled.fire.PreCheckContext`): a returned reason skips the period and is recorded.
+    ``integrations`` (and ``optional_integrations``) name the HTTP integrations the job calls, so the stack gives its
+    function their URLs and token secrets; ``environment`` names deployment settings it reads (``CONVEYOR_OPS_EMAIL``).
     """
 
     name: str
@@ -322,6 +337,16 @@ class JobSpec:
     # ones, and failed and dead ones. None: the retention job's defaults (14 and 30).
     keep_succeeded: int | None = None
     keep_failed: int | None = None
+    # The HTTP integrations (``shared.integrations.INTEGRATIONS``) the job calls. The stack gives its function the
+    # integration's URL (``CONVEYOR_<NAME>_URL``, from ``conveyor:integrations``; synth stops without one) and read
+    # access to its token's secret ``conveyor/<stage>/<name>``: see :attr:`granted_permissions`.
+    integrations: tuple[str, ...] = ()
+    # Integrations the job calls only when configured (``sms.send`` uses SNS unless an SMS gateway URL is set): the
+    # same secret access, and the URL when one is configured, but no URL is required.
+    optional_integrations: tuple[str, ...] = ()
+    # Deployment settings the job's code reads from its environment, which the stack fills in from configuration
+    # on this job's function only (``shared.settings.JOB_SETTINGS``, e.g. ``CONVEYOR_OPS_EMAIL``).
+    environment: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:
@@ -368,6 +393,23 @@ class JobSpec:
         object.__setattr__(self, "permissions", tuple(self.permissions))
         if not all(isinstance(p, AwsPermission) for p in self.permissions):
             fail("permissions must be AwsPermission values")
+        for setting in ("integrations", "optional_integrations", "environment"):
+            if isinstance(getattr(self, setting), str):
+                fail(f"{setting} must be a tuple of names, got the string {getattr(self, setting)!r}")
+            object.__setattr__(self, setting, tuple(getattr(self, setting)))
+        for setting in ("integrations", "optional_integrations"):
+            unknown = [name for name in getattr(self, setting) if name not in INTEGRATIONS]
+            if unknown:
+                fail(f"{setting} names unknown integration(s) {', '.join(map(repr, unknown))}; known: {', '.join(INTEGRATIONS)}")
+        called = (*self.integrations, *self.optional_integrations)
+        if len(set(called)) != len(called):
+            fail(f"integrations and optional_integrations list an integration more than once: {called}")
+        unknown = [name for name in self.environment if name not in env.JOB_SETTINGS]
+        if unknown:
+            fail(
+                f"environment names {', '.join(map(repr, unknown))}, which the stack does not set; it sets "
+                f"{', '.join(sorted(env.JOB_SETTINGS))}"
+            )
         if not 1 <= self.batch_size <= SQS_MAX_BATCH_SIZE:
             fail(f"batch_size must be between 1 and {SQS_MAX_BATCH_SIZE}, got {self.batch_size}")
         if self.concurrency < ESM_MIN_CONCURRENCY:
@@ -435,6 +477,12 @@ class JobSpec:
     @property
     def all_queues(self) -> tuple[str, ...]:
         return (self.queue, *self.queues)
+
+    @property
+    def granted_permissions(self) -> tuple[AwsPermission, ...]:
+        """Everything the job's function may call: the declared ``permissions`` and, for each integration it calls
+        (required or optional), reading that integration's token secret."""
+        return (*self.permissions, *(integration_secret(name) for name in (*self.integrations, *self.optional_integrations)))
 
     @property
     def slug(self) -> str:
@@ -523,7 +571,7 @@ class Registry:
             function_timeout=timeout,
             memory=max(j.memory for j in jobs),
             batch_window=min(j.batch_window for j in jobs),
-            permissions=tuple(p for j in jobs for p in j.permissions),
+            permissions=tuple(p for j in jobs for p in j.granted_permissions),
         )
 
     def scheduled(self) -> list[JobSpec]:
@@ -531,7 +579,7 @@ class Registry:
 
     def permission_placeholders(self) -> set[str]:
         """Every placeholder the jobs' permissions use (the stack creates the documents bucket only when named)."""
-        return set().union(*(p.placeholders() for job in self for p in job.permissions))
+        return set().union(*(p.placeholders() for job in self for p in job.granted_permissions))
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,12 @@ SCOPES = "CONVEYOR_SCOPES"
 # jobs' permissions name {documents_bucket} (infra.documents), and by the local runtime for its moto bucket.
 DOCUMENTS_BUCKET = "CONVEYOR_DOCUMENTS_BUCKET"
 
+# Where orders.digest sends the operations digest; on AWS the stack sets it from conveyor:opsEmail.
+OPS_EMAIL = "CONVEYOR_OPS_EMAIL"
+# Deployment settings a job may ask for in its registry entry (``JobSpec.environment``): the stack sets each one, from
+# its configuration, on the functions of the jobs that name it, and on no other.
+JOB_SETTINGS = frozenset({OPS_EMAIL})
+
 DEFAULT_REGISTRY = "shared.jobs:registry"
 
 _TRUE = frozenset({"true", "1", "yes", "on"})

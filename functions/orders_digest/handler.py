@@ -25,11 +25,12 @@ from shared.jobs import EMAIL_SEND, ORDERS_DIGEST
 from shared.outbox import enqueue_many
 from shared.payloads import EmailSend, EmailTemplate, OrdersDigest
 from shared.runtime import JobContext, job_handler
+from shared.settings import OPS_EMAIL
 from shared.sqlfile import load_queries
 
 QUERIES = load_queries("functions.orders_digest")
 
-OPS_EMAIL_VARIABLE = "CONVEYOR_OPS_EMAIL"
+OPS_EMAIL_VARIABLE = OPS_EMAIL  # set on AWS by the stack (conveyor:opsEmail), as the registry entry asks
 DEFAULT_OPS_EMAIL = "ops@conveyor.example"
 # One line per item; a longer summary is cut here so a chatty item cannot blow the email (or the SQS message) up.
 MAX_SUMMARY_CHARS = 300

@@ -65,6 +65,11 @@ def spec(**overrides):
         ({"keep_failed": 1.5}, "keep_failed must be a whole number of days"),
         ({"keep_failed": True}, "keep_failed must be a whole number of days"),
         ({"keep_succeeded": 36501}, "keep_succeeded must be a whole number of days from 1 to 36500"),
+        ({"integrations": ("reciepts",)}, "integrations names unknown integration\\(s\\) 'reciepts'; known: push, receipts, pos, bank, sms"),
+        ({"integrations": "receipts"}, "integrations must be a tuple of names, got the string 'receipts'"),
+        ({"optional_integrations": ("fax",)}, "optional_integrations names unknown integration\\(s\\) 'fax'"),
+        ({"integrations": ("sms",), "optional_integrations": ("sms",)}, "list an integration more than once"),
+        ({"environment": ("CONVEYOR_OPS_MAIL",)}, "environment names 'CONVEYOR_OPS_MAIL', which the stack does not set; it sets CONVEYOR_OPS_EMAIL"),
     ],
 )
 def test_impossible_settings_are_rejected_with_the_job_and_setting_named(overrides, message):
@@ -320,3 +325,29 @@ def test_the_registry_loads_without_psycopg():
 
     code = "import sys, shared.jobs; assert 'psycopg' not in sys.modules, sorted(m for m in sys.modules if 'psycopg' in m)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_integrations_grant_reading_their_token_secret_and_nothing_else():
+    """A job's integrations, not a hand-written permission, give its function the token secrets it may read."""
+    from shared.registry import integration_secret
+
+    job = spec(integrations=("receipts",), optional_integrations=("sms",))
+    assert job.permissions == ()
+    assert [p.resources for p in job.granted_permissions] == [
+        ("arn:{partition}:secretsmanager:{region}:{account}:secret:conveyor/{stage}/receipts-*",),
+        ("arn:{partition}:secretsmanager:{region}:{account}:secret:conveyor/{stage}/sms-*",),
+    ]
+    assert all(p.actions == ("secretsmanager:GetSecretValue",) and p.reason for p in job.granted_permissions)
+    assert spec().granted_permissions == ()
+    # The product's jobs declare what they call; the queue's permissions (what the stack grants) include the secret.
+    declared = {job.name: (job.integrations, job.optional_integrations) for job in product if job.integrations or job.optional_integrations}
+    assert declared == {
+        "notification.dispatch": (("push",), ()),
+        "sms.send": ((), ("sms",)),
+        "receipt.push": (("receipts",), ()),
+        "store.sync": (("pos",), ()),
+        "statements.poll": (("bank",), ()),
+    }
+    assert integration_secret("receipts") in product.queue_settings("receipt-push").permissions
+    assert "stage" in product.permission_placeholders()
+    assert product["orders.digest"].environment == ("CONVEYOR_OPS_EMAIL",)
