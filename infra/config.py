@@ -24,6 +24,13 @@ Keys (see README "Deploying"):
                                every data route takes a JWT authorizer with per-route scopes; without one, every data
                                route requires IAM (SigV4) auth instead, so an unconfigured API is never open.
                                ``rateLimit``/``burstLimit``: the stage's throttling (default 10 requests/s, burst 20)
+``conveyor:integrations``      ``{"<name>": {"url": "https://..."}}`` for the HTTP integrations (``push``, ``receipts``,
+                               ``pos``, ``bank``, ``sms``): each URL goes to the functions of the jobs that declare the
+                               integration in the registry, as ``CONVEYOR_<NAME>_URL``; a job's required integration
+                               without a URL stops the synth (``sms`` is optional: SNS unless a gateway URL is set).
+                               The token stays in Secrets Manager, secret ``conveyor/<stage>/<name>``
+``conveyor:opsEmail``          where ``orders.digest`` sends the operations digest (``CONVEYOR_OPS_EMAIL``; required by
+                               jobs that read it)
 """
 
 from __future__ import annotations
@@ -32,11 +39,12 @@ import json
 import re
 from urllib.parse import urlsplit
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from shared.integrations import INTEGRATIONS
 from shared.names import ResourceNameError, check_stage
-from shared.settings import DEFAULT_REGISTRY
+from shared.settings import DEFAULT_REGISTRY, OPS_EMAIL
 
 PREFIX = "conveyor:"
 ARCHITECTURES = ("arm64", "x86_64")
@@ -120,6 +128,13 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class IntegrationConfig:
+    """One HTTP integration's endpoint: its base URL (the client appends each request's path)."""
+
+    url: str
+
+
+@dataclass(frozen=True)
 class ConveyorConfig:
     stage: str
     database: ExistingDatabase | CreatedDatabase
@@ -130,6 +145,14 @@ class ConveyorConfig:
     alarms: AlarmConfig = AlarmConfig()
     email_from: str | None = None
     api: ApiConfig = ApiConfig()
+    integrations: Mapping[str, IntegrationConfig] = field(default_factory=dict)
+    ops_email: str | None = None
+
+    def job_setting(self, variable: str) -> tuple[str, str | None]:
+        """The context key and configured value behind a setting a job reads (``JobSpec.environment``)."""
+        keys = {OPS_EMAIL: ("opsEmail", self.ops_email)}
+        key, configured = keys[variable]
+        return PREFIX + key, configured
 
 
 def load_config(context: Callable[[str], Any] | Mapping[str, Any]) -> ConveyorConfig:
@@ -157,6 +180,9 @@ def load_config(context: Callable[[str], Any] | Mapping[str, Any]) -> ConveyorCo
     email_from = value("emailFrom")
     if email_from is not None and (not isinstance(email_from, str) or not EMAIL_RE.match(email_from)):
         raise ConfigError(f"{PREFIX}emailFrom={email_from!r} is not an email address")
+    ops_email = value("opsEmail")
+    if ops_email is not None and (not isinstance(ops_email, str) or not EMAIL_RE.match(ops_email)):
+        raise ConfigError(f"{PREFIX}opsEmail={ops_email!r} is not an email address")
     return ConveyorConfig(
         stage=stage,
         registry=registry,
@@ -167,12 +193,23 @@ def load_config(context: Callable[[str], Any] | Mapping[str, Any]) -> ConveyorCo
         alarms=_alarms(_object(value("alarms"), "alarms", default={})),
         email_from=email_from,
         api=_api(_object(value("api"), "api", default={})),
+        integrations=_integrations(_object(value("integrations"), "integrations", default={})),
+        ops_email=ops_email,
     )
 
 
 def is_placeholder_email(address: str) -> bool:
     """Whether ``address`` is at a domain reserved for examples (``no-reply@example.com``), not a real sender."""
-    domain = address.rpartition("@")[2].lower().rstrip(".")
+    return is_placeholder_domain(address.rpartition("@")[2])
+
+
+def is_placeholder_url(url: str) -> bool:
+    """Whether ``url``'s host is a domain reserved for examples (``https://receipts.example.com``)."""
+    return is_placeholder_domain(urlsplit(url).hostname or "")
+
+
+def is_placeholder_domain(domain: str) -> bool:
+    domain = domain.lower().rstrip(".")
     return domain.rpartition(".")[2] in PLACEHOLDER_TLDS or any(
         domain == reserved or domain.endswith("." + reserved) for reserved in PLACEHOLDER_DOMAINS
     )
@@ -277,24 +314,50 @@ def _api(raw: dict[str, Any]) -> ApiConfig:
     )
 
 
-def _issuer(raw: Any) -> str:
-    """The JWT issuer: API Gateway fetches its keys from ``<issuer>/.well-known/openid-configuration`` over HTTPS and
-    compares it with each token's ``iss`` claim, so it must be an https URL without query or fragment."""
-    what = (
-        "an https URL of a JWT issuer, exactly as the tokens' iss claim has it (e.g. "
-        "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123 or https://example.eu.auth0.com/)"
-    )
+def _integrations(raw: dict[str, Any]) -> dict[str, IntegrationConfig]:
+    key = f"{PREFIX}integrations"
+    unknown = sorted(set(raw) - set(INTEGRATIONS))
+    if unknown:
+        raise ConfigError(f"{key} names unknown integrations {unknown}; known: {', '.join(INTEGRATIONS)}")
+    configured = {}
+    for name in INTEGRATIONS:
+        if name not in raw:
+            continue
+        entry = raw[name]
+        if not isinstance(entry, dict):
+            raise ConfigError(f'{key}.{name} must be an object like {{"url": "https://{name}.example.net/v1"}}, got {entry!r}')
+        _no_extra(entry, {"url"}, f"{key}.{name}")
+        configured[name] = IntegrationConfig(url=_https_url(entry.get("url"), f"integrations.{name}.url"))
+    return configured
+
+
+def _https_url(
+    raw: Any, name: str, *, what: str = "an https base URL like https://api.example.net/v1 (no user, query or fragment)"
+) -> str:
+    """An https URL (a token travels with every request) with a host that has a dot, a path at most: no credentials,
+    query or fragment (an integration's client appends each request's path to it)."""
     if not isinstance(raw, str):
-        raise ConfigError(f"{PREFIX}api.issuer={raw!r} is not {what}")
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not {what}")
     try:
         parts = urlsplit(raw)
         port_ok = parts.port is None or parts.port > 0
     except ValueError:
-        raise ConfigError(f"{PREFIX}api.issuer={raw!r} is not {what}") from None
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not {what}") from None
     usable = parts.scheme == "https" and "." in (parts.hostname or "") and port_ok
     if not usable or parts.username or parts.query or parts.fragment or any(c.isspace() for c in raw):
-        raise ConfigError(f"{PREFIX}api.issuer={raw!r} is not {what}")
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not {what}")
     return raw
+
+
+def _issuer(raw: Any) -> str:
+    """The JWT issuer: API Gateway fetches its keys from ``<issuer>/.well-known/openid-configuration`` over HTTPS and
+    compares it with each token's ``iss`` claim, so it must be an https URL without query or fragment."""
+    return _https_url(
+        raw,
+        "api.issuer",
+        what="an https URL of a JWT issuer, exactly as the tokens' iss claim has it (e.g. "
+        "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123 or https://example.eu.auth0.com/)",
+    )
 
 
 # -- values --------------------------------------------------------------------------------------------------------

@@ -7,11 +7,17 @@ routes each record by its ``conveyor.job`` attribute. ``email.send`` lives on tw
 with the same code and separate concurrency: a burst of receipts cannot delay password resets.
 
 Permissions: consume its own queue (from the event source), send to its own DLQ (permanent failures go there at
-once with the reason), read the database secret, and the job's declared ``permissions`` — nothing else. Their
+once with the reason), read the database secret, and the job's declared ``permissions`` plus the token secret of each
+integration it calls (``JobSpec.granted_permissions``) — nothing else. Their
 placeholders are filled in for this stack: ``{partition}``, ``{region}``, ``{account}``, ``{stage}``,
 ``{email_from}`` and ``{documents_bucket}`` (whose name the function also gets as ``CONVEYOR_DOCUMENTS_BUCKET``). A
 permission on Resource '*' (an action without resource-level permissions) comes with its registry reason, which
 the function's cdk-nag acknowledgement repeats, and with a Deny statement on its ``denied_resources``.
+
+Environment: what every function gets, plus what the queue's jobs declare: ``CONVEYOR_<NAME>_URL`` for each
+integration they call (from ``conveyor:integrations``) and each deployment setting they read (``JobSpec.environment``,
+e.g. ``CONVEYOR_OPS_EMAIL`` from ``conveyor:opsEmail``). A function of other jobs gets none of them, and a required one
+that is not configured stops the synth naming the job and the context key.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ from constructs import Construct
 
 from infra.checks import acknowledge
 
-from infra.config import PREFIX, ConfigError
+from infra.config import PREFIX, ConfigError, ConveyorConfig
 from infra.database import DatabaseAccess
 from infra.job_queue import JobQueue
 from infra.lambda_defaults import FunctionFactory
 from shared import settings as env
+from shared.integrations import secret_name, url_variable
 from shared.names import consumer_function_name
 from shared.registry import AwsPermission, Registry
 
@@ -54,6 +61,7 @@ class QueueConsumer(Construct):
         database: DatabaseAccess,
         email_from: str | None,
         documents_bucket: str | None = None,
+        config: ConveyorConfig,
         extra_environment: dict[str, str] | None = None,
     ) -> None:
         super().__init__(scope, id)
@@ -78,6 +86,7 @@ class QueueConsumer(Construct):
                 env.DLQ_URLS: json.dumps({label: job_queue.dead_letter_queue.queue_url}),
                 **database.environment,
                 **({env.DOCUMENTS_BUCKET: documents_bucket} if documents_bucket and "documents_bucket" in used else {}),
+                **self._job_environment(registry, label, config),
                 **(extra_environment or {}),
             },
             dead_letter_reason="Invoked synchronously by its SQS event source: a failed message stays on the queue "
@@ -102,6 +111,31 @@ class QueueConsumer(Construct):
         job_queue.dead_letter_queue.grant_send_messages(self.function)
         database.grant_connect(self.function)
         self._grant_job_permissions(settings.permissions, placeholder_values)
+
+    def _job_environment(self, registry: Registry, label: str, config: ConveyorConfig) -> dict[str, str]:
+        """What the queue's jobs declare they read: ``CONVEYOR_<NAME>_URL`` for each integration they call (a required
+        one without a configured URL stops the synth) and each deployment setting in their ``environment``."""
+        integrations = config.integrations
+        environment: dict[str, str] = {}
+        for job in registry.queues()[label]:
+            for name in job.integrations:
+                if name not in integrations:
+                    raise ConfigError(
+                        f"job {job.name!r} (queue {label!r}) calls the {name} integration, but {PREFIX}integrations has "
+                        f"no URL for it: set {PREFIX}integrations.{name}.url in cdk.json context, e.g. "
+                        f'"{PREFIX}integrations": {{"{name}": {{"url": "https://..."}}}}, and create its token secret '
+                        f"{secret_name(config.stage, name)}"
+                    )
+                environment[url_variable(name)] = integrations[name].url
+            for name in job.optional_integrations:
+                if name in integrations:
+                    environment[url_variable(name)] = integrations[name].url
+            for variable in job.environment:
+                key, configured = config.job_setting(variable)
+                if configured is None:
+                    raise ConfigError(f"{key} is required: job {job.name!r} (queue {label!r}) reads it as {variable}")
+                environment[variable] = configured
+        return environment
 
     def _placeholder_values(
         self,

@@ -14,7 +14,7 @@ from aws_cdk import Annotations, CfnOutput, CfnResource, Duration, Stack
 import jsii
 from constructs import Construct, IConstruct, IValidation
 
-from infra.config import PREFIX, ConveyorConfig, is_placeholder_email
+from infra.config import PREFIX, ConveyorConfig, is_placeholder_email, is_placeholder_url
 from infra.database import DatabaseAccess
 from infra.documents import DocumentsBucket
 from infra.job_queue import JobQueue
@@ -62,6 +62,21 @@ class ConveyorStack(Stack):
                 "cannot verify it and every email a job sends will fail; set a verified SES identity (cdk.json or "
                 f"-c {PREFIX}emailFrom=...)",
             )
+        for name, integration in config.integrations.items():
+            if is_placeholder_url(integration.url):
+                Annotations.of(self).add_warning_v2(
+                    f"conveyor:integrationUrlPlaceholder:{name}",
+                    f"{PREFIX}integrations.{name}.url is {integration.url!r}, a placeholder at a domain reserved for "
+                    f"examples: every job calling the {name} integration will fail and retry until dead; set the "
+                    f"service's real base URL (cdk.json or -c '{PREFIX}integrations={{...}}')",
+                )
+        if config.ops_email and is_placeholder_email(config.ops_email):
+            Annotations.of(self).add_warning_v2(
+                "conveyor:opsEmailPlaceholder",
+                f"{PREFIX}opsEmail is {config.ops_email!r}, a placeholder at a domain reserved for examples: the "
+                "operations digest cannot be delivered; set a real address (cdk.json or -c "
+                f"{PREFIX}opsEmail=...)",
+            )
         self.database = DatabaseAccess(
             self, "Database", config=config.database, log_retention_days=config.log_retention_days, stage=config.stage
         )
@@ -86,6 +101,7 @@ class ConveyorStack(Stack):
             label: QueueConsumer(
                 self, f"Consumer{construct_id(label)}", job_queue=job_queue, registry=registry, factory=self.factory, database=self.database,
                 email_from=config.email_from, documents_bucket=self.documents.bucket_name if self.documents else None,
+                config=config,
             )
             for label, job_queue in self.queues.items()
         }

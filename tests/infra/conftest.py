@@ -18,6 +18,8 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The repository's cdk.json context (feature flags, placeholder integration URLs), as `cdk synth` reads it.
+CDK_CONTEXT = json.loads((PROJECT_ROOT / "cdk.json").read_text())["context"]
 
 EXISTING = {
     "mode": "existing",
@@ -29,6 +31,16 @@ EXISTING = {
     "secretKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/0f6e2a9c-1d3b-4c5e-8f7a-9b0c1d2e3f4a",
 }
 SENDER = "billing@example.com"
+# Real-looking endpoints for every integration the product requires (none for sms: SNS sends, and no function gets
+# CONVEYOR_SMS_URL); the create fixture keeps cdk.json's example.com placeholders instead, plus an SMS gateway.
+INTEGRATION_URLS = {
+    "push": "https://push.acme-shop.io/v1",
+    "receipts": "https://receipts.tax-service.mn/api",
+    "pos": "https://pos.acme-shop.io",
+    "bank": "https://openbanking.bank.mn/statements/v2",
+}
+OPS_EMAIL = "ops@acme-shop.io"
+SMS_GATEWAY_URL = "https://sms.example.com/gateway"
 
 
 @dataclass
@@ -52,8 +64,7 @@ def synthesize(tmp_dir: Path, context: dict[str, Any]) -> Synth:
     (layer / "python").mkdir(parents=True, exist_ok=True)
     code = stage_code(project_root=PROJECT_ROOT, cache_dir=tmp_dir / "build")
     # The repository's cdk.json context first (feature flags included), as `cdk synth` would, then the test's keys.
-    defaults = json.loads((PROJECT_ROOT / "cdk.json").read_text())["context"]
-    app = App(context={**defaults, **context}, outdir=str(tmp_dir / "cdk.out"))
+    app = App(context={**CDK_CONTEXT, **context}, outdir=str(tmp_dir / "cdk.out"))
     stack = build_app(app, artifacts=FunctionArtifacts(code_dir=code, layer_dir=layer))
     assembly = app.synth()
     return Synth(assembly.get_stack_by_name(stack.stack_name).template, stack, code)
@@ -63,7 +74,13 @@ def synthesize(tmp_dir: Path, context: dict[str, Any]) -> Synth:
 def existing_synth(tmp_path_factory) -> Synth:
     return synthesize(
         tmp_path_factory.mktemp("existing"),
-        {"conveyor:stage": "test", "conveyor:database": EXISTING, "conveyor:emailFrom": SENDER},
+        {
+            "conveyor:stage": "test",
+            "conveyor:database": EXISTING,
+            "conveyor:emailFrom": SENDER,
+            "conveyor:integrations": {name: {"url": url} for name, url in INTEGRATION_URLS.items()},
+            "conveyor:opsEmail": OPS_EMAIL,
+        },
     )
 
 
@@ -76,5 +93,6 @@ def create_synth(tmp_path_factory) -> Synth:
             "conveyor:database": {"mode": "create"},
             "conveyor:alarms": {"email": "ops@example.com"},
             "conveyor:emailFrom": SENDER,
+            "conveyor:integrations": {**CDK_CONTEXT["conveyor:integrations"], "sms": {"url": SMS_GATEWAY_URL}},
         },
     )
