@@ -116,7 +116,7 @@ def test_a_scheduled_run_carries_its_period_and_the_schedule_payload(conn):
     period = datetime(2026, 11, 24, 12, 15, tzinfo=UTC)
     job_id = enqueue_scheduled_run(conn, RESERVATIONS_CLEANUP, period)
     *row, payload = conn.execute("SELECT id, job_name, queue, scheduled_for, payload FROM conveyor.outbox").fetchone()
-    assert row == [job_id, "reservations.cleanup", "maintenance", period]
+    assert row == [job_id, "reservations.cleanup", "reservations-cleanup", period]
     assert RESERVATIONS_CLEANUP.payload.model_validate(payload) == RESERVATIONS_CLEANUP.payload.model_validate(
         dict(RESERVATIONS_CLEANUP.schedule_payload)
     )
@@ -135,8 +135,8 @@ def test_sql_add_job_for_producers_in_other_languages(conn):
     assert {r[0]: r[2] for r in pending(conn)}[high] == "email-high"
     with pytest.raises(psycopg.errors.InvalidParameterValue, match='unknown job "nope"'):
         conn.execute("SELECT conveyor.add_job('nope')")
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match='cannot go to queue "maintenance"'):
-        conn.execute("SELECT conveyor.add_job('email.send', '{}', queue => 'maintenance')")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match='cannot go to queue "reservations-cleanup"'):
+        conn.execute("SELECT conveyor.add_job('email.send', '{}', queue => 'reservations-cleanup')")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="must be a JSON object"):
         conn.execute("SELECT conveyor.add_job('reservations.cleanup', '[1]')")
     with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="the limit is"):
@@ -174,7 +174,7 @@ def test_sql_add_job_requires_a_queue_for_routed_jobs(conn):
         conn.execute("SELECT conveyor.add_job('email.send', '{}')")
     high = conn.execute("SELECT conveyor.add_job('email.send', '{}', queue => 'email-high')").fetchone()[0]
     plain = conn.execute("SELECT conveyor.add_job('reservations.cleanup')").fetchone()[0]
-    assert {r[0]: r[2] for r in pending(conn)} == {high: "email-high", plain: "maintenance"}
+    assert {r[0]: r[2] for r in pending(conn)} == {high: "email-high", plain: "reservations-cleanup"}
 
 
 @pytest.mark.parametrize("key", ["", "k" * 513, "k" * 6000])
@@ -194,7 +194,7 @@ def test_non_finite_run_at_is_refused_in_sql(conn, when):
     with pytest.raises(psycopg.errors.CheckViolation, match="outbox_run_at_finite"):
         conn.execute(
             "INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at) "
-            "VALUES (gen_random_uuid(), 'reservations.cleanup', 'maintenance', '{}', %s::timestamptz)", (when,)
+            "VALUES (gen_random_uuid(), 'reservations.cleanup', 'reservations-cleanup', '{}', %s::timestamptz)", (when,)
         )
     assert pending(conn) == []
 
