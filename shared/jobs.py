@@ -107,7 +107,7 @@ SMS_SEND = registry.job(
 RECEIPT_PUSH = registry.job(
     "receipt.push",
     description="Post a sale's tax receipt to the receipt service and store the receipt id on the sale; an "
-    "idempotency key (the job id) makes a repeated post harmless.",
+    "idempotency key (the sale, not the job) makes a repeated post harmless.",
     payload=ReceiptPush,
     # Its own high-priority queue: receipts are due by law soon after the sale, whatever else is queued.
     queue="receipt-push",

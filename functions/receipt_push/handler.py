@@ -4,9 +4,11 @@ Three steps, and no transaction is open during the HTTP call: read the sale (aut
 the receipt id in ``ctx.transaction()`` (which marks the run succeeded with it). A sale that already has a receipt
 id is done: nothing is posted.
 
-A crash between the POST and the commit posts again on the retry. The ``Idempotency-Key`` header is the job id,
-the same on every attempt, so the service answers the receipt it already made instead of making a second one. The
-UPDATE only fills an empty receipt id, so whatever happens the first stored id is never replaced.
+A crash between the POST and the commit posts again on the retry, and a second job for the same sale (a re-enqueue
+after a dead job, two in flight) may post before the first stores. The ``Idempotency-Key`` header is the sale
+(``sale-<id>``), not the job: the same on every attempt of every job for that sale, so the service answers the
+receipt it already made instead of registering a second one. The UPDATE only fills an empty receipt id, so whatever
+happens the first stored id is never replaced.
 
 Errors come from the integration client: 5xx, timeouts and connection errors retry with the job's backoff; a 429
 with Retry-After retries then; any other 4xx is permanent (the sale goes to the DLQ with the service's answer).
@@ -27,8 +29,8 @@ INTEGRATION = "receipts"
 
 
 class ReceiptResponseInvalid(Exception):
-    """The service accepted the receipt but answered without a receipt id: retried (the idempotency key makes the
-    next post answer the same receipt), and dead-lettered if it keeps doing so."""
+    """The service accepted the receipt but answered without a receipt id: retried (the sale's idempotency key makes
+    the next post answer the same receipt), and dead-lettered if it keeps doing so."""
 
 
 def receipt_body(sale: dict[str, Any]) -> dict[str, Any]:
@@ -42,6 +44,11 @@ def receipt_body(sale: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def idempotency_key(sale_id: int) -> str:
+    # The sale, not the job, is what must be registered once: every job for it posts under this key.
+    return f"sale-{sale_id}"
+
+
 def push_receipt(payload: ReceiptPush, ctx: JobContext) -> dict[str, Any]:
     cursor = ctx.connection().execute(QUERIES["sale_get"], {"sale_id": payload.sale_id})
     row = cursor.fetchone()
@@ -53,7 +60,7 @@ def push_receipt(payload: ReceiptPush, ctx: JobContext) -> dict[str, Any]:
         return {"receipt_id": sale["receipt_id"], "stored": False}
 
     response = Integration.from_env(INTEGRATION).request(
-        "POST", "/receipts", json=receipt_body(sale), headers={"Idempotency-Key": ctx.job_id}
+        "POST", "/receipts", json=receipt_body(sale), headers={"Idempotency-Key": idempotency_key(payload.sale_id)}
     )
     answer = response.json()
     receipt_id = answer.get("receipt_id") if isinstance(answer, dict) else None

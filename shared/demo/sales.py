@@ -2,7 +2,8 @@
 
 ``record_sale`` is what the application calls at the till. The sale row and its ``receipt.push`` job are written on
 the caller's connection and commit together or not at all: a rolled-back sale never posts a receipt, and a
-committed one always does (the relay publishes the job once the transaction commits).
+committed one always does (the relay publishes the job once the transaction commits). The job's dedup key is the
+sale (``receipt:<id>``), so enqueueing it again while one is pending adds no second job.
 """
 
 from __future__ import annotations
@@ -25,5 +26,5 @@ def record_sale(conn: psycopg.Connection, store_id: int, order_id: int | None, t
         sale_id = conn.execute(
             QUERIES["sale_insert"], {"store_id": store_id, "order_id": order_id, "total": total, "vat": vat}
         ).fetchone()[0]
-        enqueue(conn, RECEIPT_PUSH, {"sale_id": sale_id})
+        enqueue(conn, RECEIPT_PUSH, {"sale_id": sale_id}, dedup_key=f"receipt:{sale_id}")
     return sale_id

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from shared.outbox import enqueue, enqueue_many
+from shared.outbox import Item, enqueue, enqueue_many
 from shared.payloads import EmailTemplate, NotificationType
 from shared.registry import Registry
 from shared.sqlfile import load_queries
@@ -160,7 +160,10 @@ def enqueue_demo_messages(
     if critical is not None:
         payload = {"notification_id": critical[0]}
         jobs.append(("notification.dispatch", enqueue(conn, "notification.dispatch", payload, registry=registry)))
-    receipts = enqueue_many(conn, "receipt.push", [{"sale_id": sale_id} for sale_id in sale_ids], registry=registry)
+    # The sale's dedup key, as shared.demo.sales.record_sale gives it.
+    receipts = enqueue_many(
+        conn, "receipt.push", [Item({"sale_id": s}, dedup_key=f"receipt:{s}") for s in sale_ids], registry=registry
+    )
     jobs += [("receipt.push", job_id) for job_id in receipts]
     # A flow: last month's invoices rendered one job each, then zipped by their parent once every render succeeded.
     bills = [row[0] for row in conn.execute(QUERIES["demo_bills_to_package"])]

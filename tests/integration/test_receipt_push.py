@@ -57,6 +57,18 @@ def test_a_committed_sale_has_exactly_one_receipt_job(conn, store_id):
     assert receipt_jobs(conn) == [{"sale_id": sale_id}]
 
 
+def test_recording_the_same_sale_twice_in_one_transaction_enqueues_one_receipt_job(conn, store_id):
+    # The application code calling record_sale can not insert the same sale twice, but the job's dedup key is the sale:
+    # a second enqueue for it (here written directly, as a re-enqueue would) joins the pending job.
+    from shared.outbox import enqueue
+
+    with conn.transaction():
+        sale_id = record_sale(conn, store_id, None, Decimal("11.50"), Decimal("1.05"))
+        enqueue(conn, RECEIPT_PUSH, {"sale_id": sale_id}, dedup_key=f"receipt:{sale_id}")
+    assert receipt_jobs(conn) == [{"sale_id": sale_id}]
+    assert conn.execute("SELECT dedup_key FROM conveyor.outbox WHERE job_name = 'receipt.push'").fetchone()[0] == f"receipt:{sale_id}"
+
+
 def test_a_rolled_back_sale_has_no_receipt_job(conn, store_id):
     class Abandoned(Exception):
         pass
@@ -86,7 +98,7 @@ def test_posts_the_receipt_and_stores_its_id(bound, conn, store_id, receipts, st
     assert result.succeeded
     [request] = receipts.requests
     assert (request.method, request.path) == ("POST", "/receipts")
-    assert request.header("Idempotency-Key") == "0190b5a4-4a3c-7cc2-8c1e-2b5f0a6a9d01"
+    assert request.header("Idempotency-Key") == f"sale-{sale_id}"
     body = request.json
     assert (body["sale_id"], body["store_id"], body["total"], body["vat"]) == (sale_id, store_id, "11.50", "1.05")
     assert body["created_at"]
@@ -122,8 +134,23 @@ def test_a_post_repeated_after_a_failed_attempt_carries_the_same_idempotency_key
     assert invoke(handler, {"sale_id": sale_id}, job_id=job_id, stage=stage).outcomes == [Outcome.RETRYING]
     assert invoke(handler, {"sale_id": sale_id}, job_id=job_id, receive_count=2, stage=stage).succeeded
 
-    assert [r.header("Idempotency-Key") for r in receipts.requests] == [job_id, job_id]
+    assert [r.header("Idempotency-Key") for r in receipts.requests] == [f"sale-{sale_id}"] * 2
     assert sale(conn, sale_id)[0] == "R-1"
+
+
+def test_two_jobs_for_one_sale_post_with_the_same_idempotency_key(bound, conn, store_id, receipts, stage):
+    # Two jobs for one sale (a manual re-enqueue after a dead job, or two in flight) both post before either stores:
+    # here the first's answer fails after the service made the receipt. The key is the sale's, not the job's, so the
+    # service answers the second post with the receipt it already made instead of registering a second one.
+    sale_id = record_sale(conn, store_id, None, Decimal("5.00"), Decimal("0.45"))
+    receipts.reply(503, "timed out after creating it", path="/receipts")
+    receipts.reply(200, {"receipt_id": "R-1"}, path="/receipts")
+
+    first = invoke(handler, {"sale_id": sale_id}, job_id="0190b5a4-4a3c-7cc2-8c1e-2b5f0a6a9d04", stage=stage)
+    second = invoke(handler, {"sale_id": sale_id}, job_id="0190b5a4-4a3c-7cc2-8c1e-2b5f0a6a9d05", stage=stage)
+
+    assert first.outcomes == [Outcome.RETRYING] and second.succeeded
+    assert [r.header("Idempotency-Key") for r in receipts.requests] == [f"sale-{sale_id}"] * 2
 
 
 def test_storing_a_receipt_id_never_replaces_one(bound, conn, store_id, receipts, stage):

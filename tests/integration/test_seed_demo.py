@@ -138,6 +138,10 @@ def test_message_jobs_are_enqueued_as_domain_code_would(conn):
     assert scalar(conn, "SELECT type FROM demo.notifications WHERE id = %s", (dispatch["notification_id"],)) == NotificationType.ORDER_UPDATE
     receipts = sorted(p["sale_id"] for p in outbox(conn, "receipt.push"))
     assert receipts == [row[0] for row in conn.execute("SELECT id FROM demo.sales ORDER BY id")] and receipts
+    # The dedup key record_sale gives a receipt job: the sale's.
+    keys = [row[0] for row in conn.execute(
+        "SELECT dedup_key FROM conveyor.outbox WHERE job_name = 'receipt.push'")]
+    assert sorted(keys) == sorted(f"receipt:{sale_id}" for sale_id in receipts)
 
 
 def test_scale_multiplies_the_commerce_volume(conn):
