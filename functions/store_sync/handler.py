@@ -6,8 +6,11 @@ Two forms of one job:
   (``demo.stores.pos_store_ref``), with dedup key ``store-sync:{store_id}`` and ``dedup_active``: a store whose sync
   is still waiting, queued or retrying gets no second one, so syncs never pile up behind a slow POS.
 * ``{"store_id": 3}``: GET ``/stores/{pos_store_ref}/inventory`` from the ``pos`` integration, then upsert the
-  items into ``demo.inventory`` and set the store's ``synced_at``, in ``ctx.transaction()``. No transaction is open
-  during the HTTP call. Running it again writes nothing new (unchanged rows are not touched).
+  items into ``demo.inventory`` and set the store's ``synced_at`` (when the GET began), in ``ctx.transaction()``. No
+  transaction is open during the HTTP call. Running it again writes nothing new (unchanged rows are not touched).
+  Two runs for one store (a manual trigger while the hourly one runs) never let the older snapshot win: the
+  transaction locks the store row, and a run whose GET began before the stored snapshot's stores nothing (its result
+  says ``skipped``).
 
 Sync one store now, out of schedule::
 
@@ -82,11 +85,14 @@ def fan_out(ctx: JobContext) -> dict[str, int]:
     return result
 
 
-def sync_store(store_id: int, ctx: JobContext) -> dict[str, int]:
+SKIPPED = "a newer sync already stored"
+
+
+def sync_store(store_id: int, ctx: JobContext) -> dict[str, int | str]:
     row = ctx.connection().execute(QUERIES["store_get"], {"store_id": store_id}).fetchone()
     if row is None:
         raise PermanentJobError(f"store {store_id} does not exist")
-    _, ref = row
+    _, ref, fetch_started = row
     if ref is None:
         raise PermanentJobError(f"store {store_id} has no inventory integration (no pos_store_ref)")
 
@@ -95,14 +101,25 @@ def sync_store(store_id: int, ctx: JobContext) -> dict[str, int]:
     items = json.dumps([item.model_dump(mode="json") for item in inventory.items])
 
     with ctx.transaction() as conn:
-        changed = conn.execute(QUERIES["inventory_upsert"], {"store_id": store_id, "items": items}).rowcount
-        conn.execute(QUERIES["store_synced"], {"store_id": store_id})
-        result = {"store_id": store_id, "items": len(inventory.items), "changed": changed}
+        locked = conn.execute(QUERIES["store_lock"], {"store_id": store_id}).fetchone()
+        if locked is None:
+            raise PermanentJobError(f"store {store_id} does not exist")
+        (synced_at,) = locked
+        if synced_at is not None and synced_at > fetch_started:
+            ctx.logger.info(
+                "a newer sync already stored; this run's older inventory is dropped",
+                extra={"store_id": store_id, "fetch_started": fetch_started.isoformat(), "synced_at": synced_at.isoformat()},
+            )
+            result: dict[str, int | str] = {"store_id": store_id, "skipped": SKIPPED}
+        else:
+            changed = conn.execute(QUERIES["inventory_upsert"], {"store_id": store_id, "items": items}).rowcount
+            conn.execute(QUERIES["store_synced"], {"store_id": store_id, "fetch_started": fetch_started})
+            result = {"store_id": store_id, "items": len(inventory.items), "changed": changed}
         ctx.set_result(result)
     return result
 
 
-def sync(payload: StoreSync, ctx: JobContext) -> dict[str, int]:
+def sync(payload: StoreSync, ctx: JobContext) -> dict[str, int | str]:
     if payload.store_id is None:
         return fan_out(ctx)
     return sync_store(payload.store_id, ctx)

@@ -10,6 +10,7 @@ rather than a mock of it. Use the ``fake_service`` fixture (tests/integration/co
         fake_service.route("/items", 200, {"items": []})             # every request to /items
         fake_service.reply(429, "", headers={"Retry-After": "7"})
         fake_service.hang()                                          # next request: no answer (a read timeout)
+        fake_service.reply(200, {...}, before=fn)                    # fn(request) runs first: the job is mid-call
         ...run the job...
         [request] = fake_service.requests                            # .method .path .query .headers .json .body
         assert request.headers["Authorization"] == "Bearer test-token"
@@ -26,7 +27,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from shared.integrations import timeout_variable, token_variable, url_variable
@@ -41,6 +42,9 @@ class Answer:
     status: int = 200
     body: Any = field(default_factory=dict)  # dict/list → JSON; str/bytes → as is
     headers: dict[str, str] = field(default_factory=dict)
+    # Called with the RecordedRequest (in the server's thread) before the answer is sent: what happens elsewhere while
+    # the job waits for this answer, e.g. another run committing.
+    before: Callable[[RecordedRequest], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,18 @@ class FakeService:
 
     # -- scripting -----------------------------------------------------------------------------------------------
 
-    def reply(self, status: int = 200, body: Any = None, *, headers: dict[str, str] | None = None, path: str | None = None) -> None:
-        """Queue one answer: for the next request to ``path``, or to any path when ``path`` is None."""
-        answer = Answer(status, {} if body is None else body, dict(headers or {}))
+    def reply(
+        self,
+        status: int = 200,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        path: str | None = None,
+        before: Callable[[RecordedRequest], None] | None = None,
+    ) -> None:
+        """Queue one answer: for the next request to ``path``, or to any path when ``path`` is None. ``before`` runs
+        with the request just before the answer is sent."""
+        answer = Answer(status, {} if body is None else body, dict(headers or {}), before)
         with self._lock:
             self._queued.setdefault(path, deque()).append(answer)
 
@@ -127,20 +140,23 @@ class FakeService:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
+                request = RecordedRequest(
+                    method=self.command,
+                    path=parts.path,
+                    query=parse_qs(parts.query),
+                    headers=dict(self.headers.items()),
+                    body=body,
+                )
                 with service._lock:
-                    service.requests.append(RecordedRequest(
-                        method=self.command,
-                        path=parts.path,
-                        query=parse_qs(parts.query),
-                        headers=dict(self.headers.items()),
-                        body=body,
-                    ))  # fmt: skip
+                    service.requests.append(request)
                 answer = service._next_answer(parts.path)
                 if answer is HANG:
                     service._release.wait(HANG_SECONDS)
                     self.close_connection = True
                     return
                 assert isinstance(answer, Answer)
+                if answer.before is not None:
+                    answer.before(request)
                 if isinstance(answer.body, (dict, list)):
                     payload, content_type = json.dumps(answer.body).encode(), "application/json"
                 elif isinstance(answer.body, bytes):

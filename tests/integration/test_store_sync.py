@@ -1,7 +1,9 @@
 """store.sync: the hourly fan-out (one job per integrated store, never piling up) and one store's sync."""
 
+import json
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 
 from functions.store_sync.handler import handler
@@ -128,6 +130,62 @@ def test_a_second_sync_of_the_same_inventory_changes_nothing(bound, conn, owner,
 
     assert conn.execute("SELECT sku, updated_at FROM demo.inventory WHERE store_id = %s ORDER BY sku", (s,)).fetchall() == before
     assert len(pos.requests) == 2
+
+
+def test_a_sync_that_fetched_before_a_newer_one_stored_writes_nothing(bound, conn, db_url, owner, pos, stage):
+    # A manual trigger and the hourly run for one store: this run's GET is answered only after the other run fetched
+    # later and committed its newer snapshot. Storing this answer would put the older stock back.
+    s = store(conn, owner, "Tea", "pos-tea")
+
+    def newer_sync_commits(_request):
+        with psycopg.connect(db_url, autocommit=True) as other, other.transaction():
+            other.execute(
+                "INSERT INTO demo.inventory (store_id, sku, name, price, on_hand) VALUES (%s, 'tea-1', 'Green tea', 4.50, 2)", (s,)
+            )
+            other.execute("UPDATE demo.stores SET synced_at = clock_timestamp() WHERE id = %s", (s,))
+
+    pos.reply(200, {"items": ITEMS}, path="/stores/pos-tea/inventory", before=newer_sync_commits)
+
+    result = invoke(handler, {"store_id": s}, stage=stage)
+
+    assert result.succeeded
+    assert json.loads(result.reports[0].result) == {"store_id": s, "skipped": "a newer sync already stored"}
+    assert inventory(conn, s) == [("tea-1", "Green tea", "4.50", 2, 0)]
+    synced_at = conn.execute("SELECT synced_at FROM demo.stores WHERE id = %s", (s,)).fetchone()[0]
+    assert synced_at is not None
+    # The next sync fetches after it, and stores.
+    pos.route("/stores/pos-tea/inventory", 200, {"items": ITEMS})
+    assert invoke(handler, {"store_id": s}, stage=stage).succeeded
+    assert [row[:4] for row in inventory(conn, s)] == [("tea-1", "Green tea", "4.50", 12), ("tea-2", "Black tea", "3.20", 0)]
+    assert conn.execute("SELECT synced_at FROM demo.stores WHERE id = %s", (s,)).fetchone()[0] > synced_at
+
+
+def test_synced_at_is_when_the_stored_inventory_was_fetched(bound, conn, owner, pos, stage):
+    # Not when it committed: a run that fetched later but committed first must not look older than this one.
+    s = store(conn, owner, "Tea", "pos-tea")
+    seen = []
+
+    def note_the_time(_request):
+        seen.append(conn.execute("SELECT clock_timestamp()").fetchone()[0])
+
+    pos.reply(200, {"items": ITEMS}, path="/stores/pos-tea/inventory", before=note_the_time)
+
+    assert invoke(handler, {"store_id": s}, stage=stage).succeeded
+
+    assert conn.execute("SELECT synced_at FROM demo.stores WHERE id = %s", (s,)).fetchone()[0] < seen[0]
+
+
+def test_the_upsert_writes_rows_in_sku_order(bound, conn, owner, pos, stage):
+    # Its row locks follow (store_id, sku) like reservations.cleanup's, so the two cannot deadlock. New rows go to the
+    # end of the (fresh) table in the order written, which their ctid shows.
+    s = store(conn, owner, "Tea", "pos-tea")
+    items = [{"sku": sku, "name": sku, "price": "1.00", "on_hand": 1} for sku in ("c", "a", "d", "b")]
+    pos.route("/stores/pos-tea/inventory", 200, {"items": items})
+
+    assert invoke(handler, {"store_id": s}, stage=stage).succeeded
+
+    written = [row[0] for row in conn.execute("SELECT sku FROM demo.inventory WHERE store_id = %s ORDER BY ctid", (s,))]
+    assert written == ["a", "b", "c", "d"]
 
 
 @pytest.mark.parametrize(
