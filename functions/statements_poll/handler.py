@@ -15,7 +15,9 @@ import split into one job per page, ``statements.reconcile`` would be those jobs
 
 Failures: the bank answering 5xx, a timeout or a refused connection → the job retries with its backoff, and no
 cursor moved; a 4xx → dead at once with the bank's answer in the reason; 429 → retried after its Retry-After; an
-answer that is not the shape above → dead (the bank's API changed; retrying cannot fix it). Importing twice is
+answer that is not the shape above → dead (the bank's API changed; retrying cannot fix it); so is a line whose amount
+does not fit ``numeric(12,2)`` (more than two decimals would be rounded and never reconcile; ten digits before the
+point would overflow, a database error retried every hour for ever), named by its bank id and amount. Importing twice is
 harmless: lines are keyed by the bank's id, and a rerun over lines already stored adds none and starts no reconcile.
 """
 
@@ -41,6 +43,9 @@ INTEGRATION = "bank"
 MAX_PAGES = 20
 # More new lines than this and the reconcile job is given none (= every new line) rather than a huge payload.
 MAX_LINE_IDS = 5000
+# demo.statement_lines.amount is numeric(12,2).
+CENT = Decimal("0.01")
+AMOUNT_LIMIT = Decimal(10) ** 10
 
 
 class StatementLine(BaseModel):
@@ -65,9 +70,23 @@ def fetch_page(client: Integration, account: str, cursor: str | None) -> Stateme
         path += "?" + urlencode({"after": cursor})
     response = client.request("GET", path)
     try:
-        return StatementPage.model_validate_json(response.text)
+        page = StatementPage.model_validate_json(response.text)
     except ValidationError as exc:
         raise PermanentJobError(f"the bank's statement answer for GET {path} is not the expected shape: {exc}") from exc
+    for line in page.lines:
+        check_amount(line)
+    return page
+
+
+def check_amount(line: StatementLine) -> None:
+    """An amount numeric(12,2) stores exactly, or the line is refused whole: rounded, it would never match a bill."""
+    amount = line.amount
+    # The size first: quantize cannot represent a huge amount in 28 digits and would raise.
+    if abs(amount) >= AMOUNT_LIMIT or amount != amount.quantize(CENT):
+        raise PermanentJobError(
+            f"bank statement line {line.id}: amount {amount} does not fit the ledger's numeric(12,2) (at most 10 digits "
+            "before the point and 2 after); nothing of this poll was stored"
+        )
 
 
 def poll(payload: StatementsPoll, ctx: JobContext) -> dict[str, object]:

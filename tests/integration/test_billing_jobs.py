@@ -502,3 +502,21 @@ def test_statements_poll_is_dead_on_an_answer_of_the_wrong_shape(bank, conn, sta
     result = invoke(bank.poll, {}, stage=stage)
     assert result.outcomes == [Outcome.DEAD]
     assert "not the expected shape" in result.reports[0].error and "lines" in result.reports[0].error
+
+
+@pytest.mark.parametrize(
+    "amount",
+    ["12.345", "10000000000.00", "-10000000000", "1E+40"],
+    ids=["more than two decimals (numeric(12,2) would round it: never reconcilable)", "too large", "too small", "huge"],
+)
+def test_statements_poll_is_dead_naming_a_line_whose_amount_does_not_fit(bank, conn, stage, queues, amount):
+    # Stored, it would be rounded (and never match a bill) or overflow the column (a database error retried every
+    # hour for ever): the bank's data is wrong, and only a person can say what it meant.
+    bank.reply(200, {"lines": [bank_line("T1", "100.00", "x"), bank_line("T2", amount, "y")], "cursor": "c2"})
+    bank.reply(200, {"lines": [], "cursor": "c2"})
+    result = invoke(bank.poll, {}, stage=stage)
+    assert result.outcomes == [Outcome.DEAD]
+    error = result.reports[0].error
+    assert "T2" in error and amount in error
+    assert conn.execute("SELECT count(*) FROM demo.statement_lines").fetchone()[0] == 0
+    assert cursor(conn) is None and jobs_of(conn, "statements.reconcile") == []
