@@ -10,6 +10,10 @@ second email: the enqueue only exists if the run's success committed, and a rede
 The email's dedup key ``notification-email:<id>`` (live jobs included) also keeps two dispatch jobs of the same
 notification running close together from emailing twice.
 
+The email is built and checked before anything is pushed: a user address that ``email.send`` refuses skips the email
+with a warning (as ``orders.digest`` does) and the push and the token clean-up still happen, once. Refused only at
+the enqueue, after the push, the run would retry (pushing again each time) and die without deleting a token.
+
 A notification that no longer exists (deleted by ``notifications.cleanup`` or with its user) succeeds with a log
 line and does nothing: there is no one left to tell, and a dead letter would ask an operator to act on nothing.
 Push failures follow the HTTP client: 5xx and timeouts retry, 429 waits, other 4xx are permanent.
@@ -19,9 +23,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from shared.jobs import EMAIL_SEND, NOTIFICATION_DISPATCH
 from shared.outbox import enqueue
-from shared.payloads import EmailTemplate, NotificationDispatch, NotificationType
+from shared.payloads import EmailSend, EmailTemplate, NotificationDispatch, NotificationType
 from shared.runtime import JobContext, job_handler
 from shared.sqlfile import load_queries
 
@@ -60,21 +66,30 @@ def dispatch(payload: NotificationDispatch, ctx: JobContext) -> dict[str, Any]:
         ctx.logger.info("notification no longer exists; nothing to dispatch", extra={"notification_id": payload.notification_id})
         return {"gone": True}
     _, kind, title, body, email, name, tokens = row
+    critical = kind in CRITICAL
+    message = None
+    if critical:
+        try:
+            message = EmailSend(
+                to=email, template=EmailTemplate.NOTIFICATION, variables={"name": name, "title": title, "body": body}
+            )
+        except ValidationError as exc:
+            ctx.logger.warning(
+                "the user's address is not one email.send accepts; the critical notification is pushed but not emailed",
+                extra={"notification_id": payload.notification_id, "error": str(exc)},
+            )
     invalid = push(
         list(tokens), title=title, body=body, idempotency_key=ctx.job_id,
         data={"notification_id": str(payload.notification_id), "type": kind},
     ) if tokens else set()  # fmt: skip
-    critical = kind in CRITICAL
     with ctx.transaction() as conn:
         if invalid:
             conn.execute(QUERIES["device_tokens_delete"], {"notification_id": payload.notification_id, "tokens": sorted(invalid)})
-        if critical:
-            enqueue(
-                conn, EMAIL_SEND,
-                {"to": email, "template": EmailTemplate.NOTIFICATION, "variables": {"name": name, "title": title, "body": body}},
-                dedup_key=email_dedup_key(payload.notification_id), dedup_active=True,
-            )  # fmt: skip
-        result = {"pushed": len(tokens) - len(invalid), "invalid_tokens": len(invalid), "emailed": critical}
+        if message is not None:
+            enqueue(conn, EMAIL_SEND, message, dedup_key=email_dedup_key(payload.notification_id), dedup_active=True)
+        result = {"pushed": len(tokens) - len(invalid), "invalid_tokens": len(invalid), "emailed": message is not None}
+        if critical and message is None:
+            result["email_refused"] = True
         ctx.set_result(result)
     ctx.logger.info("notification dispatched", extra={"notification_id": payload.notification_id, **result})
     return result

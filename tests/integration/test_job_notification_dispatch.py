@@ -136,3 +136,21 @@ def test_a_push_refusal_is_permanent_with_its_body(bound, conn, stage):
     assert result.outcomes == [Outcome.DEAD]
     assert "title too long" in result.reports[0].error
     assert emails(conn) == []
+
+
+def test_an_address_email_send_refuses_skips_the_email_but_still_pushes_once_and_deletes_invalid_tokens(
+    bound, conn, stage, caplog
+):
+    # Refused only when the email is enqueued, after the push, the run would retry (pushing again every time) and
+    # finally die without deleting the invalid tokens.
+    user = a_user(conn, "tok-a", "tok-b", email="not-an-address")
+    notification = a_notification(conn, user, "payment_issue")
+    bound.route("/send", 200, {"invalid_tokens": ["tok-b"]})
+
+    result = invoke(dispatch_handler, {"notification_id": notification}, stage=stage)
+
+    assert result.succeeded, result.reports
+    assert len(bound.requests) == 1
+    assert tokens_of(conn, user) == ["tok-a"]
+    assert emails(conn) == []
+    assert any("not one email.send accepts" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
