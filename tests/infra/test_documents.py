@@ -99,6 +99,12 @@ def test_the_new_jobs_get_their_narrow_grants(existing_synth):
     render = grants(synth, consumer_function_name("pdf-render", stage="test"))
     s3 = {g for g in render if g[1].startswith("s3:")}
     assert s3 == {("Allow", "s3:PutObject", f"arn:aws:s3:::<{bucket_id}>/documents/*", "[]")}
+    package = grants(synth, consumer_function_name("pdf-package", stage="test"))
+    # Reads the rendered PDFs, writes only packages: it cannot overwrite an invoice.
+    assert {g for g in package if g[1].startswith("s3:")} == {
+        ("Allow", "s3:GetObject", f"arn:aws:s3:::<{bucket_id}>/documents/*", "[]"),
+        ("Allow", "s3:PutObject", f"arn:aws:s3:::<{bucket_id}>/packages/*", "[]"),
+    }
     push = grants(synth, consumer_function_name("notification-dispatch", stage="test"))
     secrets = {g[2] for g in push if g[1] == "secretsmanager:GetSecretValue"}
     database_secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:conveyor-db-AbCdEf"
