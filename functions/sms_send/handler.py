@@ -8,7 +8,8 @@ take), are a :class:`PermanentJobError`; throttling, 5xx and connection errors a
 
 Gateway: ``POST /messages {"to", "text"}`` through the shared HTTP client (``Integration.from_env("sms")``), with
 the job id as ``Idempotency-Key``: a gateway that honours it sends once however often the job retries. The client
-maps its answers: 5xx/timeouts retry, 429 waits for Retry-After, other 4xx are permanent with the body as reason.
+maps its answers: 5xx/timeouts (and 408, 409, 425) retry, 429 waits for Retry-After, other 4xx are permanent with
+the body as reason.
 
 Errors never carry the full number: they end up in the DLQ reason and the run ledger, which anyone with jobs:read
 can read. The recipient appears masked (+976****1234), in our messages and in whatever SNS or the gateway echoed.
