@@ -315,10 +315,16 @@ PDF_PACKAGE = registry.job(
     batch_size=1,
     concurrency=2,
     permissions=(
+        # Read where the PDFs are, write only where packages go: it cannot overwrite an invoice.
         AwsPermission(
-            actions=("s3:GetObject", "s3:PutObject"),
-            resources=("arn:{partition}:s3:::{documents_bucket}/documents/*", "arn:{partition}:s3:::{documents_bucket}/packages/*"),
-            reason="reads the rendered PDFs and stores the zip",
+            actions=("s3:GetObject",),
+            resources=("arn:{partition}:s3:::{documents_bucket}/documents/*",),
+            reason="reads the rendered PDFs",
+        ),
+        AwsPermission(
+            actions=("s3:PutObject",),
+            resources=("arn:{partition}:s3:::{documents_bucket}/packages/*",),
+            reason="stores the zip",
         ),
     ),
 )

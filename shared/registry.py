@@ -240,11 +240,12 @@ class AwsPermission:
 
 def integration_secret(name: str) -> AwsPermission:
     """Reading an integration's token from its Secrets Manager secret ``conveyor/<stage>/<name>``
-    (``shared.integrations.secret_name``; the ``-*`` matches the random suffix Secrets Manager adds to every ARN).
+    (``shared.integrations.secret_name``; the ``-??????`` matches the '-' and six random characters Secrets Manager
+    appends to every secret's ARN, and nothing longer: ``-*`` would also grant ``conveyor/<stage>/<name>-admin``).
     Granted for each integration a job declares (:attr:`JobSpec.granted_permissions`), never written by hand."""
     return AwsPermission(
         actions=("secretsmanager:GetSecretValue",),
-        resources=(f"arn:{{partition}}:secretsmanager:{{region}}:{{account}}:secret:{secret_name('{stage}', name)}-*",),
+        resources=(f"arn:{{partition}}:secretsmanager:{{region}}:{{account}}:secret:{secret_name('{stage}', name)}-??????",),
         reason=f"reads the {name} integration's token (secret {secret_name('<stage>', name)})",
     )
 

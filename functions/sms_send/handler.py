@@ -8,7 +8,11 @@ take), are a :class:`PermanentJobError`; throttling, 5xx and connection errors a
 
 Gateway: ``POST /messages {"to", "text"}`` through the shared HTTP client (``Integration.from_env("sms")``), with
 the job id as ``Idempotency-Key``: a gateway that honours it sends once however often the job retries. The client
-maps its answers: 5xx/timeouts retry, 429 waits for Retry-After, other 4xx are permanent with the body as reason.
+maps its answers: 5xx/timeouts (and 408, 409, 425) retry, 429 waits for Retry-After, other 4xx are permanent with
+the body as reason.
+
+Errors never carry the full number: they end up in the DLQ reason and the run ledger, which anyone with jobs:read
+can read. The recipient appears masked (+976****1234), in our messages and in whatever SNS or the gateway echoed.
 
 Delivery through SNS is at-least-once: SNS has no idempotency key, so a retry after an accepted publish whose run
 could not record success sends a second SMS. The SNS message id is logged with the job id to trace one.
@@ -37,6 +41,34 @@ _CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1})
 _sns = None
 
 
+def masked(number: str) -> str:
+    """The number as errors may show it: country code and last four digits (+976****1234)."""
+    return f"{number[:4]}****{number[-4:]}" if len(number) > 8 else "****"
+
+
+def _mask_in_error(exc: BaseException, number: str) -> None:
+    """Replace the number (with or without its +) by its masked form in ``exc`` and the exceptions it was raised
+    from: their messages (``args``), a PermanentJobError's or RetryAfter's ``reason`` and an HTTP error's ``body``."""
+    hidden = masked(number)
+    forms = [number, number.lstrip("+")] if number.lstrip("+") else [number]
+
+    def clean(value):
+        if isinstance(value, str):
+            for form in forms:
+                value = value.replace(form, hidden)
+        return value
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.args = tuple(clean(arg) for arg in current.args)
+        for attribute in ("reason", "body"):
+            if isinstance(getattr(current, attribute, None), str):
+                setattr(current, attribute, clean(getattr(current, attribute)))
+        current = current.__cause__ or current.__context__
+
+
 def sns_client():
     global _sns
     if _sns is None:
@@ -58,7 +90,7 @@ def send_with_sns(payload: SmsSend, ctx: JobContext) -> str | None:
         _permanent_or_raise(exc, "the number")
         raise
     if opted_out:
-        raise PermanentJobError(f"the number {payload.to} opted out of SMS from this account; nothing was sent")
+        raise PermanentJobError(f"the recipient {masked(payload.to)} opted out of SMS from this account; nothing was sent")
     try:
         response = sns.publish(
             PhoneNumber=payload.to,
@@ -86,7 +118,11 @@ def send_with_gateway(payload: SmsSend, ctx: JobContext) -> str | None:
 
 def send(payload: SmsSend, ctx: JobContext) -> None:
     gateway = bool(os.environ.get(url_variable("sms")))
-    message_id = (send_with_gateway if gateway else send_with_sns)(payload, ctx)
+    try:
+        message_id = (send_with_gateway if gateway else send_with_sns)(payload, ctx)
+    except Exception as exc:
+        _mask_in_error(exc, payload.to)
+        raise
     ctx.logger.info("sms sent", extra={"via": "gateway" if gateway else "sns", "message_id": message_id})
 
 

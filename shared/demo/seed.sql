@@ -170,12 +170,12 @@ FROM demo.stores s
 ORDER BY 4, 1
 
 -- name: seed_vouchers
--- Per store, four kinds in turn: valid for another month; expired days ago with no EXPIRED row yet (vouchers.expire
--- writes one); expired 40 days ago and already marked EXPIRED (left alone); a three-year gift card bought over two
--- years ago, whose CREATED and REDEEMED rows vouchers.audit_archive (730 days) deletes. Every voucher has its
--- CREATED row.
+-- Per store, four kinds in turn: valid for another month; expired days ago and not marked expired yet
+-- (vouchers.expire marks it and writes its EXPIRED row); expired 40 days ago and already marked, with its EXPIRED row
+-- (left alone); a three-year gift card bought over two years ago, whose CREATED and REDEEMED rows
+-- vouchers.audit_archive (730 days) deletes. Every voucher has its CREATED row.
 WITH s AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM demo.stores),
-     v AS (INSERT INTO demo.vouchers (code, store_id, amount, expires_at, created_at)
+     v AS (INSERT INTO demo.vouchers (code, store_id, amount, expires_at, created_at, expired_at)
            SELECT 'GIFT-' || s.n || '-' || lpad(g.j::text, 4, '0'), s.id,
                   (ARRAY[10000.00, 25000.00, 50000.00, 100000.00])[mod(g.j - 1, 4) + 1],
                   %(now)s + CASE mod(g.j - 1, 4) WHEN 0 THEN interval '30 days'
@@ -185,14 +185,15 @@ WITH s AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM demo.stores),
                   %(now)s - CASE mod(g.j - 1, 4) WHEN 0 THEN make_interval(days => g.j)
                                                  WHEN 1 THEN interval '60 days'
                                                  WHEN 2 THEN interval '90 days'
-                                                 ELSE make_interval(days => 800 + g.j) END
+                                                 ELSE make_interval(days => 800 + g.j) END,
+                  CASE WHEN mod(g.j - 1, 4) = 2 THEN %(now)s - interval '40 days' + interval '2 hours' END
            FROM s CROSS JOIN generate_series(1, 4 * %(scale)s) AS g(j)
            ORDER BY s.n, g.j
-           RETURNING id, created_at, expires_at)
+           RETURNING id, created_at, expired_at)
 INSERT INTO demo.voucher_audit (voucher_id, action, created_at)
 SELECT id, 'CREATED', created_at FROM v
 UNION ALL
-SELECT id, 'EXPIRED', expires_at + interval '2 hours' FROM v WHERE expires_at < %(now)s - interval '30 days'
+SELECT id, 'EXPIRED', expired_at FROM v WHERE expired_at IS NOT NULL
 UNION ALL
 SELECT id, 'REDEEMED', created_at + interval '30 days' FROM v WHERE created_at < %(now)s - interval '730 days'
 ORDER BY 3
@@ -338,9 +339,8 @@ SELECT job, waiting, what FROM (VALUES
     ('reservations.cleanup', (SELECT count(*) FROM demo.orders
                               WHERE status = 'pending' AND created_at < %(now)s - interval '30 minutes'),
      'orders pending for over 30 minutes'),
-    ('vouchers.expire', (SELECT count(*) FROM demo.vouchers v WHERE v.expires_at < %(now)s AND NOT EXISTS
-                            (SELECT FROM demo.voucher_audit a WHERE a.voucher_id = v.id AND a.action = 'EXPIRED')),
-     'vouchers past expiry without an EXPIRED row'),
+    ('vouchers.expire', (SELECT count(*) FROM demo.vouchers WHERE expires_at < %(now)s AND expired_at IS NULL),
+     'vouchers past expiry not marked expired yet'),
     ('vouchers.audit_archive', (SELECT count(*) FROM demo.voucher_audit WHERE created_at < %(now)s - interval '730 days'),
      'voucher audit rows over 730 days old'),
     ('audit.retention', (SELECT count(*) FROM demo.audit_logs WHERE created_at < %(now)s - interval '365 days')

@@ -1,5 +1,7 @@
-"""How long voucher audit rows are kept: read by ``vouchers.audit_archive`` (which deletes older rows) and by
-``vouchers.expire`` (which must not re-write an EXPIRED row the archive already deleted), so both agree.
+"""How long voucher audit rows are kept, read by ``vouchers.audit_archive`` (which deletes older rows).
+
+Nothing else depends on it: a voucher's expiry is recorded on the voucher (``expired_at``), so ``vouchers.expire``
+does not look at how far back audit rows still reach.
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ Configuration (``Integration.from_env(name)``; variable names from ``shared.inte
   naming the variable. Under ``conveyor dev`` the local runtime points every unset one at the built-in recorder.
 - the bearer token: ``CONVEYOR_<NAME>_TOKEN`` when set (local runs, tests); otherwise, when ``CONVEYOR_STAGE`` is set
   (on AWS), the Secrets Manager secret ``conveyor/<stage>/<name>``, either JSON ``{"token": "..."}`` or the plain
-  token. It is read on the first request and kept for the container's life (a 401 drops it, so a rotated token is
-  read again by the next attempt). No variable and no secret → requests go without ``Authorization``.
+  token. It is read on the first request and kept for the container's life. A 401 for a kept token drops it and is
+  retried (``IntegrationUnavailable``): the secret may have been rotated, and the next attempt reads it again. A 401
+  for a token read in this very request, or from the variable, is permanent (``IntegrationRejected``): another
+  attempt would send the same token. No variable and no secret → requests go without ``Authorization``.
 - ``CONVEYOR_<NAME>_TIMEOUT``: seconds, ``read`` or ``connect,read``; default 3 s to connect, 10 s to read.
 
 What ``request`` returns and raises (every error below is an ``HttpError``, with ``integration``, ``method``,
@@ -21,8 +23,8 @@ What ``request`` returns and raises (every error below is an ``HttpError``, with
 
 - 1xx-3xx → a ``Response`` (redirects are not followed: an API that redirects is misconfigured, and re-sending a POST
   elsewhere is not ours to decide).
-- connection errors, timeouts and 5xx → ``IntegrationUnavailable``: a plain exception, so the job retries with its
-  own backoff. urllib3 never retries by itself: one attempt of the job is one request, and the job's retry policy
+- connection errors, timeouts, 5xx, the transient 4xx (408 Request Timeout, 409 Conflict, 425 Too Early) and a 401
+  for a cached secret token → ``IntegrationUnavailable``: a plain exception, so the job retries with its own backoff. urllib3 never retries by itself: one attempt of the job is one request, and the job's retry policy
   and run ledger account for every try.
 - 429 → ``IntegrationRateLimited``, a ``shared.runtime.RetryAfter`` for the Retry-After header (delta-seconds or an
   HTTP-date; 60 s when absent or unreadable; at most an hour).
@@ -63,6 +65,8 @@ DEFAULT_RETRY_AFTER = 60
 # A longer Retry-After is more likely a wrong header (or a skewed clock behind an HTTP-date) than a real limit; the
 # job's attempts bound the waiting anyway.
 MAX_RETRY_AFTER = 3600
+# 4xx answers that say "not now" rather than "never": the same request can succeed on a later attempt.
+TRANSIENT_4XX = frozenset({408, 409, 425})
 # How much of a refusing service's body goes into the job's dead-letter reason.
 REASON_BODY_CHARS = 1000
 
@@ -84,11 +88,13 @@ class HttpError(Exception):
 
 
 class IntegrationUnavailable(HttpError):
-    """The service could not be reached, did not answer in time, or answered 5xx: the job retries with its backoff."""
+    """The service could not be reached, did not answer in time, answered 5xx or a transient 4xx (or 401 to a cached
+    token that may have been rotated): the job retries with its backoff."""
 
 
 class IntegrationRejected(HttpError, PermanentJobError):
-    """A 4xx (other than 429): the same request will be refused again, so the job goes to its DLQ with the body."""
+    """A 4xx other than 429 and the transient ones: the same request will be refused again, so the job goes to its
+    DLQ with the body."""
 
     def __init__(self, message: str, **details: Any) -> None:
         HttpError.__init__(self, message, **details)
@@ -219,7 +225,7 @@ class Integration:
         if json is not None:
             body = jsonlib.dumps(json, default=_json_default, separators=(",", ":")).encode()
             sent_headers["Content-Type"] = "application/json"
-        token = self._resolve_token(details)
+        token, token_cached = self._resolve_token(details)
         if token:
             sent_headers["Authorization"] = f"Bearer {token}"
         sent_headers.update(headers or {})
@@ -249,9 +255,18 @@ class Integration:
             raise IntegrationRateLimited(
                 f"{self.name} answered 429 to {method} {path}: retry after {seconds}s", seconds=seconds, **answered
             )
+        if status in TRANSIENT_4XX:
+            raise IntegrationUnavailable(f"{self.name} answered {status} to {method} {path}: {text[:200]}", **answered)
+        if status == 401 and token_cached:
+            # The cached token may have been rotated: drop it, and let the retry read the secret again (a 401 then
+            # is for a fresh token, and permanent).
+            self._forget_token()
+            raise IntegrationUnavailable(
+                f"{self.name} answered 401 to {method} {path} with a cached token (dropped; the retry reads the "
+                f"secret again): {text[:200]}",
+                **answered,
+            )
         if status >= 400:
-            if status == 401:
-                self._forget_token()
             raise IntegrationRejected(
                 f"{self.name} answered {status} to {method} {path}: {text[:REASON_BODY_CHARS]}", **answered
             )
@@ -259,16 +274,18 @@ class Integration:
 
     # -- credentials ---------------------------------------------------------------------------------------------
 
-    def _resolve_token(self, details: dict[str, Any]) -> str | None:
+    def _resolve_token(self, details: dict[str, Any]) -> tuple[str | None, bool]:
+        """The token to send, and whether it came from the container's cache (read by an earlier request, so
+        possibly rotated since) rather than from the variable or a read made now."""
         if self._token or not self.secret_id:
-            return self._token
+            return self._token, False
         with _secrets_lock:
             if self.secret_id in _secrets:
-                return _secrets[self.secret_id]
+                return _secrets[self.secret_id], True
         token = _read_secret(self.secret_id, details)  # outside the lock: one slow read must not block the others
         with _secrets_lock:
             _secrets[self.secret_id] = token
-        return token
+        return token, False
 
     def _forget_token(self) -> None:
         if self.secret_id:

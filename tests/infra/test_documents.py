@@ -99,10 +99,16 @@ def test_the_new_jobs_get_their_narrow_grants(existing_synth):
     render = grants(synth, consumer_function_name("pdf-render", stage="test"))
     s3 = {g for g in render if g[1].startswith("s3:")}
     assert s3 == {("Allow", "s3:PutObject", f"arn:aws:s3:::<{bucket_id}>/documents/*", "[]")}
+    package = grants(synth, consumer_function_name("pdf-package", stage="test"))
+    # Reads the rendered PDFs, writes only packages: it cannot overwrite an invoice.
+    assert {g for g in package if g[1].startswith("s3:")} == {
+        ("Allow", "s3:GetObject", f"arn:aws:s3:::<{bucket_id}>/documents/*", "[]"),
+        ("Allow", "s3:PutObject", f"arn:aws:s3:::<{bucket_id}>/packages/*", "[]"),
+    }
     push = grants(synth, consumer_function_name("notification-dispatch", stage="test"))
     secrets = {g[2] for g in push if g[1] == "secretsmanager:GetSecretValue"}
     database_secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:conveyor-db-AbCdEf"
-    assert secrets == {database_secret, "arn:aws:secretsmanager:REGION:ACCOUNT:secret:conveyor/test/push-*"}
+    assert secrets == {database_secret, "arn:aws:secretsmanager:REGION:ACCOUNT:secret:conveyor/test/push-??????"}
     sms = grants(synth, consumer_function_name("sms-send", stage="test"))
     publish = {g for g in sms if g[1] == "sns:Publish"}
     # '*' because a phone number has no ARN; every topic and platform endpoint (all have ARNs) denied.

@@ -32,7 +32,7 @@ def test_receipt_push_gets_the_configured_url_and_its_token_secret(existing_synt
     assert variables(existing_synth, "receipt-push")[url_variable("receipts")] == INTEGRATION_URLS["receipts"]
     secrets = {g[2] for g in grants(existing_synth, consumer_function_name("receipt-push", stage="test"))
                if g[1] == "secretsmanager:GetSecretValue"}  # fmt: skip
-    assert "arn:aws:secretsmanager:REGION:ACCOUNT:secret:conveyor/test/receipts-*" in secrets
+    assert "arn:aws:secretsmanager:REGION:ACCOUNT:secret:conveyor/test/receipts-??????" in secrets
 
 
 def test_each_function_gets_exactly_the_urls_and_settings_its_jobs_declare(existing_synth, create_synth):

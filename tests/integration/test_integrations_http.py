@@ -202,13 +202,51 @@ def test_secret_is_read_once_per_container(fake_service, aws_endpoint, stage):
 
     Integration.from_env("push").request("POST", "/send")  # a new client, the same container: the cached token
     fake_service.reply(401, "token expired")
-    with pytest.raises(PermanentJobError):
+    # A 401 for a token from the cache: it may have been rotated since, so the cache is dropped and the job retries
+    # (not dead-lettered: the next attempt is what reads the rotated token).
+    with pytest.raises(IntegrationUnavailable, match="push answered 401 to POST /send") as caught:
         Integration.from_env("push").request("POST", "/send")
-    Integration.from_env("push").request("POST", "/send")  # a 401 dropped the cache: the rotated token is read
+    assert not isinstance(caught.value, PermanentJobError) and caught.value.status == 401
+    Integration.from_env("push").request("POST", "/send")  # the retry: the rotated token is read
 
     assert [r.header("Authorization") for r in fake_service.requests] == [
         "Bearer first", "Bearer first", "Bearer first", "Bearer second",
     ]  # fmt: skip
+
+
+def test_401_for_a_token_just_read_from_secrets_manager_is_permanent(fake_service, aws_endpoint, stage):
+    import boto3
+
+    boto3.client("secretsmanager").create_secret(Name=f"conveyor/{stage}/push", SecretString='{"token": "wrong"}')
+    fake_service.use("push", token=None)
+    fake_service.reply(401, "bad token")
+
+    # Read fresh for this request: reading it again would send the same token.
+    with pytest.raises(PermanentJobError) as caught:
+        Integration.from_env("push").request("POST", "/send")
+    assert caught.value.reason == "push answered 401 to POST /send: bad token"
+    assert fake_service.requests[0].header("Authorization") == "Bearer wrong"
+
+
+def test_401_for_a_token_from_the_environment_is_permanent(fake_service):
+    fake_service.use("receipts", token="wrong")
+    fake_service.reply(401, "bad token")
+
+    with pytest.raises(PermanentJobError) as caught:
+        Integration.from_env("receipts").request("POST", "/receipts")
+    assert caught.value.reason == "receipts answered 401 to POST /receipts: bad token"
+
+
+@pytest.mark.parametrize("status", [408, 409, 425])
+def test_transient_4xx_is_retryable(fake_service, status):
+    # 408 Request Timeout, 409 Conflict (a concurrent change on the service's side), 425 Too Early: the same request
+    # can succeed a moment later, so the job retries with its backoff instead of dead-lettering.
+    fake_service.use("receipts")
+    fake_service.reply(status, "try again")
+
+    with pytest.raises(IntegrationUnavailable, match=f"receipts answered {status} to POST /receipts: try again") as caught:
+        Integration.from_env("receipts").request("POST", "/receipts")
+    assert not isinstance(caught.value, PermanentJobError) and caught.value.status == status
 
 
 def test_no_secret_sends_no_authorization(fake_service, aws_endpoint, stage):

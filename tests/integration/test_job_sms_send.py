@@ -58,7 +58,10 @@ def test_an_opted_out_number_is_permanent_and_nothing_is_sent(bound, stage):
     number = a_number(ending="99")
     result = invoke(sms_handler, {"to": number, "text": "hello"}, stage=stage)
     assert result.outcomes == [Outcome.DEAD]
-    assert f"the number {number} opted out" in result.reports[0].error
+    error = result.reports[0].error
+    # The DLQ reason and the ledger (readable with jobs:read) name the recipient masked, never the full number.
+    assert f"the recipient {number[:4]}****{number[-4:]} opted out" in error
+    assert number not in error and number[1:] not in error
     assert sms_sent_to(number) == []
 
 
@@ -115,6 +118,22 @@ def test_an_invalid_parameter_is_permanent(fake_sns, stage):
     assert "SNS refused the SMS: InvalidParameter: Invalid parameter: PhoneNumber Reason: not reachable" in result.reports[0].error
 
 
+def test_sns_errors_that_echo_the_number_do_not_put_it_in_the_error(fake_sns, stage):
+    fake_sns.reply(200, OPTED_IN, headers=XML)
+    fake_sns.reply(400, sns_error("InvalidParameter", "Invalid parameter: PhoneNumber Reason: +97688112233 is not valid"), headers=XML)
+    dead = invoke(sms_handler, {"to": "+97688112233", "text": "x"}, stage=stage)
+    assert dead.outcomes == [Outcome.DEAD]
+    assert "PhoneNumber Reason: +976****2233 is not valid" in dead.reports[0].error
+    assert "97688112233" not in dead.reports[0].error
+
+    fake_sns.reply(200, OPTED_IN, headers=XML)
+    fake_sns.reply(500, sns_error("InternalError", "could not route 97688112233", "Receiver"), headers=XML)
+    retried = invoke(sms_handler, {"to": "+97688112233", "text": "x"}, stage=stage)
+    assert retried.outcomes == [Outcome.RETRYING]
+    assert "could not route +976****2233" in retried.reports[0].error
+    assert "97688112233" not in retried.reports[0].error
+
+
 @pytest.mark.parametrize(
     ("status", "code", "kind"),
     [(400, "Throttling", "Sender"), (500, "InternalError", "Receiver"), (400, "KMSThrottling", "Sender")],
@@ -150,6 +169,17 @@ def test_a_gateway_refusal_is_permanent_with_its_body(bound, fake_service, stage
     result = invoke(sms_handler, {"to": a_number(), "text": "x"}, stage=stage)
     assert result.outcomes == [Outcome.DEAD]
     assert "number not reachable" in result.reports[0].error
+
+
+def test_a_gateway_refusal_that_echoes_the_number_does_not_put_it_in_the_error(bound, fake_service, stage):
+    fake_service.use("sms")
+    number = a_number()
+    fake_service.route("/messages", 422, {"error": f"{number} not reachable"})
+    result = invoke(sms_handler, {"to": number, "text": "x"}, stage=stage)
+    assert result.outcomes == [Outcome.DEAD]
+    error = result.reports[0].error
+    assert f"{number[:4]}****{number[-4:]} not reachable" in error
+    assert number not in error and number[1:] not in error
 
 
 def test_a_gateway_outage_is_retried(bound, fake_service, stage):

@@ -21,6 +21,7 @@ from functions.vouchers_audit_archive.handler import handler as vouchers_audit_a
 from functions.vouchers_expire.handler import handler as vouchers_expire
 from shared.database import Database
 from shared.demo.vouchers import VOUCHER_AUDIT_RETENTION_DAYS
+from shared.migrate import DEMO
 from shared.jobs import registry as product
 from shared.local.aws import ensure_queues
 from shared.queues import QueueDirectory
@@ -298,28 +299,61 @@ def test_vouchers_expire_skips_a_voucher_another_transaction_holds(bind, run, co
     assert expired_codes(conn) == ["free", "held"]
 
 
-def test_vouchers_expire_does_not_rewrite_an_expiry_the_audit_archive_deleted(run, conn, store_id, monkeypatch):
-    voucher = add_voucher(conn, store_id, "old", "-800 days")
-    conn.execute(
-        "INSERT INTO demo.voucher_audit (voucher_id, action, created_at) VALUES (%s, 'EXPIRED', now() - interval '799 days')",
-        (voucher,),
-    )
-    assert result_of(run(vouchers_audit_archive))["deleted"] == 1
-    # Expired longer ago than the audit retention (730 days): its EXPIRED row was written and archived; none again.
+def expired_at(conn, voucher_id: int):
+    return conn.execute("SELECT expired_at FROM demo.vouchers WHERE id = %s", (voucher_id,)).fetchone()[0]
+
+
+def test_vouchers_expire_records_the_expiry_on_the_voucher(run, conn, store_id):
+    due = add_voucher(conn, store_id, "due", "-1 day")
+    valid = add_voucher(conn, store_id, "valid", "1 day")
+    assert result_of(run(vouchers_expire))["expired"] == 1
+    written = conn.execute("SELECT created_at FROM demo.voucher_audit WHERE voucher_id = %s AND action = 'EXPIRED'", (due,)).fetchone()[0]
+    assert expired_at(conn, due) == written  # one statement: the mark and the audit row share the transaction's now()
+    assert expired_at(conn, valid) is None
+
+
+def test_vouchers_expire_does_not_rewrite_an_expiry_the_audit_archive_deleted(run, conn, store_id):
+    # The archive's retention can be shorter than the environment's (a payload's retention_days): what keeps the
+    # expiry from being written twice is the mark on the voucher, not a look-back bound to the retention.
+    voucher = add_voucher(conn, store_id, "old", "-200 days")
+    assert result_of(run(vouchers_expire))["expired"] == 1
+    conn.execute("UPDATE demo.voucher_audit SET created_at = now() - interval '199 days' WHERE voucher_id = %s", (voucher,))
+    marked = expired_at(conn, voucher)
+    assert marked is not None
+
+    assert result_of(run(vouchers_audit_archive, {"retention_days": 100}))["deleted"] == 1
+    assert expired_codes(conn) == []
     assert result_of(run(vouchers_expire))["expired"] == 0
     assert expired_codes(conn) == []
-    # With a longer retention the archive would not have deleted it, and the look-back reaches it.
-    monkeypatch.setenv(VOUCHER_AUDIT_RETENTION_DAYS, "1000")
-    assert result_of(run(vouchers_expire))["expired"] == 1
+    assert expired_at(conn, voucher) == marked
+    assert conn.execute("SELECT count(*) FROM demo.voucher_audit").fetchone()[0] == 0
 
 
-def test_vouchers_expire_bad_retention_setting_goes_to_the_dlq(run, conn, store_id, monkeypatch):
+def test_vouchers_expire_ignores_the_audit_retention_setting(run, conn, store_id, monkeypatch):
+    # Only vouchers.audit_archive reads VOUCHER_AUDIT_RETENTION_DAYS now: a bad value there does not stop expiries.
     add_voucher(conn, store_id, "x", "-1 day")
     monkeypatch.setenv(VOUCHER_AUDIT_RETENTION_DAYS, "two years")
-    invoked = run(vouchers_expire)
-    assert invoked.outcomes == [Outcome.DEAD]
-    assert "VOUCHER_AUDIT_RETENTION_DAYS='two years' is not a whole number of days" in invoked.reports[0].error
-    assert expired_codes(conn) == []
+    assert result_of(run(vouchers_expire))["expired"] == 1
+    assert expired_codes(conn) == ["x"]
+
+
+def test_migration_0004_backfills_expired_at_from_existing_expired_rows(conn, store_id):
+    # Replay the migration on a schema as 0003 left it: a voucher with an EXPIRED row is marked with that row's time;
+    # one without stays unmarked for vouchers.expire.
+    conn.execute("DROP INDEX IF EXISTS demo.vouchers_unexpired")
+    conn.execute("ALTER TABLE demo.vouchers DROP COLUMN expired_at")
+    marked = add_voucher(conn, store_id, "marked", "-10 days")
+    pending = add_voucher(conn, store_id, "pending", "-1 day")
+    conn.execute(
+        "INSERT INTO demo.voucher_audit (voucher_id, action, created_at) VALUES "
+        "(%s, 'CREATED', now() - interval '20 days'), (%s, 'EXPIRED', now() - interval '9 days')",
+        (marked, marked),
+    )
+    conn.execute(next(m for m in DEMO.migrations() if m.version == 4).sql)
+    assert expired_at(conn, marked) == conn.execute(
+        "SELECT created_at FROM demo.voucher_audit WHERE voucher_id = %s AND action = 'EXPIRED'", (marked,)
+    ).fetchone()[0]
+    assert expired_at(conn, pending) is None
 
 
 # -- vouchers.audit_archive --------------------------------------------------------------------------------------------

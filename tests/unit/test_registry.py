@@ -199,7 +199,7 @@ def test_permission_placeholders_are_the_ones_the_stack_fills_in():
 
     secret = AwsPermission(
         actions=("secretsmanager:GetSecretValue",),
-        resources=("arn:{partition}:secretsmanager:{region}:{account}:secret:conveyor/{stage}/push-*",),
+        resources=("arn:{partition}:secretsmanager:{region}:{account}:secret:conveyor/{stage}/push-??????",),
     )
     assert secret.placeholders() == {"partition", "region", "account", "stage"}
     with pytest.raises(RegistryError, match="unknown placeholder\\(s\\) bucket; the stack fills in account, "):
@@ -327,6 +327,21 @@ def test_the_registry_loads_without_psycopg():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_an_integration_secret_grant_matches_its_secret_and_not_a_longer_name():
+    """Secrets Manager appends '-' and six random characters to a secret's name in its ARN: '-??????' matches exactly
+    that, where '-*' would also match conveyor/<stage>/sms-admin-XXXXXX. (IAM's '*' and '?' are fnmatch's.)"""
+    from fnmatch import fnmatchcase
+
+    from shared.registry import integration_secret
+
+    [pattern] = integration_secret("sms").resources
+    pattern = pattern.format(partition="aws", region="us-east-1", account="123456789012", stage="prod")
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:conveyor/prod/"
+    assert fnmatchcase(arn + "sms-AbC123", pattern)
+    assert not fnmatchcase(arn + "sms-admin-AbC123", pattern)
+    assert not fnmatchcase(arn + "sms-x-AbC123", pattern)
+
+
 def test_integrations_grant_reading_their_token_secret_and_nothing_else():
     """A job's integrations, not a hand-written permission, give its function the token secrets it may read."""
     from shared.registry import integration_secret
@@ -334,8 +349,8 @@ def test_integrations_grant_reading_their_token_secret_and_nothing_else():
     job = spec(integrations=("receipts",), optional_integrations=("sms",))
     assert job.permissions == ()
     assert [p.resources for p in job.granted_permissions] == [
-        ("arn:{partition}:secretsmanager:{region}:{account}:secret:conveyor/{stage}/receipts-*",),
-        ("arn:{partition}:secretsmanager:{region}:{account}:secret:conveyor/{stage}/sms-*",),
+        ("arn:{partition}:secretsmanager:{region}:{account}:secret:conveyor/{stage}/receipts-??????",),
+        ("arn:{partition}:secretsmanager:{region}:{account}:secret:conveyor/{stage}/sms-??????",),
     ]
     assert all(p.actions == ("secretsmanager:GetSecretValue",) and p.reason for p in job.granted_permissions)
     assert spec().granted_permissions == ()
