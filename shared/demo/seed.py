@@ -28,6 +28,7 @@ from psycopg import sql
 from shared.outbox import Item, enqueue, enqueue_many
 from shared.payloads import EmailTemplate, NotificationType
 from shared.registry import Registry
+from shared.migrate import DEMO
 from shared.sqlfile import load_queries
 
 QUERIES = load_queries("shared.demo", "seed.sql")
@@ -44,7 +45,7 @@ class SeedRefused(Exception):
 
 class DemoNotMigrated(SeedRefused):
     def __init__(self) -> None:
-        super().__init__("this database has no demo schema yet (demo.documents is missing): run `conveyor migrate` first")
+        super().__init__("this database lacks the demo schema's latest migrations: run `conveyor migrate` first")
 
 
 class AlreadySeeded(SeedRefused):
@@ -110,8 +111,8 @@ def seed_demo(
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError(f"now must be timezone-aware (got naive {now.isoformat()})")
     with conn.transaction():
-        conveyor_ready, demo_ready = conn.execute(QUERIES["demo_state"]).fetchone()
-        if not (conveyor_ready and demo_ready):
+        (conveyor_ready,) = conn.execute(QUERIES["demo_state"]).fetchone()
+        if not conveyor_ready or conn.execute(QUERIES["demo_version"]).fetchone()[0] < len(DEMO.migrations()):
             raise DemoNotMigrated()
         conn.execute(QUERIES["demo_lock"])
         tables = [name for (name,) in conn.execute(QUERIES["demo_tables"])]

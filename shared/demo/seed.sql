@@ -5,8 +5,12 @@
 -- scenario (which contract ends when) stay as they are. Money is MNT; prices include 10 percent VAT.
 
 -- name: demo_state
--- Migrated far enough to seed? (demo.documents is the last table of the domain migration.)
-SELECT to_regclass('conveyor.outbox') IS NOT NULL, to_regclass('demo.documents') IS NOT NULL
+-- Migrated at all? (The migration runner's table is read only when it exists.)
+SELECT to_regclass('conveyor.migrations') IS NOT NULL AND to_regclass('conveyor.outbox') IS NOT NULL
+
+-- name: demo_version
+-- The demo component's applied version (0 when none).
+SELECT coalesce(max(version), 0) FROM conveyor.migrations WHERE component = 'demo'
 
 -- name: demo_lock
 -- Two seeds at once would both find the tables empty.

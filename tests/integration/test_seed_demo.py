@@ -197,8 +197,19 @@ def test_not_migrated_is_refused(pg_server):
         result = conveyor("seed-demo", "--database-url", url)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.strip().splitlines() == [
-            "conveyor: error: this database has no demo schema yet (demo.documents is missing): run `conveyor migrate` first"
+            "conveyor: error: this database lacks the demo schema's latest migrations: run `conveyor migrate` first"
         ]
+        # A database migrated by older code (the demo schema one migration behind) is refused the same way.
+        from shared.migrate import CONVEYOR, DEMO, Component, migrate
+
+        class Older(Component):
+            def migrations(self):
+                return DEMO.migrations()[:-1]
+
+        with psycopg.connect(url, autocommit=True) as older:
+            migrate(older, (CONVEYOR, Older("demo", DEMO.package)))
+            with pytest.raises(DemoNotMigrated):
+                seed_demo(older)
     finally:
         with psycopg.connect(pg_server, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
