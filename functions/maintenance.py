@@ -33,6 +33,10 @@ class Batches:
     batches: int
     stopped_early: bool
 
+    def summary(self, verb: str = "deleted", **extra: Any) -> dict[str, Any]:
+        """The run's result and log fields: ``{verb: rows, batches, stopped_early, **extra}``."""
+        return {verb: self.rows, "batches": self.batches, "stopped_early": self.stopped_early, **extra}
+
 
 def run_batches(ctx: JobContext, query: str, params: dict[str, Any], *, batch_size: int, max_batches: int) -> Batches:
     """Run ``query`` (which takes ``%(batch_size)s`` and affects at most that many rows) in batches, each its own

@@ -22,7 +22,7 @@ def prune(payload: IdempotencyKeysPrune, ctx: JobContext) -> dict[str, Any]:
         ctx, QUERIES["idempotency_keys_delete_expired"], {},
         batch_size=payload.batch_size, max_batches=payload.max_batches,
     )  # fmt: skip
-    summary = {"deleted": done.rows, "batches": done.batches, "stopped_early": done.stopped_early}
+    summary = done.summary()
     ctx.logger.info("deleted expired idempotency keys", extra=summary)
     return summary
 

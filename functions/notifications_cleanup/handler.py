@@ -22,7 +22,7 @@ def cleanup(payload: NotificationsCleanup, ctx: JobContext) -> dict[str, Any]:
         ctx, QUERIES["notifications_delete_old"], {"older_than_days": payload.older_than_days},
         batch_size=payload.batch_size, max_batches=payload.max_batches,
     )  # fmt: skip
-    summary = {"deleted": done.rows, "batches": done.batches, "stopped_early": done.stopped_early}
+    summary = done.summary()
     ctx.logger.info("deleted old notifications", extra=summary)
     return summary
 

@@ -26,7 +26,7 @@ def cleanup(payload: PushTokensCleanup, ctx: JobContext) -> dict[str, Any]:
         ctx, QUERIES["device_tokens_delete_unseen"], {"unseen_days": payload.unseen_days},
         batch_size=payload.batch_size, max_batches=payload.max_batches,
     )  # fmt: skip
-    summary = {"deleted": done.rows, "batches": done.batches, "stopped_early": done.stopped_early}
+    summary = done.summary()
     ctx.logger.info("deleted unseen device tokens", extra={**summary, "unseen_days": payload.unseen_days})
     return summary
 

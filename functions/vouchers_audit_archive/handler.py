@@ -31,7 +31,7 @@ def archive(payload: VouchersAuditArchive, ctx: JobContext) -> dict[str, Any]:
         ctx, QUERIES["voucher_audit_delete_old"], {"retention_days": retention_days},
         batch_size=payload.batch_size, max_batches=payload.max_batches,
     )  # fmt: skip
-    summary = {"deleted": done.rows, "batches": done.batches, "stopped_early": done.stopped_early, "retention_days": retention_days}
+    summary = done.summary(retention_days=retention_days)
     ctx.logger.info("deleted old voucher audit rows", extra=summary)
     return summary
 

@@ -54,3 +54,26 @@ def fake_service(monkeypatch):
     service = FakeService(monkeypatch).start()
     yield service
     service.stop()
+
+
+@pytest.fixture
+def bind_product(sqs, stage, db_url):
+    """Bind product job handlers to this test's database and queues, as the local runtime does: call it with each
+    handler a test invokes directly (``shared.testing.invoke``)."""
+    from shared.database import Database
+    from shared.jobs import registry as product
+    from shared.local.aws import ensure_queues
+    from shared.queues import QueueDirectory
+    from shared.settings import Settings
+
+    ensure_queues(sqs, product, stage=stage)
+    settings = Settings(stage=stage, database_url=db_url)
+    database = Database(settings)
+    directory = QueueDirectory(sqs, settings)
+
+    def bind(handler):
+        handler.bind(sqs=sqs, directory=directory, database=database)
+        return handler
+
+    yield bind
+    database.close()

@@ -5,24 +5,14 @@ from datetime import UTC, datetime
 import pytest
 
 from functions.orders_digest.handler import handler
-from shared.database import Database
 from shared.jobs import ORDERS_DIGEST
-from shared.jobs import registry as product
-from shared.local.aws import ensure_queues
-from shared.queues import QueueDirectory
 from shared.runtime import Outcome
-from shared.settings import Settings
 from shared.testing import invoke
 
 
 @pytest.fixture
-def bound(sqs, stage, db_url):
-    ensure_queues(sqs, product, stage=stage)
-    settings = Settings(stage=stage, database_url=db_url)
-    database = Database(settings)
-    handler.bind(sqs=sqs, directory=QueueDirectory(sqs, settings), database=database)
-    yield
-    database.close()
+def bound(bind_product):
+    bind_product(handler)
 
 
 def store(conn, name, email):

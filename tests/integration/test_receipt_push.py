@@ -6,26 +6,16 @@ import psycopg
 import pytest
 
 from functions.receipt_push.handler import handler
-from shared.database import Database
 from shared.demo.sales import record_sale
 from shared.jobs import RECEIPT_PUSH
-from shared.jobs import registry as product
-from shared.local.aws import ensure_queues
 from shared.names import queue_resource_name
-from shared.queues import QueueDirectory
 from shared.runtime import Outcome
-from shared.settings import Settings
 from shared.testing import invoke
 
 
 @pytest.fixture
-def bound(sqs, stage, db_url):
-    ensure_queues(sqs, product, stage=stage)
-    settings = Settings(stage=stage, database_url=db_url)
-    database = Database(settings)
-    handler.bind(sqs=sqs, directory=QueueDirectory(sqs, settings), database=database)
-    yield
-    database.close()
+def bound(bind_product):
+    bind_product(handler)
 
 
 @pytest.fixture

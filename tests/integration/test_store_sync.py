@@ -7,25 +7,15 @@ import psycopg
 import pytest
 
 from functions.store_sync.handler import handler
-from shared.database import Database
 from shared.jobs import STORE_SYNC
-from shared.jobs import registry as product
-from shared.local.aws import ensure_queues
-from shared.queues import QueueDirectory
 from shared.runtime import Outcome
-from shared.settings import Settings
 from shared.testing import invoke
 from tests.support import publish
 
 
 @pytest.fixture
-def bound(sqs, stage, db_url):
-    ensure_queues(sqs, product, stage=stage)
-    settings = Settings(stage=stage, database_url=db_url)
-    database = Database(settings)
-    handler.bind(sqs=sqs, directory=QueueDirectory(sqs, settings), database=database)
-    yield
-    database.close()
+def bound(bind_product):
+    bind_product(handler)
 
 
 @pytest.fixture
