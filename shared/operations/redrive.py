@@ -80,6 +80,8 @@ class _Pass:
     seen_messages: set[str] = field(default_factory=set)
     sent_jobs: set[str] = field(default_factory=set)
     # SQS's clock (SentTimestamp, ms) is compared with ours: a copy sent to the DLQ after the pass began is new.
+    # Strictly after the pass's first millisecond: a copy sent just before the pass can share that millisecond
+    # (both are truncated), while a job cannot fail again within a millisecond of the pass starting.
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     # Receipt handles of messages that stay in the DLQ: ones whose send failed, released at the end of every pass...
     release: dict[str, str] = field(default_factory=dict)
@@ -180,7 +182,7 @@ class Redriver:
                     message_id = message["MessageId"]
                     job_id = _attribute(message, ATTR_JOB_ID)
                     if message_id in state.seen_messages or (
-                        job_id is not None and job_id in state.sent_jobs and _sent_ms(message) >= state.started_ms
+                        job_id is not None and job_id in state.sent_jobs and _sent_ms(message) > state.started_ms
                     ):
                         # Seen this pass, or a copy of a job already sent back that reached the DLQ during the pass
                         # (it failed again meanwhile): it stays in the DLQ, and it is not new, so it cannot keep the

@@ -356,6 +356,7 @@ def test_a_copy_that_fails_again_during_the_pass_stays_in_the_dlq(sqs, queues):
 
         def send_message_batch(self, **kwargs):
             answer = self.client.send_message_batch(**kwargs)
+            time.sleep(0.002)  # the job runs (a little while) and fails again
             for entry in kwargs["Entries"]:
                 self.client.send_message(QueueUrl=dlq_url, MessageBody=entry["MessageBody"], MessageAttributes=entry["MessageAttributes"])
             return answer
