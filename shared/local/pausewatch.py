@@ -33,8 +33,12 @@ STATEMENT_TIMEOUT_MS = 1000
 FIRST_READ_WAIT_SECONDS = 10.0
 
 
+# How stale the pollers' view of the pauses may be: a pause takes effect locally within about this long (on AWS,
+# when Lambda has applied the event source mapping's update).
+REFRESH_SECONDS = 1.0
+
 class PauseWatch:
-    def __init__(self, settings: Settings, *, interval: float = 1.0) -> None:
+    def __init__(self, settings: Settings, *, interval: float = REFRESH_SECONDS) -> None:
         self._settings = settings
         self.interval = interval
         self._lock = threading.Lock()

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from shared.local.pausewatch import REFRESH_SECONDS
 from tests.integration.test_cli import ROOT
 
 REGISTRY = "tests.cli_registry:registry"
@@ -132,6 +133,8 @@ def test_cancel_pause_and_resume(dev):
 
     assert "paused" in _ok(dev("pause", "work"))
     assert "already paused" in _ok(dev("pause", "work"))
+    # The pollers read the pauses at most once a REFRESH_SECONDS: a pause takes effect within that (README).
+    time.sleep(2 * REFRESH_SECONDS)
     held = _ok(dev("enqueue", "test.work", "--json", '{"n": 4}')).strip()
     _wait_status(dev, held, {"queued"})
     time.sleep(3)  # the pollers had many cycles in which they could have taken it
