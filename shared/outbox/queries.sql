@@ -134,10 +134,19 @@ SELECT l.dedup_key, l.id FROM live l JOIN dropped d ON d.dedup_key = l.dedup_key
 -- name: outbox_find_dedup_many
 SELECT dedup_key, id FROM conveyor.outbox WHERE job_name = %(job_name)s AND dedup_key = ANY(%(dedup_keys)s::text[]);
 
+-- name: outbox_claim_plan
+-- Run first in the claim's own transaction (SET LOCAL: gone at its commit). An outbox filled faster than autovacuum
+-- analyses it has no statistics, and the planner's default guesses then price a sort of every due row below a walk
+-- of outbox_run_at that stops after the batch: the claim's cost grew with the backlog (issue 16). With sorts
+-- disabled the only plan without a disabled node delivers rows in run_at order from the index, whatever the
+-- statistics say. The claim's other plan choices (the Tid Scan by ctid) never sort.
+SET LOCAL enable_sort = off;
+
 -- name: outbox_claim
 -- Lease due rows, oldest first, in one short statement: rows another relay is claiming right now are skipped
 -- (SKIP LOCKED), rows leased by a relay that is still within its lease are not due. No lock outlives the statement;
--- the lease (claim_token, locked_until) keeps other relays off while this one publishes.
+-- the lease (claim_token, locked_until) keeps other relays off while this one publishes. Runs after outbox_claim_plan,
+-- in the same transaction.
 UPDATE conveyor.outbox o
 SET claim_token = %(token)s, locked_until = now() + %(lease)s::interval
 -- By ctid, so the update visits exactly the rows the index scan locked (a join by id would scan the whole table).

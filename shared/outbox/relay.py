@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -140,6 +140,18 @@ class RelayStats:
         self.errors.extend(other.errors)
 
 
+def claim(
+    conn: psycopg.Connection, *, token: uuid.UUID, limit: int, skip_queues: Sequence[str], lease: timedelta
+) -> list[tuple[Any, ...]]:
+    """Lease up to ``limit`` due rows, oldest first (outbox_claim), on an autocommit connection. A transaction of its
+    own, so the plan setting (outbox_claim_plan) covers the claim only; it commits before anything is sent."""
+    with conn.transaction():
+        conn.execute(QUERIES["outbox_claim_plan"])
+        return conn.execute(
+            QUERIES["outbox_claim"], {"limit": limit, "skip_queues": list(skip_queues), "token": token, "lease": lease}
+        ).fetchall()
+
+
 class Relay:
     """Publishes due outbox rows. Use :meth:`drain` in a Lambda invocation and :meth:`run` in a long-lived process.
 
@@ -194,10 +206,7 @@ class Relay:
         # Send only while the slowest call still ends inside the lease, measured from before the claim.
         lease_ends = time.monotonic() + (self.lease - self.send_budget).total_seconds()
         send_until = lease_ends if send_until is None else min(send_until, lease_ends)
-        rows = self._connection().execute(
-            QUERIES["outbox_claim"],
-            {"limit": self.batch_size, "skip_queues": skip, "token": token, "lease": self.lease},
-        ).fetchall()
+        rows = claim(self._connection(), token=token, limit=self.batch_size, skip_queues=skip, lease=self.lease)
         if not rows:
             return RelayStats(cycles=1)
         jobs = [ClaimedJob(*row) for row in rows]
