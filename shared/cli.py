@@ -114,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", help="list the registry's jobs, queues and schedules")
     jobs.add_argument("--markdown", action="store_true", help="as the README's table of jobs (a test keeps the two equal)")
 
+    cost = sub.add_parser("cost", help="AWS cost per million jobs and per month, from the registry's settings (docs/COST.md)")
+    cost.add_argument("--duration-ms", type=float, default=50.0, help="handler time per job (default 50)")
+    cost.add_argument("--log-bytes", type=int, default=382, help="log bytes per attempt (default 382, bench/log_bytes.py)")
+    cost.add_argument("--failure-rate", type=float, default=0.0, help="share of attempts that fail and are retried (default 0)")
+    cost.add_argument("--batch-fill", type=float, default=1.0, help="how full batches are, 0-1 of batch_size (default 1)")
+    cost.add_argument("--message-bytes", type=int, default=1024, help="message size for SQS's 64 KB chunks (default 1024)")
+    cost.add_argument("--relay-mode", choices=("resident", "on-demand"), default="resident")
+    cost.add_argument("--mix", help="weights, e.g. email.send=5,sms.send=1 (default: every unscheduled job alike)")
+    cost.add_argument("--json", action="store_true", help="print JSON instead of the table")
+
     outbox = sub.add_parser("outbox", help="show jobs waiting to be published, and those the relay gave up on")
     show = outbox.add_mutually_exclusive_group()
     show.add_argument("--failed", action="store_true", help="list rows the relay gave up on (conveyor.outbox_dead)")
@@ -550,6 +560,23 @@ def _invoke_isolated(registry: Any, handler: Any, event: dict[str, Any]) -> dict
         return handler(event, None)
 
 
+def cmd_cost(args: argparse.Namespace) -> int:
+    from shared import cost
+
+    assumptions = cost.Assumptions(
+        duration_ms=args.duration_ms,
+        log_bytes=args.log_bytes,
+        failure_rate=args.failure_rate,
+        batch_fill=args.batch_fill,
+        message_bytes=args.message_bytes,
+        relay_mode=args.relay_mode,
+    )
+    mix = cost.parse_mix(args.mix) if args.mix is not None else None
+    estimate = cost.estimate(_registry(), assumptions, mix)
+    print(json.dumps(cost.as_json(estimate), indent=2) if args.json else cost.render(estimate))
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     registry = _registry()
     if args.markdown:
@@ -775,7 +802,8 @@ def _no_such_job(job_id: Any) -> str:
 COMMANDS = {
     "runs": cmd_runs, "show": cmd_show, "queues": cmd_queues, "health": cmd_health, "retry": cmd_retry,
     "cancel": cmd_cancel, "trigger": cmd_trigger, "redrive": cmd_redrive, "pause": cmd_pause, "resume": cmd_resume,
-    "outbox": cmd_outbox, "dev": cmd_dev, "migrate": cmd_migrate, "seed-demo": cmd_seed_demo, "enqueue": cmd_enqueue, "invoke": cmd_invoke, "jobs": cmd_jobs}
+    "outbox": cmd_outbox, "dev": cmd_dev, "migrate": cmd_migrate, "seed-demo": cmd_seed_demo, "enqueue": cmd_enqueue, "invoke": cmd_invoke, "jobs": cmd_jobs,
+    "cost": cmd_cost}
 
 
 if __name__ == "__main__":

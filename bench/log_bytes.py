@@ -1,0 +1,129 @@
+"""CloudWatch Logs bytes per job at the default log level (INFO, as ``infra.lambda_defaults`` deploys): the input
+``shared.cost`` calls ``log_bytes`` (``conveyor cost --log-bytes``).
+
+A no-op job runs through the real handler runtime, as on Lambda: messages sent to (moto's) SQS with Conveyor's
+attributes, received in batches of ``batch_size``, and each batch handed to the handler, which records the run
+ledger in a real PostgreSQL. The handler's Powertools logger is captured with the formatter it uses on Lambda, and
+the bytes it writes per job are printed. Lambda's own platform lines (START/END/REPORT) are not counted: the stack
+sets the system log level to WARN, which drops them.
+
+Run from a checkout root: ``PYTHONPATH=. .venv/bin/python bench/log_bytes.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import uuid
+from datetime import UTC, datetime
+
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+os.environ["POWERTOOLS_LOG_LEVEL"] = "INFO"  # the deployed default (infra.lambda_defaults)
+os.environ["POWERTOOLS_SERVICE_NAME"] = "conveyor-prod-bench-noop"  # as the stack names each function's service
+# Active tracing puts a trace id in the environment, and Powertools copies it into every line.
+os.environ["_X_AMZN_TRACE_ID"] = "Root=1-67890abc-0123456789abcdef01234567;Parent=0123456789abcdef;Sampled=1"
+for key, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    os.environ.setdefault(key, value)
+
+import boto3  # noqa: E402
+import psycopg  # noqa: E402
+from moto import mock_aws  # noqa: E402
+
+from shared.database import Database  # noqa: E402
+from shared.envelope import message_attributes  # noqa: E402
+from shared.lambda_events import sqs_record  # noqa: E402
+from shared.local.aws import ensure_queues  # noqa: E402
+from shared.local.postgres import EmbeddedPostgres  # noqa: E402
+from shared.migrate import migrate, sync_registry  # noqa: E402
+from shared.queues import QueueDirectory  # noqa: E402
+from shared.registry import JobPayload, Registry  # noqa: E402
+from shared.runtime import job_handler  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+
+JOBS = 200
+PER_EVENT_OVERHEAD = 26
+last_line = ""
+
+
+class LambdaContext:
+    """The parts of Lambda's context object Powertools copies into every line (function name, request id...)."""
+
+    def __init__(self, request_id: str) -> None:
+        self.function_name = "conveyor-prod-bench-noop"
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
+        self.memory_limit_in_mb = 256
+        self.aws_request_id = request_id
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 600_000
+
+
+class Note(JobPayload):
+    user_id: int
+    text: str
+
+
+def measure(batch_size: int, url: str) -> tuple[int, int, list[str]]:
+    """(log bytes, jobs that succeeded, the distinct messages logged) for JOBS no-op jobs in batches of batch_size."""
+    registry = Registry()
+    job = registry.job("bench.noop", payload=Note, queue="bench-noop", batch_size=batch_size)
+    with psycopg.connect(url, autocommit=True) as conn:
+        sync_registry(conn, registry)
+    settings = Settings(stage="bench", database_url=url)
+    with mock_aws():
+        sqs = boto3.client("sqs")
+        queue_url, _ = ensure_queues(sqs, registry, stage="bench")["bench-noop"]
+        arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        handler = job_handler(job, lambda payload, ctx: None)
+        database = Database(settings)
+        handler.bind(sqs=sqs, directory=QueueDirectory(sqs, settings), database=database)
+        reports: list = []
+        handler.observers.append(reports.append)
+        stream = io.StringIO()
+        sink = logging.StreamHandler(stream)
+        sink.setFormatter(handler.logger.registered_formatter)
+        # Only our sink: the logger's own stdout handler would flood the terminal with the same lines.
+        own = list(handler.logger.handlers)
+        for h in own:
+            handler.logger.removeHandler(h)
+        handler.logger.addHandler(sink)
+        try:
+            for start in range(0, JOBS, batch_size):
+                for n in range(start, min(start + batch_size, JOBS)):
+                    attributes = message_attributes(job_id=str(uuid.uuid4()), job_name=job.name, attempt=1, enqueued_at=datetime.now(UTC))
+                    sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"user_id": n, "text": "x" * 40}), MessageAttributes=attributes)
+                messages = sqs.receive_message(
+                    QueueUrl=queue_url, MaxNumberOfMessages=batch_size, AttributeNames=["All"], MessageAttributeNames=["All"]
+                ).get("Messages", [])
+                event = {"Records": [sqs_record(m, queue_arn=arn, region="us-east-1") for m in messages]}
+                handler(event, LambdaContext(f"{uuid.uuid4()}"))
+        finally:
+            handler.logger.removeHandler(sink)
+            for h in own:
+                handler.logger.addHandler(h)
+            database.close()
+    lines = [line for line in stream.getvalue().splitlines() if line.strip()]
+    messages = sorted({json.loads(line).get("message", "") for line in lines})
+    # Each line as CloudWatch receives it: its UTF-8 bytes and newline, plus the 26 bytes per event that
+    # PutLogEvents counts (counted here as billed too, so the figure errs high).
+    size = sum(len(line.encode()) + 1 + PER_EVENT_OVERHEAD for line in lines)
+    global last_line
+    last_line = lines[-1] if lines else ""
+    return size, sum(r.outcome.value == "succeeded" for r in reports), messages
+
+
+def main() -> None:
+    with EmbeddedPostgres(log=lambda m: None) as server:
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            migrate(conn)
+        for batch_size in (1, 10):
+            size, succeeded, messages = measure(batch_size, server.url)
+            print(f"batch_size={batch_size}: {succeeded}/{JOBS} jobs succeeded, {size} bytes of log, {size / JOBS:.0f} bytes/job; messages: {messages}")
+            print(f"  one line: {last_line}")
+
+
+if __name__ == "__main__":
+    main()
