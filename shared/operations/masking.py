@@ -45,8 +45,8 @@ def _mask_model(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
     out = dict(data)
     declared: set[str] = set()
     for name, field in model.model_fields.items():
-        declared |= {name, field.alias, field.serialization_alias} - {None}
         keys = {name, field.alias, field.serialization_alias} - {None}
+        declared |= keys
         for key in keys:
             if key not in out:
                 continue
