@@ -7,11 +7,14 @@ ledger in a real PostgreSQL. The handler's Powertools logger is captured with th
 the bytes it writes per job are printed. Lambda's own platform lines (START/END/REPORT) are not counted: the stack
 sets the system log level to WARN, which drops them.
 
+Metrics are on, as deployed: their one EMF line per invocation is billed as log ingestion too, and printed apart.
+
 Run from a checkout root: ``PYTHONPATH=. .venv/bin/python bench/log_bytes.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -19,7 +22,10 @@ import os
 import uuid
 from datetime import UTC, datetime
 
-os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+# Metrics on, as deployed: Powertools writes them to the log as one Embedded Metric Format line per invocation,
+# which CloudWatch bills as log ingestion like any other line.
+os.environ["POWERTOOLS_METRICS_DISABLED"] = "false"
+os.environ["POWERTOOLS_METRICS_NAMESPACE"] = "Conveyor"
 os.environ["POWERTOOLS_LOG_LEVEL"] = "INFO"  # the deployed default (infra.lambda_defaults)
 os.environ["POWERTOOLS_SERVICE_NAME"] = "conveyor-prod-bench-noop"  # as the stack names each function's service
 # Active tracing puts a trace id in the environment, and Powertools copies it into every line.
@@ -45,6 +51,8 @@ from shared.settings import Settings  # noqa: E402
 JOBS = 200
 PER_EVENT_OVERHEAD = 26
 last_line = ""
+last_metrics = ""
+split = (0, 0, 0)  # (bytes of log lines, bytes of metrics lines, metrics lines) of the last measure()
 
 
 class LambdaContext:
@@ -83,6 +91,7 @@ def measure(batch_size: int, url: str) -> tuple[int, int, list[str]]:
         reports: list = []
         handler.observers.append(reports.append)
         stream = io.StringIO()
+        metrics = io.StringIO()
         sink = logging.StreamHandler(stream)
         sink.setFormatter(handler.logger.registered_formatter)
         # Only our sink: the logger's own stdout handler would flood the terminal with the same lines.
@@ -99,19 +108,26 @@ def measure(batch_size: int, url: str) -> tuple[int, int, list[str]]:
                     QueueUrl=queue_url, MaxNumberOfMessages=batch_size, AttributeNames=["All"], MessageAttributeNames=["All"]
                 ).get("Messages", [])
                 event = {"Records": [sqs_record(m, queue_arn=arn, region="us-east-1") for m in messages]}
-                handler(event, LambdaContext(f"{uuid.uuid4()}"))
+                with contextlib.redirect_stdout(metrics):  # Powertools prints its EMF lines to stdout
+                    handler(event, LambdaContext(f"{uuid.uuid4()}"))
         finally:
             handler.logger.removeHandler(sink)
             for h in own:
                 handler.logger.addHandler(h)
             database.close()
-    lines = [line for line in stream.getvalue().splitlines() if line.strip()]
-    messages = sorted({json.loads(line).get("message", "") for line in lines})
+    logged = [line for line in stream.getvalue().splitlines() if line.strip()]
+    emf = [line for line in metrics.getvalue().splitlines() if line.strip().startswith("{")]
+    lines = logged + emf
+    messages = sorted({json.loads(line).get("message", "") for line in logged})
     # Each line as CloudWatch receives it: its UTF-8 bytes and newline, plus the 26 bytes per event that
     # PutLogEvents counts (counted here as billed too, so the figure errs high).
     size = sum(len(line.encode()) + 1 + PER_EVENT_OVERHEAD for line in lines)
     global last_line
-    last_line = lines[-1] if lines else ""
+    last_line = logged[-1] if logged else ""
+    global last_metrics, split
+    last_metrics = emf[-1] if emf else ""
+    billed = lambda group: sum(len(line.encode()) + 1 + PER_EVENT_OVERHEAD for line in group)  # noqa: E731
+    split = (billed(logged), billed(emf), len(emf))
     return size, sum(r.outcome.value == "succeeded" for r in reports), messages
 
 
@@ -122,7 +138,10 @@ def main() -> None:
         for batch_size in (1, 10):
             size, succeeded, messages = measure(batch_size, server.url)
             print(f"batch_size={batch_size}: {succeeded}/{JOBS} jobs succeeded, {size} bytes of log, {size / JOBS:.0f} bytes/job; messages: {messages}")
+            logged, metric_bytes, invocations = split
+            print(f"  log lines {logged / JOBS:.0f} bytes/job; metrics {metric_bytes / max(invocations, 1):.0f} bytes/invocation")
             print(f"  one line: {last_line}")
+            print(f"  one metrics line: {last_metrics}")
 
 
 if __name__ == "__main__":
