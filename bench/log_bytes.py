@@ -19,6 +19,8 @@ import io
 import json
 import logging
 import os
+import statistics
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -52,6 +54,7 @@ JOBS = 200
 PER_EVENT_OVERHEAD = 26
 last_line = ""
 last_metrics = ""
+busy_ms = 0.0  # median invocation time of the last measure(), in ms
 split = (0, 0, 0)  # (bytes of log lines, bytes of metrics lines, metrics lines) of the last measure()
 
 
@@ -92,6 +95,7 @@ def measure(batch_size: int, url: str) -> tuple[int, int, list[str]]:
         handler.observers.append(reports.append)
         stream = io.StringIO()
         metrics = io.StringIO()
+        handled: list[float] = []  # seconds per invocation: what Lambda bills, for a job that does nothing
         sink = logging.StreamHandler(stream)
         sink.setFormatter(handler.logger.registered_formatter)
         # Only our sink: the logger's own stdout handler would flood the terminal with the same lines.
@@ -109,7 +113,9 @@ def measure(batch_size: int, url: str) -> tuple[int, int, list[str]]:
                 ).get("Messages", [])
                 event = {"Records": [sqs_record(m, queue_arn=arn, region="us-east-1") for m in messages]}
                 with contextlib.redirect_stdout(metrics):  # Powertools prints its EMF lines to stdout
+                    began = time.perf_counter()
                     handler(event, LambdaContext(f"{uuid.uuid4()}"))
+                    handled.append(time.perf_counter() - began)
         finally:
             handler.logger.removeHandler(sink)
             for h in own:
@@ -128,6 +134,8 @@ def measure(batch_size: int, url: str) -> tuple[int, int, list[str]]:
     last_metrics = emf[-1] if emf else ""
     billed = lambda group: sum(len(line.encode()) + 1 + PER_EVENT_OVERHEAD for line in group)  # noqa: E731
     split = (billed(logged), billed(emf), len(emf))
+    global busy_ms
+    busy_ms = statistics.median(handled) * 1000 if handled else 0.0
     return size, sum(r.outcome.value == "succeeded" for r in reports), messages
 
 
@@ -140,6 +148,7 @@ def main() -> None:
             print(f"batch_size={batch_size}: {succeeded}/{JOBS} jobs succeeded, {size} bytes of log, {size / JOBS:.0f} bytes/job; messages: {messages}")
             logged, metric_bytes, invocations = split
             print(f"  log lines {logged / JOBS:.0f} bytes/job; metrics {metric_bytes / max(invocations, 1):.0f} bytes/invocation")
+            print(f"  invocation time, median: {busy_ms:.1f} ms ({busy_ms / batch_size:.2f} ms/job; a no-op job: the runtime's own share)")
             print(f"  one line: {last_line}")
             print(f"  one metrics line: {last_metrics}")
 
