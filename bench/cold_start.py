@@ -15,12 +15,21 @@ took the most time of their own (``self`` column, summed per package), which is 
 init path can help.
 
     PYTHONPATH=. .venv/bin/python bench/cold_start.py [--runs 5] [function ...]
+
+``--bundle-python python3.X`` measures the artifacts themselves instead: ``infra.bundling`` builds the layer (for
+this machine's architecture) and the code for that interpreter's version twice, as source and compiled by it
+(unchecked-hash bytecode), and each function is imported from them by that interpreter with writing bytecode off
+(as on Lambda's read-only ``/opt`` and ``/var/task``). boto3, which the Lambda runtime provides, is pip-installed
+for that interpreter beside them, compiled, as the runtime's own is::
+
+    PYTHONPATH=. .venv/bin/python bench/cold_start.py --bundle-python /root/.pyenv/versions/3.12.1/bin/python3.12
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -78,12 +87,75 @@ def heaviest(function: str, env: dict[str, str], top: int = 3) -> list[tuple[str
     return [(name, us / 1000) for name, us in by_package.most_common(top)]
 
 
+BENCH_BUILD = ROOT / ".build" / "bench"
+
+
+def _bundles(python: str) -> tuple[str, dict[str, dict[str, str]]]:
+    """Build the source and the compiled artifacts for ``python``'s version; the environment to import each."""
+    from infra.bundling import build_layer, bytecode_compiler, runtime_requirements, stage_code
+
+    probe = [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]
+    version = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+    bytecode = bytecode_compiler(version, environ={**os.environ, "CONVEYOR_BUNDLE_PYTHON": python})
+    architecture = {"aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), "x86_64")
+    sdk = BENCH_BUILD / f"sdk-py{version}"
+    if not (sdk / "boto3").is_dir():
+        install = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(sdk), "boto3"]
+        subprocess.run(install, check=True)
+    requirements = runtime_requirements(ROOT / "pyproject.toml")
+    envs = {}
+    for label, compiler in (("source", None), ("compiled", bytecode)):
+        code = stage_code(project_root=ROOT, cache_dir=BENCH_BUILD, bytecode=compiler)
+        layer = build_layer(
+            requirements=requirements, python_version=version, architecture=architecture, cache_dir=BENCH_BUILD,
+            bytecode=compiler,
+        )  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        env["PYTHONPATH"] = os.pathsep.join([str(code), str(layer / "python"), str(sdk)])
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        envs[label] = env
+    return version, envs
+
+
+def bundle_import_ms(python: str, function: str, env: dict[str, str], cwd: str) -> float:
+    code = (
+        "import time; t = time.perf_counter(); "
+        f"import functions.{function}.handler; "
+        "print((time.perf_counter() - t) * 1000)"
+    )
+    out = subprocess.run([python, "-c", code], env=env, cwd=cwd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{function}: {out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main_bundle(python: str, names: list[str], runs: int) -> int:
+    version, envs = _bundles(python)
+    print(f"Python {version} ({python}), artifacts built by infra.bundling; median of {runs} runs, interleaved")
+    print(f"{'function':<26} {'source':>7} {'compiled':>9} {'saved':>6}")
+    saved = []
+    with tempfile.TemporaryDirectory() as cwd:  # not the checkout: only the artifacts are on the path
+        for name in names:
+            times: dict[str, list[float]] = {"source": [], "compiled": []}
+            for _ in range(runs):
+                for label, env in envs.items():
+                    times[label].append(bundle_import_ms(python, name, env, cwd))
+            source, compiled = (statistics.median(times[k]) for k in ("source", "compiled"))
+            saved.append(source - compiled)
+            print(f"{name:<26} {source:>7.0f} {compiled:>9.0f} {source - compiled:>6.0f}", flush=True)
+    print(f"\nsaved per cold start: median {statistics.median(saved):.0f} ms, range {min(saved):.0f}-{max(saved):.0f} ms")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--bundle-python", help="time imports from the built artifacts, source vs compiled")
     parser.add_argument("function", nargs="*", help="default: every functions/*/handler.py")
     args = parser.parse_args(argv)
     names = args.function or functions()
+    if args.bundle_python:
+        return main_bundle(args.bundle_python, names, args.runs)
     with tempfile.TemporaryDirectory(prefix="cold-pyc-") as compiled, tempfile.TemporaryDirectory() as empty:
         warm, cold = _env(compiled, write=True), _env(empty, write=False)
         heading = "heaviest imports with .pyc (self time per package, ms)"

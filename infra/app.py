@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from aws_cdk import App, Aspects, Environment, Validations
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
-from infra.bundling import build_layer, runtime_requirements, stage_code
+from infra.bundling import build_layer, bytecode_compiler, runtime_requirements, stage_code, uncompiled_notice
 from infra.checks import ScheduleChecks
 from infra.config import load_config
 from infra.lambda_defaults import PYTHON_VERSION, FunctionArtifacts
@@ -21,14 +22,22 @@ BUILD_DIR = PROJECT_ROOT / ".build"
 
 
 def build_artifacts(architecture: str) -> FunctionArtifacts:
-    """Stage the function code and build the dependency layer (cached in ``.build/``; pip needs PyPI once)."""
+    """Stage the function code and build the dependency layer (cached in ``.build/``; pip needs PyPI once).
+
+    Both are compiled to bytecode when this machine has the runtime's Python; otherwise they ship as source, and
+    the user is told what that costs each cold start (on stderr, which ``cdk synth`` shows).
+    """
+    bytecode = bytecode_compiler(PYTHON_VERSION)
+    if bytecode is None:
+        print(uncompiled_notice(PYTHON_VERSION), file=sys.stderr)
     return FunctionArtifacts(
-        code_dir=stage_code(project_root=PROJECT_ROOT, cache_dir=BUILD_DIR),
+        code_dir=stage_code(project_root=PROJECT_ROOT, cache_dir=BUILD_DIR, bytecode=bytecode),
         layer_dir=build_layer(
             requirements=runtime_requirements(PROJECT_ROOT / "pyproject.toml"),
             python_version=PYTHON_VERSION,
             architecture=architecture,
             cache_dir=BUILD_DIR,
+            bytecode=bytecode,
         ),
     )
 

@@ -24,11 +24,12 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 # Bump when the layout or the content of a built directory changes for the same inputs, so old caches are not reused.
-BUNDLE_FORMAT = "2"
+BUNDLE_FORMAT = "3"
 
 # The Lambda Python runtime already provides the AWS SDK; bundling it again would add tens of MB to every layer.
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore"})
@@ -49,6 +50,13 @@ LAYER_MARKER = ".conveyor-layer.json"
 CODE_SUFFIXES = (".py", ".sql", ".json", ".typed", ".tmpl")
 
 _STDERR_TAIL = 2000
+
+# Names the interpreter that compiles the artifacts' bytecode, when the one on PATH is not the runtime's version.
+BUNDLE_PYTHON_ENV = "CONVEYOR_BUNDLE_PYTHON"
+
+# Where Lambda mounts the function's code and its layers: the compiled files name these paths, not the build's.
+CODE_MOUNT = "/var/task"
+LAYER_MOUNT = "/opt/python"
 
 
 class BundlingError(Exception):
@@ -78,23 +86,129 @@ def _requirement_name(requirement: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
-def build_layer(*, requirements: list[str], python_version: str, architecture: str, cache_dir: Path) -> Path:
+def bytecode_compiler(python_version: str, *, environ: Mapping[str, str] = os.environ) -> Bytecode | None:
+    """The interpreter that can compile bytecode for ``python_version``, or None if this machine has none.
+
+    Bytecode is specific to a Python minor version, and Lambda's ``/opt`` and ``/var/task`` are read-only, so an
+    artifact shipped as source is compiled again by every new execution environment (hundreds of ms per cold start,
+    docs/BENCHMARKS.md). Tried in order: ``$CONVEYOR_BUNDLE_PYTHON`` (an error if it is missing or another version,
+    since the user asked for it), ``python<version>`` on PATH, then the running interpreter. A candidate that does
+    not run (a pyenv shim for a version that is not selected) is skipped.
+    """
+    explicit = environ.get(BUNDLE_PYTHON_ENV)
+    if explicit:
+        found = shutil.which(explicit, path=environ.get("PATH"))
+        if found is None:
+            raise BundlingError(
+                f"{BUNDLE_PYTHON_ENV}={explicit!r} is not an executable; point it at a Python {python_version} "
+                f"interpreter, or unset it to ship the Lambda code uncompiled"
+            )
+        bytecode = _interpreter(found)
+        if bytecode is None or bytecode.python_version != python_version:
+            got = f"Python {bytecode.python_version}" if bytecode else "not a working Python"
+            raise BundlingError(
+                f"{BUNDLE_PYTHON_ENV}={explicit!r} is {got}, but the Lambda runtime is Python {python_version} and "
+                f"bytecode only loads on the version that compiled it; point it at a Python {python_version}"
+            )
+        return bytecode
+    candidates = [shutil.which(f"python{python_version}", path=environ.get("PATH")), sys.executable]
+    for candidate in filter(None, candidates):
+        bytecode = _interpreter(candidate)
+        if bytecode is not None and bytecode.python_version == python_version:
+            return bytecode
+    return None
+
+
+@dataclass(frozen=True)
+class Bytecode:
+    """An interpreter that compiles the artifacts, and what its output depends on (part of the cache keys)."""
+
+    executable: str
+    python_version: str  # "3.14": which runtime can load what it compiles
+    full_version: str  # "3.14.0": a patch release may compile the same source to other bytes
+
+    def compile(self, root: Path, *, mount: str) -> None:
+        """Write ``__pycache__/*.pyc`` beside every ``.py`` under ``root``, as Lambda will find it at ``mount``.
+
+        Unchecked-hash pycs: the runtime loads them without looking at the source (no stat, no timestamp, which a
+        zip would not keep anyway), and their bytes depend only on the source, so two builds of the same tree are
+        identical and the asset hash does not change. ``-s``/``-p`` record ``mount`` as the source's path instead
+        of the build directory's random name, for the same reason and for tracebacks.
+        """
+        command = [
+            self.executable, "-m", "compileall", "-q", "-j0",
+            "--invalidation-mode", "unchecked-hash",
+            "-s", str(root), "-p", mount,
+            str(root),
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr)[-_STDERR_TAIL:]
+            raise BundlingError(
+                f"compiling the Lambda bytecode failed (exit {result.returncode}): {shlex.join(command)}\n{output}\n"
+                f"Fix the file it names, or set {BUNDLE_PYTHON_ENV} to an interpreter that is not Python "
+                f"{self.python_version} to ship source instead."
+            )
+
+    def key(self) -> str:
+        return f"cpython-{self.full_version}"
+
+
+_VERSION_PROBE = (
+    "import sys; v = sys.version_info; print(sys.implementation.name, f'{v[0]}.{v[1]}', f'{v[0]}.{v[1]}.{v[2]}')"
+)
+
+
+def _interpreter(executable: str) -> Bytecode | None:
+    """What ``executable`` is, or None if it does not run as a CPython (Lambda runs CPython's bytecode)."""
+    try:
+        result = subprocess.run(
+            [executable, "-c", _VERSION_PROBE], capture_output=True, text=True, check=False, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    parts = result.stdout.split()
+    if result.returncode != 0 or len(parts) != 3 or parts[0] != "cpython":
+        return None
+    return Bytecode(executable=executable, python_version=parts[1], full_version=parts[2])
+
+
+def uncompiled_notice(python_version: str) -> str:
+    """What synth tells the user when it ships source: the cost, and the two ways to avoid it."""
+    return (
+        f"Conveyor: no Python {python_version} on this machine, so the Lambda code and layer ship without bytecode "
+        f"and every cold start compiles them (~650 ms per function, docs/BENCHMARKS.md). Install "
+        f"python{python_version} on PATH, or set {BUNDLE_PYTHON_ENV} to a Python {python_version} interpreter."
+    )
+
+
+def build_layer(
+    *,
+    requirements: list[str],
+    python_version: str,
+    architecture: str,
+    cache_dir: Path,
+    bytecode: Bytecode | None = None,
+) -> Path:
     """A directory laid out as a Lambda layer (``<dir>/python/<packages>``) holding ``requirements``.
 
     Built by the local pip with manylinux wheels for the target platform, so no Docker is needed. The directory is
     keyed by the inputs, not by what pip resolved: a cached layer keeps the versions it was first built with until
-    the requirements change, ``BUNDLE_FORMAT`` is bumped, or the cache is deleted.
+    the requirements change, ``BUNDLE_FORMAT`` is bumped, or the cache is deleted. With ``bytecode`` (which must be
+    ``python_version``'s) every module is also compiled, so the runtime does not compile it on each cold start.
     """
     platform = _platform(architecture)
     _check_python_version(python_version)
     if not requirements:
         raise BundlingError("build_layer got no requirements; a layer with nothing in it is not needed")
+    _check_bytecode(bytecode, python_version)
     inputs = json.dumps(
         {
             "format": BUNDLE_FORMAT,
             "requirements": sorted(requirements),
             "python_version": python_version,
             "architecture": architecture,
+            "bytecode": bytecode.key() if bytecode else None,
         },
         indent=2,
         sort_keys=True,
@@ -107,6 +221,8 @@ def build_layer(*, requirements: list[str], python_version: str, architecture: s
     try:
         _pip_install(requirements, target=staging / "python", platform=platform, python_version=python_version)
         _remove_pycache(staging)
+        if bytecode:
+            bytecode.compile(staging / "python", mount=LAYER_MOUNT)
         (staging / LAYER_MARKER).write_text(inputs + "\n")
         return _publish(staging, final, complete=lambda d: (d / LAYER_MARKER).is_file())
     finally:
@@ -125,6 +241,14 @@ def _check_python_version(python_version: str) -> None:
     if python_version not in PYTHON_VERSIONS:
         allowed = ", ".join(repr(v) for v in PYTHON_VERSIONS)
         raise BundlingError(f"python_version {python_version!r} is not supported; use one of {allowed}")
+
+
+def _check_bytecode(bytecode: Bytecode | None, python_version: str) -> None:
+    if bytecode is not None and bytecode.python_version != python_version:
+        raise BundlingError(
+            f"{bytecode.executable} is Python {bytecode.python_version} and cannot compile bytecode for the "
+            f"Python {python_version} runtime"
+        )
 
 
 def _pip_install(requirements: list[str], *, target: Path, platform: tuple[str, ...], python_version: str) -> None:
@@ -150,7 +274,7 @@ def _pip_install(requirements: list[str], *, target: Path, platform: tuple[str, 
 
 
 def _remove_pycache(root: Path) -> None:
-    """Bytecode compiled on the build machine is for its Python, not the Lambda's; the runtime writes its own."""
+    """pip's own bytecode (if any) is for the build machine's Python, not the Lambda's: only ``Bytecode`` writes it."""
     for pycache in sorted(root.rglob("__pycache__"), reverse=True):
         if pycache.is_dir():
             shutil.rmtree(pycache)
@@ -162,15 +286,18 @@ def stage_code(
     packages: tuple[str, ...] = ("functions", "shared"),
     exclude: tuple[str, ...] = ("shared/local",),
     cache_dir: Path,
+    bytecode: Bytecode | None = None,
 ) -> Path:
     """A directory with only what the Lambda code needs from ``packages``: ``.py``, ``.sql``, ``.json``, ``py.typed``, ``.tmpl``.
 
     Pointing an asset at the repository root would ship tests, docs and the local runtime, and every unrelated edit
     would change the asset hash. The directory is keyed by the included files' paths and bytes, so an unchanged
-    tree gives the same directory and CDK sees the same asset.
+    tree gives the same directory and CDK sees the same asset. With ``bytecode`` the ``.py`` files are also
+    compiled (``__pycache__`` beside them), and the key says so: a compiled and a source tree never share a name.
     """
     files = sorted(_code_files(project_root, packages, exclude))
-    hasher = hashlib.sha256(f"conveyor-code:{BUNDLE_FORMAT}\0".encode())
+    compiled = bytecode.key() if bytecode else "source"
+    hasher = hashlib.sha256(f"conveyor-code:{BUNDLE_FORMAT}:{compiled}\0".encode())
     for relative in files:
         data = (project_root / relative).read_bytes()
         hasher.update(f"{relative}\0{len(data)}\0".encode())
@@ -184,6 +311,8 @@ def stage_code(
             destination = staging / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(project_root / relative, destination)
+        if bytecode:
+            bytecode.compile(staging, mount=CODE_MOUNT)
         return _publish(staging, final, complete=Path.is_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -29,6 +29,7 @@ from infra.job_queue import JobQueue
 from infra.lambda_defaults import FunctionFactory
 from infra.scheduling import Scheduling
 from shared import settings as env
+from shared.cost import RELAY_MEMORY_MB
 from shared.names import system_function_name, system_schedule_name
 from shared.outbox.relay import SEND_BUDGET
 
@@ -61,7 +62,7 @@ class OutboxRelay(Construct):
             # Past the drain: one SendMessageBatch started just before it ends may take SEND_BUDGET (the relay starts
             # no send after the drain's end), and a final lag read.
             timeout=Duration.seconds(drain + int(SEND_BUDGET.total_seconds()) + 10),
-            memory=256,
+            memory=RELAY_MEMORY_MB,  # measured, and priced by `conveyor cost` (shared/cost.py)
             reserved_concurrency=config.reserved_concurrency,
             environment={
                 env.RELAY_MODE: config.mode,

@@ -52,8 +52,10 @@ SECONDS_PER_MONTH = 730 * 3600
 # Long polling's longest wait (SQS quota), which Lambda's pollers use on an empty queue.
 LONG_POLL_SECONDS = 20
 
-# The relay (infra/relay.py): started every minute, 256 MB; resident runs drain for 65 s.
-RELAY_MEMORY_MB = 256
+# The relay (infra/relay.py, which reads its memory from here): started every minute; resident runs drain for 65 s.
+# 128 MB, Lambda's smallest: the relay's process peaks at ~70 MB draining a backlog (bench/relay_memory.py,
+# docs/BENCHMARKS.md), which leaves the runtime's own share and a margin.
+RELAY_MEMORY_MB = 128
 RELAY_STARTS_PER_MONTH = SECONDS_PER_MONTH // 60
 RESIDENT_DRAIN_SECONDS = 65
 # The relay's SendMessageBatch carries up to 10 messages (SQS's limit).

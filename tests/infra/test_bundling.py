@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import marshal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -199,3 +203,141 @@ def test_build_layer_slow_real_build(tmp_path, python_version):
     assert again == layer
     assert time.monotonic() - started < 0.5, "a cached layer is reused without running pip"
     print(f"\nlayer py{python_version} arm64: {directory_size(layer) / 1e6:.1f} MB, built in {built_in:.1f}s")
+
+
+# Bytecode: the artifacts are compiled by an interpreter of the runtime's version when the machine has one.
+
+RUNNING = f"{sys.version_info.major}.{sys.version_info.minor}"
+NO_SUCH_VERSION = "3.99"
+
+
+def _bin_dir(tmp_path: Path, **programs: str) -> Path:
+    """A directory to use as PATH holding the given executables (name -> shell script body)."""
+    directory = tmp_path / "bin"
+    directory.mkdir(exist_ok=True)
+    for name, body in programs.items():
+        path = directory / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    return directory
+
+
+def test_bytecode_compiler_takes_the_running_interpreter_of_the_runtimes_version(tmp_path):
+    bytecode = bundling.bytecode_compiler(RUNNING, environ={"PATH": str(_bin_dir(tmp_path))})
+
+    assert bytecode is not None
+    assert bytecode.executable == sys.executable
+    assert bytecode.python_version == RUNNING
+    assert bytecode.key() == "cpython-{}.{}.{}".format(*sys.version_info[:3])
+
+
+def test_bytecode_compiler_prefers_pythonX_Y_on_path(tmp_path):
+    path = _bin_dir(tmp_path, **{f"python{RUNNING}": f'exec "{sys.executable}" "$@"'})
+
+    bytecode = bundling.bytecode_compiler(RUNNING, environ={"PATH": str(path)})
+
+    assert bytecode is not None and bytecode.executable == str(path / f"python{RUNNING}")
+
+
+def test_bytecode_compiler_finds_none_for_another_version(tmp_path):
+    # A pyenv shim for a version that is not selected exists on PATH but does not run: not a candidate.
+    path = _bin_dir(tmp_path, **{f"python{NO_SUCH_VERSION}": "echo 'pyenv: command not found' >&2; exit 127"})
+
+    assert bundling.bytecode_compiler(NO_SUCH_VERSION, environ={"PATH": str(path)}) is None
+
+
+def test_bytecode_compiler_env_var_must_name_an_interpreter_of_the_runtimes_version(tmp_path):
+    path = str(_bin_dir(tmp_path, broken="exit 3"))
+    env = bundling.BUNDLE_PYTHON_ENV
+
+    chosen = bundling.bytecode_compiler(RUNNING, environ={"PATH": path, env: sys.executable})
+    assert chosen is not None and chosen.executable == sys.executable
+
+    with pytest.raises(BundlingError, match=rf"{env}='/nowhere/python3.14' is not an executable"):
+        bundling.bytecode_compiler("3.14", environ={"PATH": path, env: "/nowhere/python3.14"})
+    with pytest.raises(BundlingError, match=rf"is Python {RUNNING}, but the Lambda runtime is Python 3.99"):
+        bundling.bytecode_compiler(NO_SUCH_VERSION, environ={"PATH": path, env: sys.executable})
+    with pytest.raises(BundlingError, match=r"'broken' is not a working Python"):
+        bundling.bytecode_compiler(RUNNING, environ={"PATH": path, env: "broken"})
+
+
+def _pycs(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*.pyc")}
+
+
+def test_stage_code_compiles_unchecked_hash_bytecode_reproducibly(project, tmp_path):
+    bytecode = bundling.bytecode_compiler(RUNNING, environ={"PATH": ""})
+    assert bytecode is not None
+
+    staged = stage_code(project_root=project, cache_dir=tmp_path / "one", bytecode=bytecode)
+
+    tag = sys.implementation.cache_tag
+    sources = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*.py"))
+    expected = sorted(f"{Path(s).parent.as_posix()}/__pycache__/{Path(s).stem}.{tag}.pyc" for s in sources)
+    assert sorted(_pycs(staged)) == expected
+    for source in sources:
+        pyc = (staged / importlib.util.cache_from_source(source)).read_bytes()
+        assert pyc[:4] == importlib.util.MAGIC_NUMBER
+        assert int.from_bytes(pyc[4:8], "little") == 0b01, "hash-based (bit 0), not checked against source (bit 1)"
+        assert pyc[8:16] == importlib.util.source_hash((staged / source).read_bytes())
+        assert marshal.loads(pyc[16:]).co_filename == f"/var/task/{source}", "the path Lambda mounts, not the build's"
+
+    again = stage_code(project_root=project, cache_dir=tmp_path / "two", bytecode=bytecode)
+    assert again.name == staged.name
+    files = _files(staged)
+    assert _files(again) == files
+    assert all((again / k).read_bytes() == (staged / k).read_bytes() for k in files)
+
+    source_only = stage_code(project_root=project, cache_dir=tmp_path / "one")
+    assert source_only != staged, "a compiled and an uncompiled tree never share a directory"
+    assert not _pycs(source_only)
+
+
+def test_staged_bytecode_is_loaded_without_reading_the_source(project, tmp_path):
+    bytecode = bundling.bytecode_compiler(RUNNING, environ={"PATH": ""})
+    staged = stage_code(project_root=project, cache_dir=tmp_path / "cache", bytecode=bytecode)
+    (staged / "shared/x.py").write_text("X = 2\n")  # unchecked-hash: the runtime never compares
+
+    out = subprocess.run(
+        [sys.executable, "-B", "-c", "import shared.x; print(shared.x.X)"],
+        cwd=staged, env={"PYTHONPATH": str(staged), "PATH": ""}, capture_output=True, text=True, check=True,
+    )
+    assert out.stdout.strip() == "1"
+
+
+def test_stage_code_names_a_file_that_does_not_compile(project, tmp_path):
+    _write(project, "shared/broken.py", "def oops(:\n")
+    bytecode = bundling.bytecode_compiler(RUNNING, environ={"PATH": ""})
+
+    with pytest.raises(BundlingError, match=r"(?s)compiling the Lambda bytecode failed.*broken\.py"):
+        stage_code(project_root=project, cache_dir=tmp_path / "cache", bytecode=bytecode)
+    assert not list((tmp_path / "cache").iterdir()), "a failed build leaves nothing behind"
+
+
+def test_build_layer_compiles_with_a_matching_interpreter_only(tmp_path, monkeypatch):
+    def fake_pip(requirements, *, target, platform, python_version):
+        _write(target, "pkg/__init__.py", "VALUE = 1\n")
+
+    monkeypatch.setattr(bundling, "_pip_install", fake_pip)
+    # The running interpreter is not a Lambda runtime's version; allow it so the compile can run for real.
+    monkeypatch.setattr(bundling, "PYTHON_VERSIONS", (*bundling.PYTHON_VERSIONS, RUNNING))
+    bytecode = bundling.bytecode_compiler(RUNNING, environ={"PATH": ""})
+    settings = {"requirements": ["pkg>=1"], "python_version": RUNNING, "architecture": "arm64"}
+
+    compiled = build_layer(**settings, cache_dir=tmp_path / "one", bytecode=bytecode)
+    pyc = (compiled / "python/pkg" / importlib.util.cache_from_source("__init__.py")).read_bytes()
+    assert int.from_bytes(pyc[4:8], "little") == 0b01
+    assert marshal.loads(pyc[16:]).co_filename == "/opt/python/pkg/__init__.py"
+
+    again = build_layer(**settings, cache_dir=tmp_path / "two", bytecode=bytecode)
+    assert again.name == compiled.name and _pycs(again) == _pycs(compiled)
+    assert build_layer(**settings, cache_dir=tmp_path / "one").name != compiled.name
+
+    with pytest.raises(BundlingError, match=rf"is Python {RUNNING} and cannot compile bytecode for the Python 3.13"):
+        build_layer(**{**settings, "python_version": "3.13"}, cache_dir=tmp_path / "one", bytecode=bytecode)
+
+
+def test_uncompiled_notice_names_the_cost_and_the_fixes():
+    notice = bundling.uncompiled_notice("3.14")
+
+    assert "~650 ms" in notice and "python3.14" in notice and bundling.BUNDLE_PYTHON_ENV in notice

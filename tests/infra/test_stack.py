@@ -190,6 +190,14 @@ def test_relay_may_only_send_to_job_queues(synth):
     assert relay["Properties"]["Timeout"] >= drain + SEND_BUDGET.total_seconds() + 5
 
 
+def test_relay_has_the_memory_the_cost_model_prices(synth):
+    # 128 MB holds the relay with a margin (bench/relay_memory.py) and halves its resident cost.
+    relay = by_property(
+        synth.resources("AWS::Lambda::Function"), "FunctionName", system_function_name("relay", stage=stage_of(synth))
+    )
+    assert relay["Properties"]["MemorySize"] == 128
+
+
 def test_no_policy_grants_a_wildcard_action(synth):
     for policy in synth.resources("AWS::IAM::Policy").values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:

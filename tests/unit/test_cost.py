@@ -82,14 +82,14 @@ def test_the_mix_weighs_jobs_and_the_fixed_costs_by_hand():
     by_name = {j.name: j for j in est.jobs}
     assert est.per_million == pytest.approx((3 * by_name["tiny.batched"].per_million + by_name["tiny.single"].per_million) / 4)
     fixed = {f.what: f.dollars for f in est.fixed}
-    # 43,800 one-minute starts a 730-hour month, 65 s each at 256 MB, plus their Lambda requests and Scheduler starts.
-    assert fixed["relay at rest (resident)"] == pytest.approx(43_800 * 65 * 0.25 * 0.0000133334 + 43_800 * 0.2e-6 + 43_800 * 1e-6)
+    # 43,800 one-minute starts a 730-hour month, 65 s each at 128 MB, plus their Lambda requests and Scheduler starts.
+    assert fixed["relay at rest (resident)"] == pytest.approx(43_800 * 65 * 0.125 * 0.0000133334 + 43_800 * 0.2e-6 + 43_800 * 1e-6)
     # Two queues, five pollers each, one 20 s long poll after another all month: 131,400 requests a poller.
     assert fixed["idle polling by the event sources"] == pytest.approx(2 * 5 * 131_400 * 0.4e-6)
     assert fixed["scheduled runs"] == 0
     on_demand = estimate(tiny(), Assumptions(relay_mode="on-demand", on_demand_run_seconds=1.0))
     assert {f.what: f.dollars for f in on_demand.fixed}["relay at rest (on-demand)"] == pytest.approx(
-        43_800 * 1 * 0.25 * 0.0000133334 + 43_800 * 0.2e-6 + 43_800 * 1e-6
+        43_800 * 1 * 0.125 * 0.0000133334 + 43_800 * 0.2e-6 + 43_800 * 1e-6
     )
 
 
