@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     cost = sub.add_parser("cost", help="AWS cost per million jobs and per month, from the registry's settings (docs/COST.md)")
     cost.add_argument("--duration-ms", type=float, default=50.0, help="handler time per job (default 50)")
     cost.add_argument("--log-bytes", type=int, default=382, help="log bytes per attempt (default 382, bench/log_bytes.py)")
+    cost.add_argument("--metrics-bytes", type=int, default=373, help="metrics log bytes per invocation (default 373, bench/log_bytes.py)")
     cost.add_argument("--failure-rate", type=float, default=0.0, help="share of attempts that fail and are retried (default 0)")
     cost.add_argument("--batch-fill", type=float, default=1.0, help="how full batches are, 0-1 of batch_size (default 1)")
     cost.add_argument("--message-bytes", type=int, default=1024, help="message size for SQS's 64 KB chunks (default 1024)")
@@ -566,6 +567,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     assumptions = cost.Assumptions(
         duration_ms=args.duration_ms,
         log_bytes=args.log_bytes,
+        metrics_bytes=args.metrics_bytes,
         failure_rate=args.failure_rate,
         batch_fill=args.batch_fill,
         message_bytes=args.message_bytes,

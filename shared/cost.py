@@ -14,7 +14,8 @@ A job's path, and the billed requests it makes (``docs/COST.md`` has the sources
   invocation, ``shared.runtime.handler``);
 * a failed attempt that will be retried is hidden for its retry delay (one ``ChangeMessageVisibility``) and comes
   back for another receive and invocation; a last failed attempt is copied to the DLQ (one ``SendMessage``);
-* every attempt writes ``log_bytes`` of logs (measured by ``bench/log_bytes.py``).
+* every attempt writes ``log_bytes`` of logs, and every invocation one metrics line of ``metrics_bytes`` (both
+  measured by ``bench/log_bytes.py``).
 
 Every call carrying messages is billed per 64 KB chunk of its payload.
 """
@@ -79,6 +80,9 @@ class Assumptions:
     duration_ms: float = 50.0
     # Log bytes per attempt at the default level (INFO): measured by bench/log_bytes.py, 382 bytes.
     log_bytes: int = 382
+    # Bytes of the metrics line each invocation writes (Embedded Metric Format, billed as log ingestion): measured by
+    # bench/log_bytes.py, 336 for a batch of one and 373 for a batch of ten; the larger is taken.
+    metrics_bytes: int = 373
     # The share of attempts that fail (each failure is retried up to the job's max_attempts).
     failure_rate: float = 0.0
     # How full a batch is on average, as a share of batch_size: 1 at a steady high volume, lower at a trickle.
@@ -97,6 +101,7 @@ class Assumptions:
         checks = (
             (self.duration_ms >= 0, f"duration must be at least 0 ms, got {self.duration_ms}"),
             (self.log_bytes >= 0, f"log bytes must be at least 0, got {self.log_bytes}"),
+            (self.metrics_bytes >= 0, f"metrics bytes must be at least 0, got {self.metrics_bytes}"),
             (0 <= self.failure_rate < 1, f"failure rate must be at least 0 and less than 1, got {self.failure_rate}"),
             (0 < self.batch_fill <= 1, f"batch fill must be more than 0 and at most 1, got {self.batch_fill}"),
             (1 <= self.message_bytes <= 1024 * 1024, f"message bytes must be between 1 and 1 MiB, got {self.message_bytes}"),
@@ -207,7 +212,7 @@ def job_cost(registry: Registry, job: JobSpec, assumptions: Assumptions) -> JobC
         sqs_requests=sqs,
         lambda_requests=per_invocation,
         gb_seconds=attempts * a.duration_ms / 1000 * queue.memory / 1024,
-        log_bytes=attempts * a.log_bytes,
+        log_bytes=attempts * a.log_bytes + per_invocation * a.metrics_bytes,
     )
 
 
@@ -304,7 +309,8 @@ def render(est: Estimate) -> str:
     """The table ``conveyor cost`` prints."""
     a = est.assumptions
     lines = [
-        f"Assumptions: {a.duration_ms:g} ms a job, {a.log_bytes} log bytes an attempt, failure rate {a.failure_rate:g}, "
+        f"Assumptions: {a.duration_ms:g} ms a job, {a.log_bytes} log bytes an attempt and {a.metrics_bytes} of metrics an "
+        f"invocation, failure rate {a.failure_rate:g}, "
         f"batches {a.batch_fill:.0%} full, {a.message_bytes} B messages, relay {a.relay_mode}.",
         "Prices: us-east-1 list, arm64 (docs/COST.md).",
         "",

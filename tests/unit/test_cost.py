@@ -20,7 +20,7 @@ def tiny(batch_size: int = 10) -> Registry:
     return registry
 
 
-HAND = Assumptions(duration_ms=100, log_bytes=1000, message_bytes=1024)
+HAND = Assumptions(duration_ms=100, log_bytes=1000, metrics_bytes=500, message_bytes=1024)
 
 
 def test_a_full_batch_of_ten_by_hand():
@@ -31,8 +31,9 @@ def test_a_full_batch_of_ten_by_hand():
     assert c.gb_seconds == pytest.approx(0.1 * 0.25)  # 100 ms at 256 MB
     assert c.sqs_dollars == pytest.approx(0.16)  # 0.4 requests x $0.40 per million requests, per million jobs
     assert c.lambda_dollars == pytest.approx(0.1 * 0.20 + 25_000 * 0.0000133334)
-    assert c.logs_dollars == pytest.approx(0.5)  # 1000 bytes x 1e6 jobs = 1 GB at $0.50
-    assert c.per_million == pytest.approx(0.16 + 0.02 + 0.333335 + 0.5)
+    # 1000 bytes a job and a 500-byte metrics line an invocation of ten: 1.05 GB per million jobs at $0.50.
+    assert c.logs_dollars == pytest.approx(0.525)
+    assert c.per_million == pytest.approx(0.16 + 0.02 + 0.333335 + 0.525)
 
 
 def test_a_batch_of_one_by_hand():
@@ -66,14 +67,14 @@ def test_expected_attempts():
 
 
 def test_a_failure_rate_raises_the_cost_by_hand():
-    c = job_cost(tiny(), tiny()["tiny.batched"], Assumptions(duration_ms=100, log_bytes=1000, failure_rate=0.5))
+    c = job_cost(tiny(), tiny()["tiny.batched"], Assumptions(duration_ms=100, log_bytes=1000, metrics_bytes=500, failure_rate=0.5))
     base = job_cost(tiny(), tiny()["tiny.batched"], HAND)
     assert c.attempts == pytest.approx(1.75)
     # send 0.1, receive and visibility 1.75/10 each, delete 0.1, a ChangeMessageVisibility per retry (0.75), and
     # the DLQ copy of the 1 in 8 jobs whose three attempts all fail.
     assert c.sqs_requests == pytest.approx(0.1 + 0.175 + 0.175 + 0.1 + 0.75 + 0.125)
     assert c.gb_seconds == pytest.approx(1.75 * base.gb_seconds)
-    assert c.log_bytes == pytest.approx(1750)
+    assert c.log_bytes == pytest.approx(1750 + 0.175 * 500)  # a line per attempt, a metrics line per invocation
     assert c.per_million > base.per_million
 
 
@@ -118,6 +119,7 @@ def test_the_product_registry_prices_every_job():
     [
         ({"duration_ms": -1}, "duration must be at least 0 ms"),
         ({"log_bytes": -5}, "log bytes must be at least 0"),
+        ({"metrics_bytes": -1}, "metrics bytes must be at least 0"),
         ({"failure_rate": 1.0}, "failure rate must be at least 0 and less than 1"),
         ({"failure_rate": -0.1}, "failure rate must be at least 0 and less than 1"),
         ({"batch_fill": 0}, "batch fill must be more than 0 and at most 1"),
