@@ -31,15 +31,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cached_property
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import psycopg
 
-from shared.envelope import SQS_MAX_MESSAGE_BYTES, attributes_size, message_attributes, sqs_batches
+from shared.envelope import (
+    ATTR_ATTEMPT, ATTR_ENQUEUED_AT, ATTR_JOB_ID, ATTR_JOB_NAME, SQS_MAX_MESSAGE_BYTES, attributes_size, message_attributes,
+    sqs_batches,
+)
 from shared.outbox import QUERIES
 from shared.outbox.dead import dead_count as count_dead
 from shared.queues import QueueDirectory
@@ -117,30 +119,64 @@ class PollInterval:
         return self._current
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClaimedJob:
     id: Any
     job_name: str
     queue: str
     payload: str
-    created_at: Any
-    attempt: int = 1
-    # The job's id: the row's own, except for a retry waiting in the outbox (a row of its own for the same job).
-    job_id: Any = None
-    parent_id: Any = None
-    scheduled_for: Any = None
+    # The message attributes (shared.envelope.message_attributes) and what SQS counts for body and attributes.
+    attributes: dict[str, dict[str, str]]
+    message_bytes: int
 
-    @cached_property
-    def attributes(self) -> dict[str, dict[str, str]]:
-        return message_attributes(
-            job_id=str(self.job_id or self.id), job_name=self.job_name, attempt=self.attempt, enqueued_at=self.created_at,
-            parent_id=None if self.parent_id is None else str(self.parent_id), scheduled_for=self.scheduled_for,
-        )
 
-    @property
-    def message_bytes(self) -> int:
-        """What SQS counts against its size limits for this message: body and attributes."""
-        return len(self.payload.encode("utf-8")) + attributes_size(self.attributes)
+class ClaimedJobs:
+    """Turns one cycle's claimed rows into :class:`ClaimedJob` s, building each repeated attribute once.
+
+    A cycle's rows mostly share their job name and attempt, and rows enqueued in one transaction their enqueue time:
+    those attribute values (and their sizes) are made once per distinct value and shared by the jobs' attribute
+    dicts (boto3 only reads them). Only the job id is the job's own. Rows with a flow parent or a schedule period,
+    rarer, get :func:`~shared.envelope.message_attributes` whole. The result equals message_attributes for every row.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, Any], tuple[dict[str, str], int]] = {}
+
+    def _value(self, name: str, key: Any, make: Callable[[], dict[str, str]]) -> tuple[dict[str, str], int]:
+        found = self._values.get((name, key))
+        if found is None:
+            value = make()
+            found = self._values[(name, key)] = (value, attributes_size({name: value}))
+        return found
+
+    def job(self, row: Sequence[Any]) -> ClaimedJob:
+        row_id, job_name, queue, payload, created_at, attempt, job_id, parent_id, scheduled_for = row
+        job_id = str(job_id or row_id)
+        if parent_id is not None or scheduled_for is not None:
+            attributes = message_attributes(
+                job_id=job_id, job_name=job_name, attempt=attempt, enqueued_at=created_at,
+                parent_id=str(parent_id) if parent_id is not None else None, scheduled_for=scheduled_for,
+            )
+            size = attributes_size(attributes)
+        else:
+            name, name_size = self._value(ATTR_JOB_NAME, job_name, lambda: {"DataType": "String", "StringValue": job_name})
+            tries, tries_size = self._value(ATTR_ATTEMPT, attempt, lambda: {"DataType": "Number", "StringValue": str(attempt)})
+            enqueued, enqueued_size = self._value(
+                ATTR_ENQUEUED_AT, created_at, lambda: {"DataType": "String", "StringValue": created_at.astimezone(UTC).isoformat()}
+            )
+            attributes = {
+                ATTR_JOB_ID: {"DataType": "String", "StringValue": job_id},
+                ATTR_JOB_NAME: name,
+                ATTR_ATTEMPT: tries,
+                ATTR_ENQUEUED_AT: enqueued,
+            }
+            # The id is ASCII (a uuid's text).
+            size = _JOB_ID_OVERHEAD + len(job_id) + name_size + tries_size + enqueued_size
+        body = len(payload) if payload.isascii() else len(payload.encode("utf-8"))
+        return ClaimedJob(row_id, job_name, queue, payload, attributes, body + size)
+
+
+_JOB_ID_OVERHEAD = attributes_size({ATTR_JOB_ID: {"DataType": "String", "StringValue": ""}})
 
 
 @dataclass(frozen=True)
@@ -191,13 +227,21 @@ def claim(
         ).fetchall()
 
 
+@dataclass(frozen=True)
+class _Claim:
+    token: uuid.UUID
+    rows: list[tuple[Any, ...]]
+    lease_ends: float  # time.monotonic() after which no send of these rows may start
+
+
 class Relay:
     """Publishes due outbox rows. Use :meth:`drain` in a Lambda invocation and :meth:`run` in a long-lived process.
 
     ``admit`` (optional) is asked per queue before each cycle; queues it refuses are skipped this cycle. The local
     runtime uses it for backpressure, so a bulk enqueue does not pile thousands of messages into a slow emulator.
     ``lease`` is how long claimed rows stay reserved for this relay; it bounds both how long a crashed relay delays
-    its rows and how long a publish may take (see ``SEND_BUDGET``).
+    its rows and how long a publish may take (see ``SEND_BUDGET``). With ``overlap`` (and no ``admit``), a cycle that
+    claimed a full batch leases the next one, on a second connection, while it publishes and marks its own.
     """
 
     def __init__(
@@ -214,6 +258,7 @@ class Relay:
         send_budget: timedelta = SEND_BUDGET,
         admit: Callable[[str], bool] | None = None,
         known_queues: Iterable[str] = (),
+        overlap: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -232,6 +277,13 @@ class Relay:
         self.send_budget = send_budget
         self.admit = admit
         self.known_queues = tuple(known_queues)
+        self.overlap = overlap
+        self._claim_conn: psycopg.Connection | None = None
+        self._claimer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-claim")
+        self._prefetch: Future[_Claim] | None = None
+        if publishers < 1:
+            raise ValueError(f"publishers must be at least 1, got {publishers}")
+        self.publishers = publishers
         self._pool = ThreadPoolExecutor(max_workers=publishers, thread_name_prefix="relay-publish")
         # What :meth:`run` has done so far (the local runtime and its tests read it).
         self.totals = RelayStats()
@@ -242,15 +294,19 @@ class Relay:
         """Lease, publish and mark one batch. Returns what happened; raises on database errors (rows already
         published then come back after the lease: duplicates, never losses). No send starts after ``send_until``
         (``time.monotonic()``; a drain's end), so an invocation's last cycle cannot outlive its function."""
-        skip = [q for q in self.known_queues if self.admit and not self.admit(q)]
-        token = uuid.uuid4()
-        # Send only while the slowest call still ends inside the lease, measured from before the claim.
-        lease_ends = time.monotonic() + (self.lease - self.send_budget).total_seconds()
-        send_until = lease_ends if send_until is None else min(send_until, lease_ends)
-        rows = claim(self._connection(), token=token, limit=self.batch_size, skip_queues=skip, lease=self.lease)
-        if not rows:
+        current = self._take_prefetched() or self._claim(self._connection())
+        if not current.rows:
             return RelayStats(cycles=1)
-        jobs = [ClaimedJob(*row) for row in rows]
+        rows, token = current.rows, current.token
+        send_until = current.lease_ends if send_until is None else min(send_until, current.lease_ends)
+        if self.overlap and self.admit is None and len(rows) == self.batch_size and time.monotonic() < send_until:
+            # A full batch: more is probably due. Lease the next batch while this one is published and marked.
+            # Safe because leased rows are not due: the two batches are disjoint, and each is marked only after
+            # SQS accepted it. Not with ``admit``: its answer must see this batch's sends.
+            claim_conn = self._claim_connection()
+            self._prefetch = self._claimer.submit(self._claim, claim_conn)
+        make = ClaimedJobs().job
+        jobs = [make(row) for row in rows]
         published, refused, unsent = self._publish(jobs, send_until)
         dead = self._mark(token, published, refused, unsent)
         stats = RelayStats(published=len(published), failed=len(refused), dead=dead, unsent=len(unsent), cycles=1)
@@ -267,6 +323,40 @@ class Relay:
         if unsent:
             log.warning("relay: %d job(s) released unsent (SQS unreachable or the lease ran short); retrying", len(unsent))
         return stats
+
+    def _claim(self, conn: psycopg.Connection) -> _Claim:
+        skip = [q for q in self.known_queues if self.admit and not self.admit(q)]
+        token = uuid.uuid4()
+        # Send only while the slowest call still ends inside the lease, measured from before the claim.
+        lease_ends = time.monotonic() + (self.lease - self.send_budget).total_seconds()
+        rows = claim(conn, token=token, limit=self.batch_size, skip_queues=skip, lease=self.lease)
+        return _Claim(token, rows, lease_ends)
+
+    def _take_prefetched(self) -> _Claim | None:
+        """The batch leased during the last cycle, if any; its claim's error, if it failed (nothing was leased)."""
+        future, self._prefetch = self._prefetch, None
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except psycopg.Error:
+            self._discard_claim_connection()
+            raise
+
+    def _release_prefetched(self) -> None:
+        """Give back a batch leased ahead that no cycle will publish (the loop is ending): claimable again at once
+        rather than after the lease."""
+        try:
+            pending = self._take_prefetched()
+        except Exception:  # noqa: BLE001 - the claim failed, so nothing is leased
+            return
+        if pending is None or not pending.rows:
+            return
+        try:
+            self._connection().execute(QUERIES["outbox_release"], {"ids": [row[0] for row in pending.rows], "token": pending.token})
+        except psycopg.Error as exc:
+            log.warning("relay: could not release %d rows leased ahead (%s); they come back when the lease ends", len(pending.rows), exc)
+            self._discard_connection()
 
     def _publish(
         self, jobs: list[ClaimedJob], send_until: float
@@ -294,7 +384,18 @@ class Relay:
                 return [], [], [job.id for job in batch]
             return self._send_batch(batch)
 
-        for ok, bad, skipped in self._pool.map(send, batches):
+        def send_each(group: list[list[ClaimedJob]]) -> list[tuple[list[tuple[Any, str]], list[Refusal], list[Any]]]:
+            return [send(batch) for batch in group]
+
+        if len(batches) <= 1:
+            # One request (the usual cycle at a trickle): sent from this thread, without a hop through the pool.
+            results = [send(batch) for batch in batches]
+        else:
+            # One task per publisher thread, each sending its share of the requests in turn: 8 futures a cycle
+            # rather than one per request (50 for a full batch), which cost more than an instant SQS call.
+            groups = [batches[i::self.publishers] for i in range(min(self.publishers, len(batches)))]
+            results = [result for group in self._pool.map(send_each, groups) for result in group]
+        for ok, bad, skipped in results:
             published.extend(ok)
             refused.extend(bad)
             unsent.extend(skipped)
@@ -454,6 +555,7 @@ class Relay:
             if on_wait:
                 on_wait(wait)
             time.sleep(min(wait, max(deadline - time.monotonic(), 0)))
+        self._release_prefetched()
         return total
 
     def run(
@@ -487,6 +589,7 @@ class Relay:
                 if on_wait:
                     on_wait(wait)
                 stop.wait(wait)
+        self._release_prefetched()
 
     def _next_wait(self, stats: RelayStats, poll: PollInterval) -> float | None:
         """None (claim again at once) while a full batch says more is due; else the adaptive poll's next wait."""
@@ -512,9 +615,26 @@ class Relay:
             finally:
                 self._conn = None
 
+    def _claim_connection(self) -> psycopg.Connection:
+        if self._claim_conn is None or self._claim_conn.closed or self._claim_conn.broken:
+            self._claim_conn = self._connect()
+            self._claim_conn.autocommit = True
+        return self._claim_conn
+
+    def _discard_claim_connection(self) -> None:
+        conn, self._claim_conn = self._claim_conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - dropped either way
+                pass
+
     def close(self) -> None:
+        self._release_prefetched()
         self._discard_connection()
+        self._discard_claim_connection()
         self._pool.shutdown(wait=True)
+        self._claimer.shutdown(wait=True)
 
 
 def outbox_lag(conn: psycopg.Connection) -> tuple[float, int]:

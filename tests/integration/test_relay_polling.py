@@ -126,3 +126,68 @@ def test_backpressure_still_stops_publishing_at_max_queue_depth(runtime_factory,
     depth = runtime.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
     assert int(depth["Attributes"]["ApproximateNumberOfMessages"]) == 3
     assert runtime.relay.totals.published_by_queue == {"work": 3}
+
+
+# -- the next batch leased while this one is published ----------------------------------------------------------------
+
+
+def leased_rows(conn) -> int:
+    return conn.execute("SELECT count(*) FROM conveyor.outbox WHERE claim_token IS NOT NULL").fetchone()[0]
+
+
+def test_a_batch_leased_ahead_is_published_by_the_next_cycle_or_released_at_close(conn, db_url, sqs, stage, queues):
+    from shared.outbox import enqueue_many
+
+    from tests.integration.test_relay import receive_all
+
+    ids = enqueue_many(conn, EMAIL_SEND, [WELCOME] * 5)
+    settings = Settings(stage=stage, database_url=db_url)
+    relay = Relay(lambda: connect(settings), sqs, QueueDirectory(sqs, settings), batch_size=2)
+    try:
+        assert relay.run_once().published == 2
+        assert relay.run_once().published == 2  # the batch the first cycle leased ahead
+    finally:
+        relay.close()  # gives back the last row, leased ahead by the second cycle
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone()[0] == 1
+    assert leased_rows(conn) == 0
+    second = make_relay(db_url, sqs, stage)
+    try:
+        assert second.drain(5).published == 1
+    finally:
+        second.close()
+    assert {r[0] for r in conn.execute("SELECT id FROM conveyor.runs")} == set(ids)
+    assert len(receive_all(sqs, queues["email-default"][0], expected=5)) == 5
+
+
+def test_drain_releases_what_it_leased_ahead_when_its_time_is_up(conn, db_url, sqs, stage, queues):
+    """The last full cycle of a drain leases ahead; the drain ends before publishing it, so it must let go of it
+    (a row left leased would wait the whole lease for the next invocation)."""
+    from shared.outbox import enqueue_many
+
+    enqueue_many(conn, EMAIL_SEND, [WELCOME] * 4)
+    settings = Settings(stage=stage, database_url=db_url)
+    relay = Relay(lambda: connect(settings), sqs, QueueDirectory(sqs, settings), batch_size=2)
+    try:
+        stats = relay.drain(0)  # no time at all: only the release at the end runs
+        assert stats.cycles == 0
+        relay.run_once()  # publishes 2, leases the other 2 ahead (in the background)
+        wait_until(lambda: leased_rows(conn) == 2)
+        relay.drain(0)
+        assert leased_rows(conn) == 0
+    finally:
+        relay.close()
+
+
+def test_no_batch_is_leased_ahead_when_admit_decides(conn, db_url, sqs, stage, queues):
+    """Backpressure asks before each claim; a batch leased ahead would be claimed before the last one was counted."""
+    from shared.outbox import enqueue_many
+
+    enqueue_many(conn, EMAIL_SEND, [WELCOME] * 4)
+    settings = Settings(stage=stage, database_url=db_url)
+    relay = Relay(lambda: connect(settings), sqs, QueueDirectory(sqs, settings), batch_size=2,
+                  admit=lambda _queue: True, known_queues=list(queues))
+    try:
+        assert relay.run_once().published == 2
+        assert leased_rows(conn) == 0
+    finally:
+        relay.close()
