@@ -2,7 +2,7 @@
 an outbox that was never analysed, to an SQS that answers at once and to one that takes 15 ms per SendMessageBatch
 (issue 16, item 4).
 
-    PYTHONPATH=. .venv/bin/python -m bench.relay_scale [jobs] [runs]
+    PYTHONPATH=. .venv/bin/python -m bench.relay_scale [jobs] [runs] [relays, e.g. 1,2,4] [instant,slow]
 
 Each run enqueues the jobs in one transaction (autovacuum is off for the outbox, so no ANALYZE ever gives it
 statistics), starts the relays together and times until the last one finds nothing due; jobs/s over all relays,
@@ -67,7 +67,7 @@ def one_run(pool, url: str, n: int, relays: int, slow: bool) -> float:
     return n / (max(f for _, f in results) - start_at)
 
 
-def main(n: int, runs: int) -> None:
+def main(n: int, runs: int, counts: list[int], kinds: list[str]) -> None:
     with EmbeddedPostgres(log=lambda _m: None) as server, multiprocessing.get_context("spawn").Pool(4) as pool:
         url = server.url
         with psycopg.connect(url, autocommit=True) as conn:
@@ -75,8 +75,8 @@ def main(n: int, runs: int) -> None:
             sync_registry(conn, registry)
             conn.execute("ALTER TABLE conveyor.outbox SET (autovacuum_enabled = off)")
         rows = []
-        for slow in (False, True):
-            for relays in (1, 2, 4):
+        for slow in [kind == "slow" for kind in kinds]:
+            for relays in counts:
                 rates = [one_run(pool, url, n, relays, slow) for _ in range(runs)]
                 rows.append((slow, relays, rates))
                 print(f"  {'15 ms' if slow else 'instant'} SQS, {relays} relay(s): {[round(r) for r in rates]}", flush=True)
@@ -89,4 +89,9 @@ def main(n: int, runs: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20_000, int(sys.argv[2]) if len(sys.argv) > 2 else 3)
+    main(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 20_000,
+        int(sys.argv[2]) if len(sys.argv) > 2 else 3,
+        [int(c) for c in sys.argv[3].split(",")] if len(sys.argv) > 3 else [1, 2, 4],
+        sys.argv[4].split(",") if len(sys.argv) > 4 else ["instant", "slow"],
+    )
