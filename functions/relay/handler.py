@@ -3,7 +3,8 @@
 Two modes (``CONVEYOR_RELAY_MODE``):
 
 * ``resident`` (default): each run keeps polling the outbox until its drain budget (set by the stack a little past
-  the next run's start) runs out, so commit → SQS stays well under a second without an always-on server. Cost:
+  the next run's start) runs out, polling 1 ms after a cycle that found work and doubling to 100 ms while idle
+  (``Relay.drain(stay=True)``), so commit → SQS takes milliseconds under load without an always-on server. Cost:
   about one function busy all the time (see ``infra/relay.py``).
 * ``on-demand``: each run publishes what is due and returns. Almost free when idle, but a job committed just after
   a run waits for the next one (up to a minute).

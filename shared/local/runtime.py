@@ -52,7 +52,11 @@ class LocalConfig:
     data_dir: Path = Path(".conveyor")
     max_queue_depth: int = 100
     workers_per_queue: int = 2
+    # The relay polls ~1 ms after a cycle that found work, doubling up to this while idle (shared.outbox.relay).
     relay_idle_interval: float = 0.05
+    # How long one reading of a queue's depth (GetQueueAttributes) stands for backpressure; what the relay sends
+    # meanwhile is added to it, so a 1 ms poll does not ask moto before every cycle.
+    queue_depth_ttl: float = 0.2
     poll_wait_seconds: int = 1
     scheduler: bool = True
     state_file: Path | None = None
@@ -87,6 +91,9 @@ class LocalRuntime:
         self.pauses: PauseWatch | None = None
         self.recorder: Any = None  # shared.integrations.recorder.Recorder, once started
         self._state_lock: Any = None  # the open, locked file that makes the state file ours
+        # Per queue label: (when read, depth read, sent since): the backpressure check's last reading of moto.
+        self._depths: dict[str, tuple[float, int, int]] = {}
+        self._depths_lock = threading.Lock()
 
 
     # -- start-up ------------------------------------------------------------------------------------------------
@@ -308,10 +315,29 @@ class LocalRuntime:
 
     def _admit(self, queue: str) -> bool:
         """Backpressure: publish to a queue only while it holds fewer than ``max_queue_depth`` visible messages
-        (moto rescans a queue on every receive, so a deep local queue gets slow; the outbox holds the rest)."""
-        url = self.urls[queue][0]
-        depth = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-        return int(depth["Attributes"]["ApproximateNumberOfMessages"]) < self.config.max_queue_depth
+        (moto rescans a queue on every receive, so a deep local queue gets slow; the outbox holds the rest).
+
+        The depth is read at most every ``queue_depth_ttl`` seconds (the relay polls every millisecond while busy);
+        between readings, what the relay published to the queue counts as if it were still there, so the check
+        errs towards holding back: messages received meanwhile only show at the next reading."""
+        now = time.monotonic()
+        with self._depths_lock:
+            reading = self._depths.get(queue)
+        if reading is None or now - reading[0] >= self.config.queue_depth_ttl:
+            url = self.urls[queue][0]
+            answer = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+            reading = (now, int(answer["Attributes"]["ApproximateNumberOfMessages"]), 0)
+            with self._depths_lock:
+                self._depths[queue] = reading
+        _, depth, sent = reading
+        return depth + sent < self.config.max_queue_depth
+
+    def _count_sent(self, stats: RelayStats) -> None:
+        with self._depths_lock:
+            for queue, count in stats.published_by_queue.items():
+                if queue in self._depths:
+                    read_at, depth, sent = self._depths[queue]
+                    self._depths[queue] = (read_at, depth, sent + count)
 
     def _fire(self, job: JobSpec, fire_time: datetime, now: datetime) -> FireResult:
         with connect(Settings(database_url=self.database_url)) as conn:
@@ -329,6 +355,7 @@ class LocalRuntime:
             return latest_fire(conn, job.name)
 
     def _on_relay(self, stats: RelayStats) -> None:
+        self._count_sent(stats)
         line = f"relay      published {stats.published}"
         if stats.failed - stats.dead:
             line += f", {stats.failed - stats.dead} refused by SQS (kept, retrying): {'; '.join(stats.errors[:2])}"

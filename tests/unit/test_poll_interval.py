@@ -1,0 +1,37 @@
+"""The relay's adaptive poll: the schedule itself (the loops' use of it is in tests/integration/test_relay_polling.py)."""
+
+import pytest
+
+from shared.outbox.relay import PollInterval
+
+
+def test_work_brings_the_next_poll_to_the_busy_interval():
+    poll = PollInterval(busy=0.001, idle=0.05)
+    assert poll.busy() == 0.001
+
+
+def test_idle_cycles_double_the_wait_up_to_the_idle_interval():
+    poll = PollInterval(busy=0.001, idle=0.05)
+    poll.busy()
+    assert [poll.idle() for _ in range(8)] == [0.002, 0.004, 0.008, 0.016, 0.032, 0.05, 0.05, 0.05]
+
+
+def test_work_resets_the_backoff():
+    poll = PollInterval(busy=0.001, idle=0.1)
+    poll.busy()
+    for _ in range(10):
+        poll.idle()
+    assert poll.idle() == 0.1
+    assert poll.busy() == 0.001
+    assert poll.idle() == 0.002
+
+
+def test_a_fresh_schedule_starts_idle():
+    """A relay just started has no sign of work: it polls at the idle interval, as before."""
+    assert PollInterval(busy=0.001, idle=0.05).idle() == 0.05
+
+
+@pytest.mark.parametrize(("busy", "idle"), [(0, 0.05), (-0.001, 0.05), (0.01, 0.001)])
+def test_nonsense_intervals_are_refused(busy, idle):
+    with pytest.raises(ValueError, match="interval"):
+        PollInterval(busy=busy, idle=idle)
