@@ -25,7 +25,7 @@ INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at)
 SELECT gen_random_uuid(), 'bench.note', 'q' || (g %% 3), '{"n": 1}'::json, now() - interval '1 hour' + g * interval '1 ms'
 FROM generate_series(1, %(n)s) g
 """
-PARAMS = {"limit": 500, "skip_queues": [], "token": uuid.uuid4(), "lease": timedelta(seconds=60)}
+PARAMS = {"limit": 500, "skip_queues": [], "token": uuid.uuid4(), "lease": timedelta(seconds=60), "max_bytes": 8 << 20}
 
 
 def explain(conn: psycopg.Connection, with_plan_setting: bool) -> tuple[str, float, int]:

@@ -155,16 +155,28 @@ SET LOCAL synchronous_commit = off;
 UPDATE conveyor.outbox o
 SET claim_token = %(token)s, locked_until = now() + %(lease)s::interval
 -- By ctid, so the update visits exactly the rows the index scan locked (a join by id would scan the whole table).
+-- The batch also stops before the row that would take its payloads past %(max_bytes)s (the first row is always
+-- taken): the relay holds a claimed batch in memory while it publishes it, and 500 payloads near SQS's size limit
+-- would not fit its 128 MB. Rows the scan locked beyond that are not leased, and their locks end with the claim.
+-- The running sum reads the locked rows in the scan's run_at order (no sort: a subquery keeps its order).
 WHERE o.ctid = ANY (ARRAY(
     SELECT ctid
-    FROM conveyor.outbox
-    WHERE run_at <= now()
-      AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-      AND (locked_until IS NULL OR locked_until <= now())
-      AND NOT (queue = ANY(%(skip_queues)s::text[]))
-    ORDER BY run_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FROM (
+        SELECT ctid, sum(octet_length(payload::text)) OVER (ROWS UNBOUNDED PRECEDING) AS bytes_so_far,
+               row_number() OVER (ROWS UNBOUNDED PRECEDING) AS position
+        FROM (
+            SELECT ctid, payload
+            FROM conveyor.outbox
+            WHERE run_at <= now()
+              AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+              AND (locked_until IS NULL OR locked_until <= now())
+              AND NOT (queue = ANY(%(skip_queues)s::text[]))
+            ORDER BY run_at
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) locked
+    ) sized
+    WHERE position = 1 OR bytes_so_far <= %(max_bytes)s
 ))
 RETURNING o.id, o.job_name, o.queue, o.payload::text AS payload, o.created_at, o.attempt, coalesce(o.job_id, o.id) AS job_id,
           o.parent_id, o.scheduled_for;

@@ -2,8 +2,9 @@
 
 One cycle, with no transaction open while SQS is called:
 
-1. **lease** up to ``batch_size`` due rows in one short statement (``FOR UPDATE SKIP LOCKED`` inside it, so relays
-   never wait for each other): each row gets this cycle's claim token and ``locked_until = now() + lease``;
+1. **lease** up to ``batch_size`` due rows, and at most ``max_claim_bytes`` of payloads, in one short statement
+   (``FOR UPDATE SKIP LOCKED`` inside it, so relays never wait for each other): each row gets this cycle's claim
+   token and ``locked_until = now() + lease``;
 2. **publish** them with no database transaction open, grouped per queue, in SendMessageBatch calls of at most 10
    entries and 256 KiB (several calls in parallel; a batch SQS still finds too long is split and sent again). A batch
    is not started once the lease is too close to its end for the slowest call to finish inside it;
@@ -56,6 +57,11 @@ SEND_BUDGET = timedelta(seconds=25)
 # SendMessageBatch calls in flight at once: a full batch of 500 is 50 calls, so at ~15 ms a call 16 threads send it in
 # four rounds (~60 ms) where 8 took seven (issue 16: 3.7k jobs/s per relay against a 15 ms SQS with 8).
 PUBLISHERS = 16
+# Payload bytes one claim may hold. The relay keeps a batch (and, leasing ahead, the next) in memory while it publishes
+# it: 500 rows of 1 KB are 0.5 MB, but 500 near SQS's 1 MiB limit would be 500 MB. 8 MiB keeps two batches and the
+# requests being built well inside the relay's 128 MB (docs/BENCHMARKS.md "Relay memory"), and at 8 MiB a cycle is
+# still 8+ full SendMessageBatch calls.
+MAX_CLAIM_BYTES = 8 * 1024 * 1024
 
 
 def relay_client_config() -> Any:
@@ -207,6 +213,8 @@ class RelayStats:
     # Cycles that failed as a whole (the database or SQS unreachable); their rows stay in the outbox.
     cycle_errors: int = 0
     errors: list[str] = field(default_factory=list)
+    # The cycle's claim was full (batch_size rows, or its byte budget): more may be due at once. Not summed by add().
+    full: bool = False
     # Published per queue label: the local runtime's backpressure counts what it sent since its last depth reading.
     published_by_queue: dict[str, int] = field(default_factory=dict)
 
@@ -223,14 +231,22 @@ class RelayStats:
 
 
 def claim(
-    conn: psycopg.Connection, *, token: uuid.UUID, limit: int, skip_queues: Sequence[str], lease: timedelta
+    conn: psycopg.Connection,
+    *,
+    token: uuid.UUID,
+    limit: int,
+    skip_queues: Sequence[str],
+    lease: timedelta,
+    max_bytes: int = MAX_CLAIM_BYTES,
 ) -> list[tuple[Any, ...]]:
-    """Lease up to ``limit`` due rows, oldest first (outbox_claim), on an autocommit connection. A transaction of its
-    own, so the plan setting (outbox_claim_plan) covers the claim only; it commits before anything is sent."""
+    """Lease up to ``limit`` due rows, oldest first, whose payloads add up to at most ``max_bytes`` (one row at
+    least) (outbox_claim), on an autocommit connection. A transaction of its own, so the plan setting
+    (outbox_claim_plan) covers the claim only; it commits before anything is sent."""
     with conn.transaction():
         conn.execute(QUERIES["outbox_claim_plan"])
         return conn.execute(
-            QUERIES["outbox_claim"], {"limit": limit, "skip_queues": list(skip_queues), "token": token, "lease": lease}
+            QUERIES["outbox_claim"],
+            {"limit": limit, "skip_queues": list(skip_queues), "token": token, "lease": lease, "max_bytes": max_bytes},
         ).fetchall()
 
 
@@ -266,6 +282,7 @@ class Relay:
         admit: Callable[[str], bool] | None = None,
         known_queues: Iterable[str] = (),
         overlap: bool = True,
+        max_claim_bytes: int = MAX_CLAIM_BYTES,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -285,6 +302,9 @@ class Relay:
         self.admit = admit
         self.known_queues = tuple(known_queues)
         self.overlap = overlap
+        if max_claim_bytes < 1:
+            raise ValueError(f"max_claim_bytes must be at least 1, got {max_claim_bytes}")
+        self.max_claim_bytes = max_claim_bytes
         self._claim_conn: psycopg.Connection | None = None
         self._claimer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-claim")
         self._prefetch: Future[_Claim] | None = None
@@ -306,7 +326,8 @@ class Relay:
             return RelayStats(cycles=1)
         rows, token = current.rows, current.token
         send_until = current.lease_ends if send_until is None else min(send_until, current.lease_ends)
-        if self.overlap and self.admit is None and len(rows) == self.batch_size and time.monotonic() < send_until:
+        full = self._full(rows)
+        if self.overlap and self.admit is None and full and time.monotonic() < send_until:
             # A full batch: more is probably due. Lease the next batch while this one is published and marked.
             # Safe because leased rows are not due: the two batches are disjoint, and each is marked only after
             # SQS accepted it. Not with ``admit``: its answer must see this batch's sends.
@@ -316,7 +337,7 @@ class Relay:
         jobs = [make(row) for row in rows]
         published, refused, unsent = self._publish(jobs, send_until)
         dead = self._mark(token, published, refused, unsent)
-        stats = RelayStats(published=len(published), failed=len(refused), dead=dead, unsent=len(unsent), cycles=1)
+        stats = RelayStats(published=len(published), failed=len(refused), dead=dead, unsent=len(unsent), cycles=1, full=full)
         if published:
             queue_of = {job.id: job.queue for job in jobs}
             for row_id, _ in published:
@@ -331,12 +352,19 @@ class Relay:
             log.warning("relay: %d job(s) released unsent (SQS unreachable or the lease ran short); retrying", len(unsent))
         return stats
 
+    def _full(self, rows: list[tuple[Any, ...]]) -> bool:
+        """Whether the claim may have left due rows behind: it took ``batch_size`` rows, or its payloads came so near
+        ``max_claim_bytes`` that the next row might not have fitted (below that, every due row would have)."""
+        if len(rows) >= self.batch_size:
+            return True
+        return sum(len(row[3]) for row in rows) > self.max_claim_bytes - SQS_MAX_MESSAGE_BYTES
+
     def _claim(self, conn: psycopg.Connection) -> _Claim:
         skip = [q for q in self.known_queues if self.admit and not self.admit(q)]
         token = uuid.uuid4()
         # Send only while the slowest call still ends inside the lease, measured from before the claim.
         lease_ends = time.monotonic() + (self.lease - self.send_budget).total_seconds()
-        rows = claim(conn, token=token, limit=self.batch_size, skip_queues=skip, lease=self.lease)
+        rows = claim(conn, token=token, limit=self.batch_size, skip_queues=skip, lease=self.lease, max_bytes=self.max_claim_bytes)
         return _Claim(token, rows, lease_ends)
 
     def _take_prefetched(self) -> _Claim | None:
@@ -513,9 +541,9 @@ class Relay:
             return None
 
     def _idle(self, stats: RelayStats) -> bool:
-        """Nothing more is due: the cycle claimed less than a full batch and sent all it claimed (rows released
-        unsent are more work, whatever the batch's size)."""
-        return stats.unsent == 0 and stats.published + stats.failed < self.batch_size
+        """Nothing more is due: the cycle's claim was not full (by rows or by bytes) and it sent all it claimed (rows
+        released unsent are more work, whatever the batch's size)."""
+        return stats.unsent == 0 and not stats.full
 
     @staticmethod
     def _stalled(stats: RelayStats) -> bool:

@@ -34,7 +34,7 @@ def test_claim_on_an_unanalysed_outbox_limits_an_index_scan_and_never_sorts(conn
     assert analysed == (None, None)
     assert conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'conveyor.outbox'::regclass").fetchone()[0] == -1
 
-    params = {"limit": 500, "skip_queues": [], "token": uuid.uuid4(), "lease": LEASE}
+    params = {"limit": 500, "skip_queues": [], "token": uuid.uuid4(), "lease": LEASE, "max_bytes": 8 << 20}
     # The relay's transaction, as shared.outbox.relay.claim runs it, with EXPLAIN in front of the claim; rolled back.
     with conn.transaction(force_rollback=True):
         conn.execute(QUERIES["outbox_claim_plan"])
@@ -95,3 +95,36 @@ def test_claim_takes_the_oldest_due_rows_and_skips_locked_leased_and_waiting_one
     rest = claim(conn, token=uuid.uuid4(), limit=10, skip_queues=[], lease=LEASE)
     assert {r[0] for r in rest} == {locked, skipped, plain[2], plain[3]}
     assert leased not in {r[0] for r in rest} and waiting not in {r[0] for r in rest} and not_due not in {r[0] for r in rest}
+
+
+BIG = """
+INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at)
+SELECT gen_random_uuid(), 'bench.note', 'q', json_build_object('text', repeat('x', %(bytes)s)), now() - interval '1 hour' + g * interval '1 ms'
+FROM generate_series(1, %(n)s) g
+"""
+
+
+def test_a_claim_holds_at_most_its_byte_budget_of_payloads_oldest_first(conn):
+    """The relay keeps a claimed batch in memory while it publishes it: 500 payloads near SQS's size limit would not
+    fit its 128 MB. A claim stops before the row that would take its payloads past ``max_bytes``."""
+    conn.execute(BIG, {"n": 10, "bytes": 100_000})
+    rows = claim(conn, token=uuid.uuid4(), limit=500, skip_queues=[], lease=LEASE, max_bytes=250_000)
+    assert len(rows) == 2
+    assert sum(len(row[3]) for row in rows) <= 250_000
+    ages = conn.execute("SELECT id FROM conveyor.outbox ORDER BY run_at LIMIT 2").fetchall()
+    assert [row[0] for row in rows] == [row[0] for row in ages]
+    # The rows left over were locked by the claim's scan but not leased: the next claim takes them.
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox WHERE claim_token IS NULL").fetchone()[0] == 8
+    assert len(claim(conn, token=uuid.uuid4(), limit=500, skip_queues=[], lease=LEASE, max_bytes=250_000)) == 2
+
+
+def test_a_row_larger_than_the_budget_is_still_claimed_alone(conn):
+    conn.execute(BIG, {"n": 3, "bytes": 100_000})
+    rows = claim(conn, token=uuid.uuid4(), limit=500, skip_queues=[], lease=LEASE, max_bytes=1_000)
+    assert len(rows) == 1
+
+
+def test_small_payloads_fill_the_batch(conn):
+    conn.execute(FILL, {"n": 600})
+    rows = claim(conn, token=uuid.uuid4(), limit=500, skip_queues=[], lease=LEASE)
+    assert len(rows) == 500

@@ -91,7 +91,7 @@ def test_replace_of_a_row_a_relay_has_claimed_becomes_a_new_job(conn):
     first = enqueue(conn, EMAIL_SEND, WELCOME, dedup_key="k")
     token = uuid.uuid4()
     claimed = conn.execute(
-        QUERIES["outbox_claim"], {"limit": 10, "skip_queues": [], "token": token, "lease": timedelta(seconds=60)}
+        QUERIES["outbox_claim"], {"limit": 10, "skip_queues": [], "token": token, "lease": timedelta(seconds=60), "max_bytes": 1 << 20}
     ).fetchall()
     assert [r[0] for r in claimed] == [first]
     replacement = enqueue(conn, EMAIL_SEND, {**WELCOME, "subject": "new"}, dedup_key="k", dedup="replace")

@@ -603,3 +603,21 @@ def test_drain_goes_on_after_a_cycle_whose_lease_ran_short(conn, db_url, sqs, st
     finally:
         relay.close()
     assert stats.unsent > 0 and stats.published == 30
+
+
+def test_a_drain_goes_on_after_a_claim_its_byte_budget_cut_short(conn, db_url, sqs, stage, queues):
+    """Big payloads make claims of fewer rows than the batch size; the drain must not take that for "nothing more
+    is due" and stop with jobs left behind."""
+    big = {**WELCOME, "variables": {"name": "Ada", "essay": "x" * 60_000}}
+    with conn.transaction():
+        ids = enqueue_many(conn, EMAIL_SEND, [big] * 6)
+    relay = make_relay(db_url, sqs, stage, max_claim_bytes=150_000, overlap=False)
+    try:
+        stats = relay.drain(30)
+    finally:
+        relay.close()
+    assert stats.published == 6
+    assert stats.cycles >= 3  # two rows a claim
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone()[0] == 0
+    assert len(receive_all(sqs, queues["email-default"][0], expected=6)) == 6
+    assert len(ids) == 6
