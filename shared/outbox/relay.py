@@ -21,8 +21,9 @@ shows the relay idle in a transaction.
 Any number of relays may run at once: SKIP LOCKED and the lease hand each a disjoint set of rows.
 
 Between cycles a relay polls adaptively (:class:`PollInterval`): ~1 ms after a cycle that found work, doubling while
-idle up to the loop's idle interval (50 ms for :meth:`Relay.run`, 100 ms for :meth:`Relay.drain`). A steady trickle
-of jobs is picked up within milliseconds, and an idle relay costs what a fixed interval did.
+idle, at most 4 ms for the next ~half second, then up to the loop's idle interval (50 ms for :meth:`Relay.run`,
+100 ms for :meth:`Relay.drain`). A steady trickle of jobs is picked up within milliseconds, and an idle relay costs
+what a fixed interval did.
 """
 
 from __future__ import annotations
@@ -103,32 +104,44 @@ def _error_code(exc: Exception) -> str | None:
 
 class PollInterval:
     """The wait before a relay's next claim: ``busy`` seconds after a cycle that found work, then doubling with each
-    idle cycle up to ``idle``.
+    idle cycle, held at ``warm`` for the first ``linger`` idle cycles after work, then on up to ``idle``.
 
     Polling rather than LISTEN/NOTIFY in the producer's transaction: NOTIFY takes a database-wide lock at commit and
-    cost concurrent producers 15-20 % (issue 16). A job arriving while the relay is busy, or soon after, waits about
-    the short interval; a relay left idle settles at ``idle`` within a few cycles (1 + 2 + 4 + ... ms), so its
-    steady cost is that of a fixed interval.
+    cost concurrent producers 15-20 % (issue 16). A job arriving while the relay is busy, or soon after, waits at
+    most ``warm`` (a stream of jobs with gaps, as at 200 jobs/s on a loaded machine, would otherwise meet a wait that
+    had already doubled to 16 or 32 ms: the pickup's p99); a relay left idle settles at ``idle`` after
+    ``linger`` cycles (about half a second), so its steady cost is that of a fixed interval.
     """
 
-    def __init__(self, *, busy: float = 0.001, idle: float = 0.05) -> None:
+    def __init__(self, *, busy: float = 0.001, idle: float = 0.05, warm: float = 0.004, linger: int = 128) -> None:
         if busy <= 0:
             raise ValueError(f"the busy interval must be positive, got {busy}")
         if idle < busy:
             raise ValueError(f"the idle interval ({idle}) must be at least the busy interval ({busy})")
+        if warm < busy:
+            raise ValueError(f"the warm interval ({warm}) must be at least the busy interval ({busy})")
+        if linger < 0:
+            raise ValueError(f"linger must be a number of cycles, at least 0, got {linger}")
         self.busy_interval = busy
         self.idle_interval = idle
+        self.warm_interval = min(warm, idle)
+        self.linger = linger
         # A relay starts as if idle: nothing says work is waiting.
         self._current = idle
+        self._idle_cycles = linger
 
     def busy(self) -> float:
         """After a cycle that claimed rows: poll again soon, more may be on its way."""
         self._current = self.busy_interval
+        self._idle_cycles = 0
         return self._current
 
     def idle(self) -> float:
-        """After a cycle that found nothing: wait twice as long as last time, at most ``idle``."""
-        self._current = min(self._current * 2, self.idle_interval)
+        """After a cycle that found nothing: wait twice as long as last time, at most ``warm`` while the last work
+        is fewer than ``linger`` cycles back, at most ``idle`` after that."""
+        cap = self.warm_interval if self._idle_cycles < self.linger else self.idle_interval
+        self._idle_cycles += 1
+        self._current = min(self._current * 2, cap)
         return self._current
 
 

@@ -11,13 +11,29 @@ def test_work_brings_the_next_poll_to_the_busy_interval():
 
 
 def test_idle_cycles_double_the_wait_up_to_the_idle_interval():
-    poll = PollInterval(busy=0.001, idle=0.05)
+    poll = PollInterval(busy=0.001, idle=0.05, linger=0)
     poll.busy()
     assert [poll.idle() for _ in range(8)] == [0.002, 0.004, 0.008, 0.016, 0.032, 0.05, 0.05, 0.05]
 
 
+def test_soon_after_work_the_wait_stays_at_the_warm_interval_for_linger_cycles():
+    poll = PollInterval(busy=0.001, idle=0.05, warm=0.004, linger=5)
+    poll.busy()
+    assert [poll.idle() for _ in range(9)] == [0.002, 0.004, 0.004, 0.004, 0.004, 0.008, 0.016, 0.032, 0.05]
+    # Work again: the lingering starts over.
+    poll.busy()
+    assert [poll.idle() for _ in range(6)] == [0.002, 0.004, 0.004, 0.004, 0.004, 0.008]
+
+
+def test_the_defaults_hold_4_ms_for_128_idle_cycles():
+    poll = PollInterval()
+    poll.busy()
+    waits = [poll.idle() for _ in range(132)]
+    assert waits == [0.002] + [0.004] * 127 + [0.008, 0.016, 0.032, 0.05]
+
+
 def test_work_resets_the_backoff():
-    poll = PollInterval(busy=0.001, idle=0.1)
+    poll = PollInterval(busy=0.001, idle=0.1, linger=0)
     poll.busy()
     for _ in range(10):
         poll.idle()
@@ -35,3 +51,10 @@ def test_a_fresh_schedule_starts_idle():
 def test_nonsense_intervals_are_refused(busy, idle):
     with pytest.raises(ValueError, match="interval"):
         PollInterval(busy=busy, idle=idle)
+
+
+def test_nonsense_warm_or_linger_is_refused():
+    with pytest.raises(ValueError, match="warm interval"):
+        PollInterval(busy=0.002, warm=0.001)
+    with pytest.raises(ValueError, match="linger"):
+        PollInterval(linger=-1)
