@@ -19,6 +19,17 @@ ON CONFLICT (job_id) WHERE job_id IS NOT NULL DO NOTHING;
 -- name: outbox_find_dedup
 SELECT id FROM conveyor.outbox WHERE job_name = %(job_name)s AND dedup_key = %(dedup_key)s;
 
+-- name: outbox_copy_run_at
+-- A keyless batch (enqueue_many) is written by COPY, which cannot compute a value per row: its run_at is computed
+-- here, by the INSERT's own expression, in the statement just before the COPY. Delays then count from this
+-- statement (one round trip before the COPY's), as they count from the INSERT's in enqueue().
+SELECT coalesce(%(run_at)s, statement_timestamp() + %(delay)s::interval);
+
+-- name: outbox_copy
+-- Binary COPY of a keyless batch: no ON CONFLICT to resolve (no keys) and no RETURNING (the ids are ours). The other
+-- columns take their defaults, as the INSERT's do; conveyor.outbox has no triggers to fire or skip.
+COPY conveyor.outbox (id, job_name, queue, payload, run_at) FROM STDIN (FORMAT BINARY);
+
 -- name: outbox_insert_many
 -- One statement for a whole batch: arrays unnested side by side. A key held by a pending job (or by an earlier item
 -- of the batch) inserts nothing and returns nothing; the caller looks the holder up. Every write of a batch answers
