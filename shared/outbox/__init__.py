@@ -51,7 +51,7 @@ import psycopg
 import pydantic_core
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from shared.envelope import check_payload_size
+from shared.envelope import MAX_PAYLOAD_BYTES, check_payload_size
 from shared.ids import new_job_id, new_job_ids
 from shared.registry import JobSpec, Registry, default_registry
 from shared.sensitive import SECRET_TYPES, has_secret_types, sensitive_names
@@ -318,14 +318,38 @@ def enqueue_many(
     entries = list(payloads)
     if not entries:
         return []
-    raw = [entry.payload if isinstance(entry, Item) else entry for entry in entries]
-    explicit = [entry.queue if isinstance(entry, Item) else None for entry in entries]
-    keys = [entry.dedup_key if isinstance(entry, Item) else None for entry in entries]
+    if any(isinstance(entry, Item) for entry in entries):
+        raw = [entry.payload if isinstance(entry, Item) else entry for entry in entries]
+        explicit = [entry.queue if isinstance(entry, Item) else None for entry in entries]
+        keys = [entry.dedup_key if isinstance(entry, Item) else None for entry in entries]
+    else:
+        raw, explicit, keys = entries, [None] * len(entries), [None] * len(entries)
     models = _validate_batch(spec, raw)
-    queues: list[str] = []
+    if models is None or any(key is not None for key in keys):
+        bodies, queues = _prepare_items(spec, raw, models, keys, explicit)
+    else:
+        bodies = _batch_bodies(spec, models)
+        queues = _batch_queues(spec, models, explicit)
+    ids = new_job_ids(len(bodies))
+    if any(key is not None for key in keys):
+        return _write(conn, spec.name, ids, queues, bodies, keys, at, after, policy, dedup_active)
+    _copy(conn, spec.name, ids, queues, bodies, at, after)
+    return ids
+
+
+def _prepare_items(
+    spec: JobSpec,
+    payloads: list[Any],
+    models: list[BaseModel] | None,
+    keys: list[str | None],
+    explicit: list[str | None],
+) -> tuple[list[str], list[str]]:
+    """Each item's body and queue, one item at a time and in order, so that the first bad item raises what
+    :func:`enqueue` would for it (``models`` None: some payload is invalid, each is validated again here)."""
     bodies: list[str] = []
-    for index, (payload, key, chosen) in enumerate(zip(raw, keys, explicit)):
-        if models is None:  # some payload is bad: validate item by item, in order, to raise what enqueue would
+    queues: list[str] = []
+    for index, (payload, key, chosen) in enumerate(zip(payloads, keys, explicit)):
+        if models is None:
             try:
                 model = validate_payload(spec, payload)
             except InvalidPayload as exc:
@@ -340,11 +364,38 @@ def enqueue_many(
         queues.append(spec.queue_for(model, chosen))
     if models is None:  # pragma: no cover - the list and the items are validated by the same schema
         raise AssertionError("a batch that failed validation as a list passed item by item")
-    ids = new_job_ids(len(models))
-    if any(key is not None for key in keys):
-        return _write(conn, spec.name, ids, queues, bodies, keys, at, after, policy, dedup_active)
-    _copy(conn, spec.name, ids, queues, bodies, at, after)
-    return ids
+    return bodies, queues
+
+
+def _batch_bodies(spec: JobSpec, models: list[BaseModel]) -> list[str]:
+    """:func:`payload_body` of each model, with its checks run only on a text that could fail them.
+
+    The body is the same text (``model_dump_json(by_alias=True)`` is this ``to_json(…).decode()``); NaN and infinity
+    can only hide behind a ``null``, a NUL only in a ``\\u0000``, and a text over the size limit in UTF-8 is over it
+    here (bytes are UTF-8): those go through payload_body itself, for its exact refusal. A model with secrets, or an
+    instance of a subclass, goes through payload_body too."""
+    model_type = spec.payload
+    if has_secret_types(model_type) or any(type(model) is not model_type for model in models):
+        return _prepare_items(spec, models, models, [None] * len(models), [None] * len(models))[0]
+    to_json = model_type.__pydantic_serializer__.to_json
+    bodies: list[str] = []
+    for index, model in enumerate(models):
+        text = to_json(model, by_alias=True)
+        if b"null" in text or b"\\u0000" in text or len(text) > MAX_PAYLOAD_BYTES:
+            try:
+                bodies.append(payload_body(spec, model))
+            except ValueError as exc:
+                raise EnqueueError(f"item {index}: {exc}") from None
+        else:
+            bodies.append(text.decode())
+    return bodies
+
+
+def _batch_queues(spec: JobSpec, models: list[BaseModel], explicit: list[str | None]) -> list[str]:
+    """Each item's queue; without a route or an item's own queue, the job's one queue, checked once."""
+    if not spec.route and all(chosen is None for chosen in explicit):
+        return [spec.queue_for(models[0])] * len(models)
+    return [spec.queue_for(model, chosen) for model, chosen in zip(models, explicit)]
 
 
 @functools.cache
