@@ -8,6 +8,13 @@ VALUES (%(id)s, %(job_name)s, %(queue)s, %(payload)s::json, coalesce(%(run_at)s,
 ON CONFLICT (job_name, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
 RETURNING id;
 
+-- name: outbox_insert_unkeyed
+-- enqueue() without a dedup key, the call every producer pays: nothing can conflict (the only arbiter, outbox_dedup,
+-- skips NULL keys) and the id is ours, so no ON CONFLICT (a speculative insertion) and no RETURNING. Delays count
+-- from this statement, as in outbox_insert.
+INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at)
+VALUES (%(id)s, %(job_name)s, %(queue)s, %(payload)s::json, coalesce(%(run_at)s, statement_timestamp() + %(delay)s::interval));
+
 -- name: outbox_insert_retry
 -- A retry of a job already run (its id, its next attempt) that must wait longer than SQS can hide a message, as a
 -- row of its own. The original message delivered again finds the same retry waiting and adds nothing.
