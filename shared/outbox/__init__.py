@@ -49,6 +49,8 @@ from typing import Any
 
 import psycopg
 import pydantic_core
+from psycopg import pq
+from psycopg.rows import tuple_row
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.envelope import MAX_PAYLOAD_BYTES, check_payload_size
@@ -304,10 +306,11 @@ def enqueue_many(
     ``keep`` the first item's payload, with ``replace`` the last one's.
 
     A batch without dedup keys (the common bulk case) is validated as one list, gets its ids in one call and is
-    written by binary ``COPY``: about twice the jobs per second of one ``INSERT … SELECT FROM unnest(…)``
+    written by binary ``COPY``: about 2.5–3 times the jobs per second of one ``INSERT … SELECT FROM unnest(…)``
     (docs/BENCHMARKS.md, issue 16). Its rows are the rows :func:`enqueue` would write, and its delays count from the
     statement just before the COPY (one round trip earlier than an INSERT's would). A batch with any key is one
-    ``INSERT … ON CONFLICT`` over arrays, which resolves the keys.
+    ``INSERT … ON CONFLICT`` over arrays, which resolves the keys; so is a batch inside ``conn.pipeline()``, where
+    COPY cannot run.
     """
     spec = resolve_job(job, registry)
     policy = _dedup_policy(dedup, dedup_active)
@@ -328,7 +331,8 @@ def enqueue_many(
         bodies = _batch_bodies(spec, models)
         queues = _batch_queues(spec, models, explicit)
     ids = new_job_ids(len(bodies))
-    if any(key is not None for key in keys):
+    # COPY cannot run in pipeline mode: a batch enqueued inside conn.pipeline() takes the INSERT, as it did before.
+    if any(key is not None for key in keys) or conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
         return _write(conn, spec.name, ids, queues, bodies, keys, at, after, policy, dedup_active)
     _copy(conn, spec.name, ids, queues, bodies, at, after)
     return ids
@@ -430,7 +434,8 @@ def _copy(
     after: timedelta,
 ) -> None:
     """Write a keyless batch by binary COPY, run_at computed once by the INSERT's expression (queries.sql)."""
-    row = conn.execute(QUERIES["outbox_copy_run_at"], {"run_at": at, "delay": after}).fetchone()
+    with conn.cursor(row_factory=tuple_row) as cursor:  # whatever rows the caller's connection makes
+        row = cursor.execute(QUERIES["outbox_copy_run_at"], {"run_at": at, "delay": after}).fetchone()
     assert row is not None
     when = row[0]
     with conn.cursor() as cursor, cursor.copy(QUERIES["outbox_copy"]) as copy:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import psycopg.rows
 import pytest
 from pydantic import Field, SecretStr
 
@@ -252,3 +253,18 @@ def test_the_relay_publishes_a_copied_batch(conn, db_url, sqs, stage):
     assert seen[str(ids[1])]["from"] == "bob"
     assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM conveyor.runs WHERE id = ANY(%s)", (ids,)).fetchone()[0] == 25
+
+
+def test_a_batch_in_pipeline_mode_takes_the_insert(copy_log):
+    conn = copy_log
+    with conn.pipeline():
+        ids = enqueue_many(conn, ORDER, ORDERS, registry=jobs)
+    assert statements(conn, ids) == {"WITH inserted"}
+    assert len(rows(conn, ids)) == len(ORDERS)
+
+
+def test_a_connection_making_dict_rows_gets_its_batch_copied(db_url):
+    with psycopg.connect(db_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        ids = enqueue_many(conn, ORDER, ORDERS, delay=5, registry=jobs)
+        found = conn.execute("SELECT count(*) AS n FROM conveyor.outbox WHERE id = ANY(%s)", (ids,)).fetchone()
+    assert found == {"n": len(ORDERS)}
