@@ -3,8 +3,9 @@
     PYTHONPATH=. .venv/bin/python -m bench.enqueue_bulk [jobs] [runs] [per_job_calls]
 
 (a) ``enqueue_many`` of 20,000 jobs in one call, jobs/s: the batch path before issue 16 (each item validated,
-dumped and given an id one by one, then ``INSERT … SELECT FROM unnest(…)``, reproduced here as it was), today's
-path (list validation, bulk ids, binary COPY), and a bare binary COPY of the same rows already prepared (the floor).
+dumped and given an id one by one, then ``INSERT … SELECT FROM unnest(…)`` over text arrays, reproduced here as it
+was), today's path (list validation, bulk ids, binary COPY), a bare binary COPY of the same rows already prepared (the
+floor), and today's path for a batch whose items all have a dedup key (the INSERT, arrays sent in binary).
 Each in its own transaction, rolled back, on a table ANALYZEd and empty.
 
 (b) What ``enqueue()`` adds to a domain transaction (a domain INSERT + enqueue + commit, minus the domain INSERT +
@@ -26,8 +27,7 @@ from bench.run import NOTE, PAYLOAD, registry
 from shared.ids import new_job_id, new_job_ids
 from shared.local.postgres import EmbeddedPostgres
 from shared.migrate import migrate, sync_registry
-from shared.outbox import QUERIES, _write, enqueue, enqueue_many, payload_body, validate_payload
-from shared.outbox import Dedup
+from shared.outbox import QUERIES, Item, enqueue, enqueue_many, payload_body, validate_payload
 
 BARE_INSERT = (
     "INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at) "
@@ -44,7 +44,16 @@ def unnest_path(conn: psycopg.Connection, payloads: list[dict]) -> None:
         ids.append(new_job_id())
         queues.append(NOTE.queue_for(model, None))
         keys.append(None)
-    _write(conn, NOTE.name, ids, queues, bodies, keys, None, timedelta(0), Dedup.KEEP, False)
+    # The statement as it was: the arrays sent as text literals (today's sends them in binary).
+    query = QUERIES["outbox_insert_many"].replace(")b::", ")s::")
+    params = {"job_name": NOTE.name, "ids": ids, "queues": queues, "payloads": bodies, "dedup_keys": keys,
+              "run_at": None, "delay": timedelta(0)}
+    assert len(conn.execute(query, params).fetchall()) == len(ids)
+
+
+def keyed_path(conn: psycopg.Connection, payloads: list[dict]) -> None:
+    """Today's path for a batch whose items all have a dedup key (none held): INSERT … ON CONFLICT, binary arrays."""
+    enqueue_many(conn, NOTE, [Item(p, dedup_key=f"k{i}") for i, p in enumerate(payloads)], registry=registry)
 
 
 def copy_path(conn: psycopg.Connection, payloads: list[dict]) -> None:
@@ -120,7 +129,8 @@ def main(n: int, runs: int, calls: int) -> None:
             sync_registry(conn, registry)
             [now] = conn.execute("SELECT statement_timestamp()").fetchone()
             rows = [(job_id, NOTE.name, NOTE.queue, body, now) for job_id in new_job_ids(n)]
-            paths = {"unnest (before)": unnest_path, "COPY (now)": copy_path, "bare COPY (floor)": bare_copy(rows)}
+            paths = {"unnest (before)": unnest_path, "COPY (now)": copy_path, "bare COPY (floor)": bare_copy(rows),
+                     "keyed (now)": keyed_path}
             rates: dict[str, list[float]] = {name: [] for name in paths}
             added: dict[str, list[float]] = {f"{what} p{q}": [] for what in ("enqueue", "enqueue before", "bare") for q in (50, 99)}
             for run in range(runs):
