@@ -257,12 +257,15 @@ def enqueue(
         [job_id] = _write(conn, spec.name, [new_job_id()], [chosen_queue], [body], [dedup_key], at, after, policy, dedup_active)
         return job_id
     job_id = new_job_id()
-    params = {"id": job_id, "job_name": spec.name, "queue": chosen_queue, "payload": body, "run_at": at, "delay": after}
+    params: dict[str, Any] = {"id": job_id, "job_name": spec.name, "queue": chosen_queue, "payload": body}
     if dedup_key is None:
         # The common case: one plain INSERT, nothing to resolve or read back (benchmarked: every producer pays it).
-        conn.execute(QUERIES["outbox_insert_unkeyed"], params)
+        if at is None and not after:
+            conn.execute(QUERIES["outbox_insert_now"], params)
+        else:
+            conn.execute(QUERIES["outbox_insert_unkeyed"], {**params, "run_at": at, "delay": after})
         return job_id
-    params["dedup_key"] = dedup_key
+    params.update(run_at=at, delay=after, dedup_key=dedup_key)
     for _ in range(3):
         row = conn.execute(QUERIES["outbox_insert"], params).fetchone()
         if row is not None:
