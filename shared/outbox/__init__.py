@@ -210,8 +210,12 @@ def _when(delay: timedelta | float | None, run_at: datetime | None) -> tuple[dat
     return None, delay
 
 
+def _valid_dedup_key(dedup_key: str | None) -> bool:
+    return dedup_key is None or (isinstance(dedup_key, str) and 0 < len(dedup_key) <= 512)
+
+
 def _check_dedup_key(dedup_key: str | None) -> None:
-    if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key or len(dedup_key) > 512):
+    if not _valid_dedup_key(dedup_key):
         raise EnqueueError(f"dedup_key must be a non-empty string of at most 512 characters, got {dedup_key!r}")
 
 
@@ -328,7 +332,7 @@ def enqueue_many(
     else:
         raw, explicit, keys = entries, [None] * len(entries), [None] * len(entries)
     models = _validate_batch(spec, raw)
-    if models is None or any(key is not None for key in keys):
+    if models is None or not all(_valid_dedup_key(key) for key in keys):
         bodies, queues = _prepare_items(spec, raw, models, keys, explicit)
     else:
         bodies = _batch_bodies(spec, models)
@@ -349,7 +353,8 @@ def _prepare_items(
     explicit: list[str | None],
 ) -> tuple[list[str], list[str]]:
     """Each item's body and queue, one item at a time and in order, so that the first bad item raises what
-    :func:`enqueue` would for it (``models`` None: some payload is invalid, each is validated again here)."""
+    :func:`enqueue` would for it (``models`` None: some payload is invalid, each is validated again here; or some
+    dedup key is, whose refusal must not overtake an earlier item's body refusal)."""
     bodies: list[str] = []
     queues: list[str] = []
     for index, (payload, key, chosen) in enumerate(zip(payloads, keys, explicit)):

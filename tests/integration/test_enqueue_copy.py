@@ -268,3 +268,14 @@ def test_a_connection_making_dict_rows_gets_its_batch_copied(db_url):
         ids = enqueue_many(conn, ORDER, ORDERS, delay=5, registry=jobs)
         found = conn.execute("SELECT count(*) AS n FROM conveyor.outbox WHERE id = ANY(%s)", (ids,)).fetchone()
     assert found == {"n": len(ORDERS)}
+
+
+def test_a_keyed_batch_refuses_its_first_bad_item_first(conn):
+    nan = {"from": "x", "amount": math.nan}
+    with pytest.raises(EnqueueError, match=r"^item 1: payload of job 'test.copy.order': amount is not a finite"):
+        enqueue_many(conn, ORDER, [Item({"from": "a"}, dedup_key="a"), Item(nan, dedup_key="b")], registry=jobs)
+    with pytest.raises(EnqueueError, match=r"^item 1: payload of job 'test.copy.order': amount is not a finite"):
+        enqueue_many(conn, ORDER, [Item({"from": "a"}, dedup_key="a"), nan, Item({"from": "c"}, dedup_key="")], registry=jobs)
+    with pytest.raises(EnqueueError, match=r"^dedup_key must be a non-empty string"):
+        enqueue_many(conn, ORDER, [Item({"from": "a"}, dedup_key=""), nan], registry=jobs)
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone()[0] == 0
