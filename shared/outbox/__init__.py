@@ -313,7 +313,7 @@ def enqueue_many(
     ``keep`` the first item's payload, with ``replace`` the last one's.
 
     A batch without dedup keys (the common bulk case) is validated as one list, gets its ids in one call and is
-    written by binary ``COPY``: about 2.5–3 times the jobs per second of one ``INSERT … SELECT FROM unnest(…)``
+    written by binary ``COPY``: about three times the jobs per second of one ``INSERT … SELECT FROM unnest(…)``
     (docs/BENCHMARKS.md, issue 16). Its rows are the rows :func:`enqueue` would write, and its delays count from the
     statement just before the COPY (one round trip earlier than an INSERT's would). A batch with any key is one
     ``INSERT … ON CONFLICT`` over arrays, which resolves the keys; so is a batch inside ``conn.pipeline()``, where
