@@ -6,15 +6,30 @@ import os
 import time
 import uuid
 
+_MS_MASK = (1 << 48) - 1
+# Of the 80 bits after the timestamp, the random ones: all but the version (4 bits at 76) and the variant (2 at 62).
+_RANDOM_BITS = ((1 << 80) - 1) & ~(0xF << 76) & ~(0x3 << 62)
+_VERSION_VARIANT = (0x7 << 76) | (0x2 << 62)
+
 
 def new_job_id() -> uuid.UUID:
     """A version-7 UUID (RFC 9562): 48-bit Unix milliseconds, then random bits."""
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | rand & ((1 << 80) - 1)
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # variant
-    return uuid.UUID(int=value)
+    return uuid.UUID(int=(ms & _MS_MASK) << 80 | rand & _RANDOM_BITS | _VERSION_VARIANT)
+
+
+def new_job_ids(count: int) -> list[uuid.UUID]:
+    """``count`` version-7 UUIDs for one batch: one clock read and one ``os.urandom`` call for all of them (per-id
+    calls cost most of a bulk enqueue's id time). They share the millisecond, and their random parts are sorted, so
+    the batch's ids ascend in order and its rows still land at the right edge of the primary-key index."""
+    if count <= 0:
+        return []
+    prefix = (time.time_ns() // 1_000_000 & _MS_MASK) << 80 | _VERSION_VARIANT
+    rand = os.urandom(10 * count)
+    from_bytes = int.from_bytes
+    tails = sorted(from_bytes(rand[i : i + 10], "big") & _RANDOM_BITS for i in range(0, 10 * count, 10))
+    return [uuid.UUID(int=prefix | tail) for tail in tails]
 
 
 def parse_job_id(value: uuid.UUID | str, name: str | None = None) -> uuid.UUID:

@@ -8,6 +8,18 @@ VALUES (%(id)s, %(job_name)s, %(queue)s, %(payload)s::json, coalesce(%(run_at)s,
 ON CONFLICT (job_name, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
 RETURNING id;
 
+-- name: outbox_insert_unkeyed
+-- enqueue() without a dedup key, the call every producer pays: nothing can conflict (the only arbiter, outbox_dedup,
+-- skips NULL keys) and the id is ours, so no ON CONFLICT (a speculative insertion) and no RETURNING. Delays count
+-- from this statement, as in outbox_insert.
+INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at)
+VALUES (%(id)s, %(job_name)s, %(queue)s, %(payload)s::json, coalesce(%(run_at)s, statement_timestamp() + %(delay)s::interval));
+
+-- name: outbox_insert_now
+-- outbox_insert_unkeyed without delay or run_at (most calls): two parameters fewer to send and parse.
+INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at)
+VALUES (%(id)s, %(job_name)s, %(queue)s, %(payload)s::json, statement_timestamp());
+
 -- name: outbox_insert_retry
 -- A retry of a job already run (its id, its next attempt) that must wait longer than SQS can hide a message, as a
 -- row of its own. The original message delivered again finds the same retry waiting and adds nothing.
@@ -19,14 +31,26 @@ ON CONFLICT (job_id) WHERE job_id IS NOT NULL DO NOTHING;
 -- name: outbox_find_dedup
 SELECT id FROM conveyor.outbox WHERE job_name = %(job_name)s AND dedup_key = %(dedup_key)s;
 
+-- name: outbox_copy_run_at
+-- A keyless batch (enqueue_many) is written by COPY, which cannot compute a value per row: its run_at is computed
+-- here, by the INSERT's own expression, in the statement just before the COPY. Delays then count from this
+-- statement (one round trip before the COPY's), as they count from the INSERT's in enqueue().
+SELECT coalesce(%(run_at)s, statement_timestamp() + %(delay)s::interval);
+
+-- name: outbox_copy
+-- Binary COPY of a keyless batch: no ON CONFLICT to resolve (no keys) and no RETURNING (the ids are ours). The other
+-- columns take their defaults, as the INSERT's do; conveyor.outbox has no triggers to fire or skip.
+COPY conveyor.outbox (id, job_name, queue, payload, run_at) FROM STDIN (FORMAT BINARY);
+
 -- name: outbox_insert_many
--- One statement for a whole batch: arrays unnested side by side. A key held by a pending job (or by an earlier item
--- of the batch) inserts nothing and returns nothing; the caller looks the holder up. Every write of a batch answers
--- (id, dedup_key, outcome), as the queries below do.
+-- One statement for a whole batch: arrays unnested side by side, sent in binary (the b placeholders; so in the two
+-- queries below): a text array literal must quote and escape every JSON body, which took half the statement's time.
+-- A key held by a pending job (or by an earlier item of the batch) inserts nothing and returns nothing; the caller
+-- looks the holder up. Every write of a batch answers (id, dedup_key, outcome), as the queries below do.
 WITH inserted AS (
     INSERT INTO conveyor.outbox (id, job_name, queue, payload, run_at, dedup_key)
     SELECT id, %(job_name)s, queue, payload::json, coalesce(%(run_at)s, statement_timestamp() + %(delay)s::interval), dedup_key
-    FROM unnest(%(ids)s::uuid[], %(queues)s::text[], %(payloads)s::text[], %(dedup_keys)s::text[])
+    FROM unnest(%(ids)b::uuid[], %(queues)b::text[], %(payloads)b::text[], %(dedup_keys)b::text[])
         AS t(id, queue, payload, dedup_key)
     ON CONFLICT (job_name, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
     RETURNING id, dedup_key
@@ -40,7 +64,7 @@ SELECT id, dedup_key, 'inserted' AS outcome FROM inserted;
 -- published between them can only be one the snapshot saw pending: its key's new row comes back as "raced", and
 -- the caller gives it up to the published job (outbox_yield_to_active) in a statement that sees it.
 WITH input AS (
-    SELECT * FROM unnest(%(ids)s::uuid[], %(queues)s::text[], %(payloads)s::text[], %(dedup_keys)s::text[])
+    SELECT * FROM unnest(%(ids)b::uuid[], %(queues)b::text[], %(payloads)b::text[], %(dedup_keys)b::text[])
         AS t(id, queue, payload, dedup_key)
 ), held AS (
     SELECT o.dedup_key FROM conveyor.outbox o
@@ -75,7 +99,7 @@ SELECT a.id, a.dedup_key, 'active' FROM active a;
 -- ("active"): what is on SQS cannot be replaced. "raced" as in outbox_insert_many_unless_active. Keys must be
 -- unique within the batch (an upsert cannot touch one row twice in a statement).
 WITH input AS (
-    SELECT * FROM unnest(%(ids)s::uuid[], %(queues)s::text[], %(payloads)s::text[], %(dedup_keys)s::text[])
+    SELECT * FROM unnest(%(ids)b::uuid[], %(queues)b::text[], %(payloads)b::text[], %(dedup_keys)b::text[])
         AS t(id, queue, payload, dedup_key)
 ), held AS (
     SELECT o.dedup_key FROM conveyor.outbox o
