@@ -53,8 +53,11 @@ def test_nonsense_intervals_are_refused(busy, idle):
         PollInterval(busy=busy, idle=idle)
 
 
-def test_nonsense_warm_or_linger_is_refused():
-    with pytest.raises(ValueError, match="warm interval"):
-        PollInterval(busy=0.002, warm=0.001)
+def test_equal_busy_and_idle_intervals_poll_at_a_fixed_interval():
+    poll = PollInterval(busy=0.05, idle=0.05)
+    assert [poll.busy(), poll.idle(), poll.idle()] == [0.05, 0.05, 0.05]
+
+
+def test_nonsense_linger_is_refused():
     with pytest.raises(ValueError, match="linger"):
         PollInterval(linger=-1)
