@@ -27,14 +27,8 @@ def quantile(values: list[float], q: float) -> float:
 
 
 class Procrastinate:
-    """procrastinate on psycopg 3. Its ``defer_async`` takes a connection from its own pool, outside the caller's
-    transaction; inside one, the caller runs the statement ``defer_async`` runs (``procrastinate_defer_jobs_v1``) on
-    its own connection, as graphile-worker's ``add_job`` is run here."""
-
-    DEFER = (
-        "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW('default', %s, 0, NULL, NULL, %s::jsonb, NULL)"
-        "::procrastinate_job_to_defer_v1]))"
-    )
+    """procrastinate on psycopg 3. Into the caller's transaction through its documented ``configure(connection=)``,
+    which runs the job's INSERT on that connection instead of the connector's pool."""
 
     def __init__(self, url: str) -> None:
         import procrastinate
@@ -70,7 +64,7 @@ class Procrastinate:
         async with conn.transaction():
             await conn.execute("INSERT INTO domain_order (note) VALUES (%s)", ("order",))
             if body is not None:
-                await conn.execute(self.DEFER, (TASK, body))
+                await self.app.tasks[TASK].configure(connection=conn).defer_async(**json.loads(body))
 
     async def bulk(self, count: int) -> None:
         await self.app.tasks[TASK].batch_defer_async(*([PAYLOAD] * count))
