@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-all install bench synth deploy clean
+.PHONY: dev test test-all install bench bench-peers synth deploy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Conveyor needs Python 3.11 or newer, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -26,6 +26,16 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# Conveyor side by side with procrastinate, pgqueuer, graphile-worker and pg-boss (bench/peers/run.py; issue 16).
+# BENCH_ARGS="--quick --only conveyor,pgboss" for a smoke run of a selection.
+bench/peers/node/node_modules/.installed: bench/peers/node/package.json bench/peers/node/package-lock.json
+	cd bench/peers/node && npm ci --no-audit --no-fund
+	touch $@
+
+bench-peers: $(STAMP) bench/peers/node/node_modules/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.peers.run $(BENCH_ARGS)
 
 # The CDK CLI is pinned in package.json; the Lambda layer is built with pip (no Docker) into .build/.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
