@@ -22,6 +22,10 @@ FROM unnest(%(ids)b::uuid[], %(tokens)b::uuid[], %(job_names)b::text[], %(queues
             %(stale_after)b::float8[], %(parent_ids)b::uuid[], %(scheduled_for)b::timestamptz[], %(positions)b::int[])
      AS i(id, token, job_name, queue, payload, message_id, enqueued_at, sent_at, stale_after, parent_id, scheduled_for,
           position)
+-- Rows are inserted, and existing ones locked, in this order: by id, as every batch statement on conveyor.runs
+-- locks, so two batches holding the same jobs (a message delivered twice, a relay's mark racing the handler) wait
+-- for each other instead of deadlocking (tests/integration/test_ledger_lock_order.py).
+ORDER BY i.id
 ON CONFLICT (id) DO UPDATE
 SET (status, attempt, run_token, stale_at, last_started_at, first_started_at, message_id, last_error_type, last_error,
      batch_position) =
@@ -56,12 +60,17 @@ RETURNING r.id, r.status, r.attempt, r.run_token, r.stale_at, r.parent_id, r.sch
 
 -- name: runs_restart
 -- A copy brought back from the dead-letter queue (a redrive): the job starts over with a fresh attempt count.
+-- The rows are locked by id first (the locked CTE), as runs_start inserts them: an UPDATE … FROM locks in whatever
+-- order its join plan visits them.
+WITH locked AS (
+    SELECT id FROM conveyor.runs WHERE id = ANY(%(ids)b::uuid[]) ORDER BY id FOR UPDATE
+)
 UPDATE conveyor.runs r
 SET status = 'running', attempt = 1, run_token = i.token, stale_at = now() + i.stale_after * interval '1 second',
     last_started_at = now(), finished_at = NULL, message_id = i.message_id, updated_at = now()
 FROM unnest(%(ids)b::uuid[], %(tokens)b::uuid[], %(message_ids)b::text[], %(stale_after)b::float8[])
      AS i(id, token, message_id, stale_after)
-WHERE r.id = i.id AND r.status IN ('dead', 'failed')
+WHERE r.id = i.id AND r.id IN (SELECT id FROM locked) AND r.status IN ('dead', 'failed')
 RETURNING r.id, r.status, r.attempt, r.run_token, r.stale_at, r.parent_id, r.scheduled_for;
 
 -- name: runs_finish
@@ -71,6 +80,10 @@ RETURNING r.id, r.status, r.attempt, r.run_token, r.stale_at, r.parent_id, r.sch
 -- little time left in the invocation): the attempt the start statement counted is given back.
 -- A run the start statement could not record (the database was unreachable then) reports without a token: it may
 -- only end a run still waiting to run (queued, retrying), with the attempt its message counted.
+-- The rows are locked by id first (the locked CTE), as runs_start locks them; see there.
+WITH locked AS (
+    SELECT id FROM conveyor.runs WHERE id = ANY(%(ids)b::uuid[]) ORDER BY id FOR UPDATE
+)
 UPDATE conveyor.runs r
 SET status = CASE WHEN r.status = 'running' OR o.token IS NULL THEN o.status ELSE r.status END,
     attempt = CASE WHEN o.token IS NULL THEN greatest(r.attempt, o.attempt)
@@ -102,7 +115,7 @@ FROM unnest(%(ids)b::uuid[], %(tokens)b::uuid[], %(statuses)b::text[], %(started
             %(error_types)b::text[], %(errors)b::text[], %(results)b::text[], %(progress)b::int[],
             %(progress_messages)b::text[], %(attempts)b::int[])
      AS o(id, token, status, started_at, error_type, error, result, progress, progress_message, attempt)
-WHERE r.id = o.id
+WHERE r.id = o.id AND r.id IN (SELECT id FROM locked)
   AND (r.run_token = o.token OR (o.token IS NULL AND o.status <> 'queued' AND r.status IN ('queued', 'retrying')))
 RETURNING r.id, r.status;
 

@@ -225,6 +225,9 @@ SELECT p.id, p.job_name, p.queue, p.payload, p.dedup_key, 'queued', p.created_at
        p.parent_id, p.scheduled_for
 FROM published p
 JOIN unnest(%(ids)s::uuid[], %(message_ids)s::text[]) AS m(id, message_id) ON m.id = p.row_id
+-- In id order, as every batch statement on conveyor.runs locks (shared/ledger/record.sql, runs_start): a handler that
+-- received some of these jobs before this mark commits starts them in the same order, and waits instead of deadlocking.
+ORDER BY p.id
 ON CONFLICT (id) DO UPDATE
 SET status = CASE WHEN r.status IN ('pending', 'retrying') THEN 'queued' ELSE r.status END,
     queue = EXCLUDED.queue,
