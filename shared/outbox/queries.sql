@@ -205,6 +205,13 @@ WHERE o.ctid = ANY (ARRAY(
 RETURNING o.id, o.job_name, o.queue, o.payload::text AS payload, o.created_at, o.attempt, coalesce(o.job_id, o.id) AS job_id,
           o.parent_id, o.scheduled_for;
 
+-- name: outbox_mark_plan
+-- First in the mark's transaction. Its commit does not wait for the WAL flush either (as the claim's, see
+-- outbox_claim_plan): a mark lost in a database crash is undone whole (the rows are back in the outbox, the ledger
+-- rows it wrote are gone, their lease runs out) and the rows are published again: the duplicate a relay crash
+-- between publish and mark gives, never a loss, and never a ledger row without its outbox row or the reverse.
+SET LOCAL synchronous_commit = off;
+
 -- name: outbox_mark_published
 -- Published rows leave the outbox and enter the run ledger (keyed by job id). Deleted whoever holds the lease now:
 -- SQS has the message, so a relay that took the row over after our lease ran out must not publish it again. Row ids

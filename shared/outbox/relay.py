@@ -507,6 +507,7 @@ class Relay:
         self, conn: psycopg.Connection, token: uuid.UUID, published: list[tuple[Any, str]], refused: list[Refusal], unsent: list[Any]
     ) -> int:
         dead = 0
+        conn.execute(QUERIES["outbox_mark_plan"])
         if published:
             conn.execute(
                 QUERIES["outbox_mark_published"],
