@@ -202,7 +202,8 @@ WHERE o.ctid = ANY (ARRAY(
     ) sized
     WHERE position = 1 OR bytes_so_far <= %(max_bytes)s
 ))
-RETURNING o.id, o.job_name, o.queue, o.payload::text AS payload, o.created_at, o.attempt, coalesce(o.job_id, o.id) AS job_id,
+-- The job id as text: it travels as a message attribute, and the text is what the relay needs of it.
+RETURNING o.id, o.job_name, o.queue, o.payload::text AS payload, o.created_at, o.attempt, coalesce(o.job_id, o.id)::text AS job_id,
           o.parent_id, o.scheduled_for;
 
 -- name: outbox_mark_plan
@@ -222,7 +223,7 @@ SET LOCAL synchronous_commit = off;
 -- overwritten; the handler acknowledges such a message without running it.
 WITH published AS (
     DELETE FROM conveyor.outbox o
-    WHERE o.id = ANY(%(ids)s::uuid[])
+    WHERE o.id = ANY(%(ids)b::uuid[])
     RETURNING o.id AS row_id, coalesce(o.job_id, o.id) AS id, o.job_name, o.queue, o.payload, o.dedup_key, o.created_at,
               o.run_at, o.parent_id, o.scheduled_for
 )
@@ -231,7 +232,8 @@ INSERT INTO conveyor.runs AS r (id, job_name, queue, payload, dedup_key, status,
 SELECT p.id, p.job_name, p.queue, p.payload, p.dedup_key, 'queued', p.created_at, p.run_at, now(), m.message_id,
        p.parent_id, p.scheduled_for
 FROM published p
-JOIN unnest(%(ids)s::uuid[], %(message_ids)s::text[]) AS m(id, message_id) ON m.id = p.row_id
+-- Arrays dumped in binary: 500 uuids dumped as text were a tenth of a relay cycle's Python time.
+JOIN unnest(%(ids)b::uuid[], %(message_ids)b::text[]) AS m(id, message_id) ON m.id = p.row_id
 -- In id order, as every batch statement on conveyor.runs locks (shared/ledger/record.sql, runs_start): a handler that
 -- received some of these jobs before this mark commits starts them in the same order, and waits instead of deadlocking.
 ORDER BY p.id

@@ -176,7 +176,7 @@ class ClaimedJobs:
 
     def job(self, row: Sequence[Any]) -> ClaimedJob:
         row_id, job_name, queue, payload, created_at, attempt, job_id, parent_id, scheduled_for = row
-        job_id = str(job_id or row_id)
+        job_id = job_id if isinstance(job_id, str) else str(job_id or row_id)  # the claim returns it as text
         if parent_id is not None or scheduled_for is not None:
             attributes = message_attributes(
                 job_id=job_id, job_name=job_name, attempt=attempt, enqueued_at=created_at,
