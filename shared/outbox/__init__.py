@@ -389,7 +389,10 @@ def _batch_bodies(spec: JobSpec, models: list[BaseModel]) -> list[str]:
     to_json = model_type.__pydantic_serializer__.to_json
     bodies: list[str] = []
     for index, model in enumerate(models):
-        text = to_json(model, by_alias=True)
+        try:
+            text = to_json(model, by_alias=True)
+        except ValueError as exc:  # e.g. a lone surrogate, which UTF-8 cannot carry: refused as the item-by-item path does
+            raise EnqueueError(f"item {index}: {exc}") from None
         if b"null" in text or b"\\u0000" in text or len(text) > MAX_PAYLOAD_BYTES:
             try:
                 bodies.append(payload_body(spec, model))

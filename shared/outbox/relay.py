@@ -63,6 +63,8 @@ PUBLISHERS = 16
 # requests being built well inside the relay's 128 MB (docs/BENCHMARKS.md "Relay memory"), and at 8 MiB a cycle is
 # still 8+ full SendMessageBatch calls.
 MAX_CLAIM_BYTES = 8 * 1024 * 1024
+# Error texts a RelayStats keeps when cycles are added up (RelayStats.add).
+MAX_KEPT_ERRORS = 100
 
 
 def relay_client_config() -> Any:
@@ -114,10 +116,10 @@ class PollInterval:
     """
 
     def __init__(self, *, busy: float = 0.001, idle: float = 0.05, warm: float = 0.004, linger: int = 128) -> None:
-        if busy <= 0:
-            raise ValueError(f"the busy interval must be positive, got {busy}")
-        if idle < busy:
-            raise ValueError(f"the idle interval ({idle}) must be at least the busy interval ({busy})")
+        if busy < 0 or idle < 0:
+            raise ValueError(f"poll intervals must not be negative, got busy={busy}, idle={idle}")
+        # An idle interval below the busy one (0: poll without pause, as a fixed interval of 0 did) caps both.
+        busy = min(busy, idle)
         if linger < 0:
             raise ValueError(f"linger must be a number of cycles, at least 0, got {linger}")
         self.busy_interval = busy
@@ -238,6 +240,8 @@ class RelayStats:
         self.cycles += other.cycles
         self.cycle_errors += other.cycle_errors
         self.errors.extend(other.errors)
+        # The latest only: a resident relay adds every cycle here, and steady refusals must not grow it without end.
+        del self.errors[:-MAX_KEPT_ERRORS]
         for queue, count in other.published_by_queue.items():
             self.published_by_queue[queue] = self.published_by_queue.get(queue, 0) + count
 
@@ -369,7 +373,9 @@ class Relay:
         ``max_claim_bytes`` that the next row might not have fitted (below that, every due row would have)."""
         if len(rows) >= self.batch_size:
             return True
-        return sum(len(row[3]) for row in rows) > self.max_claim_bytes - SQS_MAX_MESSAGE_BYTES
+        # In bytes, as the claim counts (octet_length): a payload of "é"s is twice its characters.
+        size = sum(len(payload) if payload.isascii() else len(payload.encode()) for payload in (row[3] for row in rows))
+        return size > self.max_claim_bytes - SQS_MAX_MESSAGE_BYTES
 
     def _claim(self, conn: psycopg.Connection) -> _Claim:
         skip = [q for q in self.known_queues if self.admit and not self.admit(q)]
@@ -585,25 +591,27 @@ class Relay:
         deadline = time.monotonic() + max_seconds
         poll = PollInterval(busy=busy_interval, idle=idle_interval)
         failures = 0
-        while deadline - time.monotonic() > 0:
-            stats = self._safe_cycle(send_until=deadline)
-            if stats is not None:
-                total.add(stats)
-            if stats is None or self._stalled(stats):
-                failures += 1
-                total.cycle_errors += 1
-                time.sleep(min(self._backoff(failures), max(deadline - time.monotonic(), 0)))
-                continue
-            failures = 0
-            wait = self._next_wait(stats, poll)
-            if wait is None:
-                continue
-            if not stay:
-                break
-            if on_wait:
-                on_wait(wait)
-            time.sleep(min(wait, max(deadline - time.monotonic(), 0)))
-        self._release_prefetched()
+        try:
+            while deadline - time.monotonic() > 0:
+                stats = self._safe_cycle(send_until=deadline)
+                if stats is not None:
+                    total.add(stats)
+                if stats is None or self._stalled(stats):
+                    failures += 1
+                    total.cycle_errors += 1
+                    time.sleep(min(self._backoff(failures), max(deadline - time.monotonic(), 0)))
+                    continue
+                failures = 0
+                wait = self._next_wait(stats, poll)
+                if wait is None:
+                    continue
+                if not stay:
+                    break
+                if on_wait:
+                    on_wait(wait)
+                time.sleep(min(wait, max(deadline - time.monotonic(), 0)))
+        finally:
+            self._release_prefetched()
         return total
 
     def run(
@@ -621,23 +629,26 @@ class Relay:
         """
         poll = PollInterval(busy=busy_interval, idle=idle_interval)
         failures = 0
-        while not stop.is_set():
-            stats = self._safe_cycle()
-            if stats is not None:
-                self.totals.add(stats)
-            if stats is None or self._stalled(stats):
-                failures += 1
-                stop.wait(self._backoff(failures))
-                continue
-            failures = 0
-            if on_cycle and (stats.published or stats.failed):
-                on_cycle(stats)
-            wait = self._next_wait(stats, poll)
-            if wait is not None:
-                if on_wait:
-                    on_wait(wait)
-                stop.wait(wait)
-        self._release_prefetched()
+        try:
+            while not stop.is_set():
+                stats = self._safe_cycle()
+                if stats is not None:
+                    self.totals.add(stats)
+                if stats is None or self._stalled(stats):
+                    failures += 1
+                    stop.wait(self._backoff(failures))
+                    continue
+                failures = 0
+                if on_cycle and (stats.published or stats.failed):
+                    on_cycle(stats)
+                wait = self._next_wait(stats, poll)
+                if wait is not None:
+                    if on_wait:
+                        on_wait(wait)
+                    stop.wait(wait)
+        finally:
+            # Also when a callback raised: a batch leased ahead is given back now, not when its lease ends.
+            self._release_prefetched()
 
     def _next_wait(self, stats: RelayStats, poll: PollInterval) -> float | None:
         """None (claim again at once) while a full batch says more is due; else the adaptive poll's next wait."""

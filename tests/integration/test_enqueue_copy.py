@@ -279,3 +279,11 @@ def test_a_keyed_batch_refuses_its_first_bad_item_first(conn):
     with pytest.raises(EnqueueError, match=r"^dedup_key must be a non-empty string"):
         enqueue_many(conn, ORDER, [Item({"from": "a"}, dedup_key=""), nan], registry=jobs)
     assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone()[0] == 0
+
+
+def test_a_text_utf8_cannot_carry_is_refused_naming_its_item(conn):
+    """A lone surrogate passes validation (a Python str may hold one) but has no UTF-8 form: the batch says which
+    item, as the item-by-item path does, and writes nothing."""
+    with pytest.raises(EnqueueError, match=r"^item 1: "):
+        enqueue_many(conn, ORDER, [{"from": "ada"}, {"from": "bob", "note": "a\ud800"}])
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone()[0] == 0

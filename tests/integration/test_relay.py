@@ -621,3 +621,47 @@ def test_a_drain_goes_on_after_a_claim_its_byte_budget_cut_short(conn, db_url, s
     assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone()[0] == 0
     assert len(receive_all(sqs, queues["email-default"][0], expected=6)) == 6
     assert len(ids) == 6
+
+
+def test_a_claim_cut_short_by_bytes_of_non_ascii_payloads_counts_as_full(conn, db_url, sqs, stage, queues):
+    """The claim's budget is in bytes; "é" is two of them. Counting characters instead took a cut claim for the last
+    one and ended the drain with jobs due."""
+    big = {**WELCOME, "variables": {"name": "Ada", "essay": "é" * 50_000}}
+    with conn.transaction():
+        enqueue_many(conn, EMAIL_SEND, [big] * 10)
+    relay = make_relay(db_url, sqs, stage, max_claim_bytes=600_000, overlap=False)
+    try:
+        stats = relay.drain(30)
+    finally:
+        relay.close()
+    assert stats.published == 10
+    assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone()[0] == 0
+
+
+def test_a_relay_stats_total_keeps_only_the_latest_errors():
+    """A resident relay adds every cycle to its totals; steady refusals must not grow them without end."""
+    from shared.outbox.relay import RelayStats
+
+    total = RelayStats()
+    for n in range(1_000):
+        total.add(RelayStats(failed=1, errors=[f"refused {n}"]))
+    assert total.failed == 1_000
+    assert len(total.errors) <= 100 and total.errors[-1] == "refused 999"
+
+
+def test_a_batch_leased_ahead_is_given_back_when_a_callback_ends_the_loop(conn, db_url, sqs, stage, queues):
+    with conn.transaction():
+        enqueue_many(conn, EMAIL_SEND, [WELCOME] * 30)
+    relay = make_relay(db_url, sqs, stage, batch_size=10)
+
+    def fail(_stats):
+        raise RuntimeError("the caller's callback broke")
+
+    try:
+        with pytest.raises(RuntimeError):
+            relay.run(threading.Event(), on_cycle=fail)
+        # The first batch was published; the one leased ahead during it is claimable again at once (before close).
+        assert conn.execute("SELECT count(*) FROM conveyor.outbox").fetchone()[0] == 20
+        assert conn.execute("SELECT count(*) FROM conveyor.outbox WHERE claim_token IS NOT NULL").fetchone()[0] == 0
+    finally:
+        relay.close()

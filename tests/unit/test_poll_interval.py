@@ -47,10 +47,18 @@ def test_a_fresh_schedule_starts_idle():
     assert PollInterval(busy=0.001, idle=0.05).idle() == 0.05
 
 
-@pytest.mark.parametrize(("busy", "idle"), [(0, 0.05), (-0.001, 0.05), (0.01, 0.001)])
-def test_nonsense_intervals_are_refused(busy, idle):
-    with pytest.raises(ValueError, match="interval"):
+@pytest.mark.parametrize(("busy", "idle"), [(-0.001, 0.05), (0.001, -1)])
+def test_negative_intervals_are_refused(busy, idle):
+    with pytest.raises(ValueError, match="must not be negative"):
         PollInterval(busy=busy, idle=idle)
+
+
+def test_an_idle_interval_below_the_busy_one_caps_both():
+    """A relay configured to poll without pause (idle 0, as a fixed interval of 0 did) keeps doing so."""
+    poll = PollInterval(busy=0.001, idle=0)
+    assert [poll.busy(), poll.idle(), poll.idle()] == [0, 0, 0]
+    poll = PollInterval(busy=0.01, idle=0.001)
+    assert [poll.busy(), poll.idle()] == [0.001, 0.001]
 
 
 def test_equal_busy_and_idle_intervals_poll_at_a_fixed_interval():
