@@ -104,6 +104,11 @@ def _error_code(exc: Exception) -> str | None:
     return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
+def utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8, as SQS and PostgreSQL's octet_length count them; an ASCII text is not encoded."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
 class PollInterval:
     """The wait before a relay's next claim: ``busy`` seconds after a cycle that found work, then doubling with each
     idle cycle, held at ``warm`` for the first ``linger`` idle cycles after work, then on up to ``idle``.
@@ -199,7 +204,7 @@ class ClaimedJobs:
             }
             # The id is ASCII (a uuid's text).
             size = _JOB_ID_OVERHEAD + len(job_id) + name_size + tries_size + enqueued_size
-        body = len(payload) if payload.isascii() else len(payload.encode("utf-8"))
+        body = utf8_length(payload)
         return ClaimedJob(row_id, job_name, queue, payload, attributes, body + size)
 
 
@@ -374,7 +379,7 @@ class Relay:
         if len(rows) >= self.batch_size:
             return True
         # In bytes, as the claim counts (octet_length): a payload of "é"s is twice its characters.
-        size = sum(len(payload) if payload.isascii() else len(payload.encode()) for payload in (row[3] for row in rows))
+        size = sum(utf8_length(row[3]) for row in rows)
         return size > self.max_claim_bytes - SQS_MAX_MESSAGE_BYTES
 
     def _claim(self, conn: psycopg.Connection) -> _Claim:
