@@ -311,8 +311,9 @@ class Relay:
             raise ValueError(f"max_publish_attempts must be at least 1, got {max_publish_attempts}")
         if lease <= send_budget:
             raise ValueError(f"lease ({lease}) must be longer than the time one send may take ({send_budget})")
-        self._connect = connect
-        self._conn: psycopg.Connection | None = None
+        # Claims, marks and reads on one connection; batches leased ahead on a second (see run_once).
+        self._main = _Autocommit(connect)
+        self._ahead = _Autocommit(connect)
         self.sqs = sqs
         self.directory = directory or QueueDirectory(sqs)
         self.batch_size = batch_size
@@ -326,7 +327,6 @@ class Relay:
         if max_claim_bytes < 1:
             raise ValueError(f"max_claim_bytes must be at least 1, got {max_claim_bytes}")
         self.max_claim_bytes = max_claim_bytes
-        self._claim_conn: psycopg.Connection | None = None
         self._claimer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-claim")
         self._prefetch: Future[_Claim] | None = None
         if publishers < 1:
@@ -664,34 +664,22 @@ class Relay:
 
     # -- connection --------------------------------------------------------------------------------------------
 
+    @property
+    def _conn(self) -> psycopg.Connection | None:
+        """The main connection, if open (tests read its backend's pid)."""
+        return self._main.conn
+
     def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = self._connect()
-            self._conn.autocommit = True
-        return self._conn
+        return self._main.get()
 
     def _discard_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped either way
-                pass
-            finally:
-                self._conn = None
+        self._main.discard()
 
     def _claim_connection(self) -> psycopg.Connection:
-        if self._claim_conn is None or self._claim_conn.closed or self._claim_conn.broken:
-            self._claim_conn = self._connect()
-            self._claim_conn.autocommit = True
-        return self._claim_conn
+        return self._ahead.get()
 
     def _discard_claim_connection(self) -> None:
-        conn, self._claim_conn = self._claim_conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - dropped either way
-                pass
+        self._ahead.discard()
 
     def close(self) -> None:
         self._release_prefetched()
@@ -699,6 +687,28 @@ class Relay:
         self._discard_claim_connection()
         self._pool.shutdown(wait=True)
         self._claimer.shutdown(wait=True)
+
+
+class _Autocommit:
+    """One autocommit connection, opened on first use and again after it broke or was discarded."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection]) -> None:
+        self._connect = connect
+        self.conn: psycopg.Connection | None = None
+
+    def get(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.conn = self._connect()
+            self.conn.autocommit = True
+        return self.conn
+
+    def discard(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped either way
+                pass
 
 
 def outbox_lag(conn: psycopg.Connection) -> tuple[float, int]:
