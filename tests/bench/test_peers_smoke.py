@@ -58,3 +58,19 @@ def test_an_unknown_system_is_refused_before_anything_starts(tmp_path):
     assert done.returncode == 2
     assert "unknown system(s) sidekiq" in done.stderr
     assert not (tmp_path / "results.json").exists()
+
+
+def test_a_latency_at_or_below_zero_is_not_taken_for_the_best_peer():
+    """An added p99 is the difference of two noisy quantiles; a quick run can make it negative, which is noise, not a
+    peer that adds negative time."""
+    from bench.peers.run import table
+
+    def latency(p50, p99):
+        return {"latency": [{"added_p50_ms": p50, "added_p99_ms": p99}], "bulk": [], "drain": [], "pickup": []}
+
+    results = {"conveyor": latency(0.2, 0.4), "pgboss": latency(0.7, -1.3), "graphile": latency(0.6, 0.65)}
+    p99 = [line for line in table(results, ["conveyor", "pgboss", "graphile"]) if "p99" in line and "latency" in line]
+    assert p99 and p99[0].endswith("| 0.62× (graphile) |")
+    results["graphile"] = latency(0.6, 0.0)
+    p99 = [line for line in table(results, ["conveyor", "pgboss", "graphile"]) if "p99" in line and "latency" in line]
+    assert "no peer figure above zero" in p99[0]
