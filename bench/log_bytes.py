@@ -77,6 +77,12 @@ class Note(JobPayload):
     text: str
 
 
+def billed(lines: list[str]) -> int:
+    """Bytes of ``lines`` as CloudWatch receives them: each line's UTF-8 bytes and newline, plus the 26 bytes per
+    event that PutLogEvents counts (counted here as billed too, so the figure errs high)."""
+    return sum(len(line.encode()) + 1 + PER_EVENT_OVERHEAD for line in lines)
+
+
 def measure(batch_size: int, url: str) -> tuple[int, int, list[str]]:
     """(log bytes, jobs that succeeded, the distinct messages logged) for JOBS no-op jobs in batches of batch_size."""
     registry = Registry()
@@ -123,17 +129,13 @@ def measure(batch_size: int, url: str) -> tuple[int, int, list[str]]:
             database.close()
     logged = [line for line in stream.getvalue().splitlines() if line.strip()]
     emf = [line for line in metrics.getvalue().splitlines() if line.strip().startswith("{")]
-    lines = logged + emf
     messages = sorted({json.loads(line).get("message", "") for line in logged})
-    # Each line as CloudWatch receives it: its UTF-8 bytes and newline, plus the 26 bytes per event that
-    # PutLogEvents counts (counted here as billed too, so the figure errs high).
-    size = sum(len(line.encode()) + 1 + PER_EVENT_OVERHEAD for line in lines)
     global last_line
     last_line = logged[-1] if logged else ""
     global last_metrics, split
     last_metrics = emf[-1] if emf else ""
-    billed = lambda group: sum(len(line.encode()) + 1 + PER_EVENT_OVERHEAD for line in group)  # noqa: E731
     split = (billed(logged), billed(emf), len(emf))
+    size = split[0] + split[1]
     global busy_ms
     busy_ms = statistics.median(handled) * 1000 if handled else 0.0
     return size, sum(r.outcome.value == "succeeded" for r in reports), messages

@@ -24,7 +24,6 @@ the others go on.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
@@ -142,6 +141,24 @@ class RecordingSqs(InstantSqs):
         return super().send_message_batch(QueueUrl=QueueUrl, Entries=Entries)
 
 
+def produce(url: str, n: int, rate: float, *, domain_row: bool) -> dict[int, float]:
+    """Enqueue ``n`` jobs at ``rate`` a second, one per transaction (with a domain row before it if asked), and
+    return when each one's commit returned (``time.perf_counter()``), by its ``user_id``."""
+    committed: dict[int, float] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        origin = time.perf_counter()
+        for seq in range(n):
+            wait = origin + seq / rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            with conn.transaction():
+                if domain_row:
+                    conn.execute("INSERT INTO domain_order (note) VALUES (%s)", ("order",))
+                enqueue(conn, NOTE, {**PAYLOAD, "user_id": seq}, registry=registry)
+            committed[seq] = time.perf_counter()
+    return committed
+
+
 def conveyor_pickup(url: str, n: int) -> dict:
     """The relay's ``run`` with the checkout's defaults, except the idle interval the local runtime passes."""
     sqs = RecordingSqs()
@@ -151,22 +168,11 @@ def conveyor_pickup(url: str, n: int) -> dict:
         conn.execute("TRUNCATE conveyor.outbox")
     relay = Relay(lambda: connect(url), sqs, directory)
     stop = threading.Event()
-    kwargs = {"idle_interval": 0.05} if "idle_interval" in inspect.signature(relay.run).parameters else {}
-    thread = threading.Thread(target=relay.run, args=(stop,), kwargs=kwargs, daemon=True)
+    thread = threading.Thread(target=relay.run, args=(stop,), kwargs={"idle_interval": 0.05}, daemon=True)
     thread.start()
     time.sleep(1)
-    committed: dict[int, float] = {}
     try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            origin = time.perf_counter()
-            for seq in range(n):
-                wait = origin + seq / PICKUP_RATE - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                with conn.transaction():
-                    conn.execute("INSERT INTO domain_order (note) VALUES (%s)", ("order",))
-                    enqueue(conn, NOTE, {**PAYLOAD, "user_id": seq}, registry=registry)
-                committed[seq] = time.perf_counter()
+        committed = produce(url, n, PICKUP_RATE, domain_row=True)
         deadline = time.monotonic() + 30
         while len(sqs.issued) < n and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -209,15 +215,7 @@ def end_to_end(url: str, n: int, floor_n: int) -> dict:
         runtime.start()
         try:
             time.sleep(1)
-            with psycopg.connect(url, autocommit=True) as conn:
-                origin = time.perf_counter()
-                for seq in range(n):
-                    wait = origin + seq / E2E_RATE - time.perf_counter()
-                    if wait > 0:
-                        time.sleep(wait)
-                    with conn.transaction():
-                        enqueue(conn, NOTE, {**PAYLOAD, "user_id": seq}, registry=registry)
-                    committed[seq] = time.perf_counter()
+            committed.update(produce(url, n, E2E_RATE, domain_row=False))
             runtime.wait_for(lambda: len(started_at) >= n, timeout=60)
         finally:
             runtime.stop()
