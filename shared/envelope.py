@@ -55,10 +55,15 @@ class PayloadTooLarge(ValueError):
         )
 
 
+def utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8, as SQS and PostgreSQL's octet_length count them; an ASCII text is not encoded."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
 def check_payload_size(job_name: str, body: str) -> None:
     """Refuse a payload that would not fit in an SQS message. ``body`` is the exact text the outbox stores and the
     relay sends (the outbox keeps JSON as text, so nothing re-renders it on the way)."""
-    size = len(body.encode("utf-8"))
+    size = utf8_length(body)
     if size > MAX_PAYLOAD_BYTES:
         raise PayloadTooLarge(job_name, size)
 
@@ -66,9 +71,9 @@ def check_payload_size(job_name: str, body: str) -> None:
 def attributes_size(attributes: dict[str, dict[str, Any]]) -> int:
     """Bytes SQS counts for message attributes: each name, data type and value (text as UTF-8, binary as is)."""
     return sum(
-        len(name.encode())
-        + len(value["DataType"].encode())
-        + len(value.get("StringValue", "").encode())
+        utf8_length(name)
+        + utf8_length(value["DataType"])
+        + utf8_length(value.get("StringValue", ""))
         + len(value.get("BinaryValue", b""))
         for name, value in attributes.items()
     )

@@ -42,7 +42,7 @@ import psycopg
 
 from shared.envelope import (
     ATTR_ATTEMPT, ATTR_ENQUEUED_AT, ATTR_JOB_ID, ATTR_JOB_NAME, SQS_MAX_MESSAGE_BYTES, attributes_size, message_attributes,
-    sqs_batches,
+    sqs_batches, utf8_length,
 )
 from shared.outbox import QUERIES
 from shared.outbox.dead import dead_count as count_dead
@@ -102,11 +102,6 @@ def _error_code(exc: Exception) -> str | None:
     """The AWS error code of a botocore ClientError, if it is one."""
     response = getattr(exc, "response", None)
     return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-
-
-def utf8_length(text: str) -> int:
-    """Bytes of ``text`` in UTF-8, as SQS and PostgreSQL's octet_length count them; an ASCII text is not encoded."""
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 class PollInterval:
